@@ -1,0 +1,3 @@
+from mediamux.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""``mediamux`` command line: serve | demo | doctor | tools | jobs.
+
+The CLI is the only place that prints to stdout, and ``serve`` over stdio never does: stdout
+belongs to the protocol there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mediamux import __version__
+
+DEFAULT_HTTP_PORT = 8765
+
+
+def _settings(sandbox: bool = False) -> Any:
+    from pydantic import ValidationError
+
+    from mediamux.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SystemExit(f"mediamux: configuration error: {first.get('msg')}") from None
+    if sandbox:
+        settings = settings.model_copy(update={"sandbox": True})
+    return settings
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mediamux.server.app import build_server
+    from mediamux.server.logs import configure_logging
+
+    settings = _settings(args.sandbox)
+    configure_logging(settings.secrets())
+    if not settings.sandbox and not settings.configured_providers():
+        print(
+            "mediamux: no provider key is set (MUSEAI_API_KEY, MUZAIC_API_KEY, MIXPEEK_API_KEY, MUAPI_API_KEY); "
+            "serving only the jobs tools. Add --sandbox to try every provider offline.",
+            file=sys.stderr,
+        )
+    server = build_server(settings)
+    if args.transport == "stdio":
+        anyio.run(server.run_stdio_async)
+        return 0
+
+    import uvicorn
+
+    from mediamux.server.http import build_http_app, is_loopback
+
+    token = settings.http_token.get_secret_value() if settings.http_token else ""
+    if not is_loopback(args.host) and not token:
+        print(
+            f"mediamux: refusing to serve on {args.host} without MEDIAMUX_HTTP_TOKEN: anyone who can reach "
+            "that address could spend your provider credits. Set the token, or bind 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    app = build_http_app(server, settings, host=args.host, port=args.port)
+    print(
+        f"mediamux {__version__}: Streamable HTTP on http://{args.host}:{args.port}/mcp "
+        f"({'bearer token required' if token else 'no token: loopback only'}); health at /healthz",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+async def _demo(home: Path) -> None:
+    from mcp import Client, StdioServerParameters
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"MEDIAMUX_HOME": str(home), "MEDIAMUX_ALLOWED_DIRS": str(home)})
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mediamux", "serve", "--sandbox"], env=env
+    )
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        say(f"    … {message}")
+
+    say(f"mediamux {__version__} demo — every provider is a built-in emulator: no keys, no charges.")
+    say(f"State folder: {home}\n")
+    with anyio.fail_after(180):
+        async with Client(params) as client:
+            tools = (await client.list_tools()).tools
+            groups: dict[str, int] = {}
+            for tool in tools:
+                groups[tool.name.split("_", 1)[0]] = groups.get(tool.name.split("_", 1)[0], 0) + 1
+            say(
+                f"1. The server offers {len(tools)} tools: "
+                + ", ".join(f"{k} ({v})" for k, v in groups.items())
+            )
+
+            result = await client.call_tool("muapi_get_balance", {})
+            say(f"2. {_first_line(result)}")
+
+            result = await client.call_tool("muapi_get_model", {"name": "flux-schnell-image"})
+            data = result.structured_content or {}
+            props = sorted(((data.get("input_schema") or {}).get("properties") or {}).keys())
+            say(f"3. flux-schnell-image takes: {', '.join(props)}; price {data.get('price')}")
+
+            say("4. Generating an image (submit, poll with progress, save the output):")
+            result = await client.call_tool(
+                "muapi_generate",
+                {"endpoint": "flux-schnell-image", "params": {"prompt": "a lighthouse at dusk, film grain"}},
+                progress_callback=progress,
+            )
+            say(f"   {_first_line(result)}")
+
+            say("5. Starting a video with a 3 s wait budget — it outlives the call and comes back 'running':")
+            result = await client.call_tool(
+                "muapi_generate",
+                {
+                    "endpoint": "kling-v2.1-master-t2v",
+                    "params": {"prompt": "waves on basalt", "duration": 5},
+                    "wait_s": 3,
+                },
+                progress_callback=progress,
+            )
+            say(f"   {_first_line(result)}")
+            job_id = (result.structured_content or {}).get("job_id")
+            if job_id:
+                say(f"6. Picking it up with jobs_wait({job_id}) — nothing is charged again:")
+                result = await client.call_tool(
+                    "jobs_wait", {"job_id": job_id, "wait_s": 60}, progress_callback=progress
+                )
+                say(f"   {_first_line(result)}")
+
+            say("7. Asking for the same image again returns the earlier job instead of paying twice:")
+            result = await client.call_tool(
+                "muapi_generate",
+                {"endpoint": "flux-schnell-image", "params": {"prompt": "a lighthouse at dusk, film grain"}},
+            )
+            say(f"   {_first_line(result)}")
+
+            costs = await client.read_resource("mediamux://costs")
+            text = getattr(costs.contents[0], "text", "{}")
+            session = json.loads(text).get("session", {})
+            say(f"8. mediamux://costs — this session spent ${session.get('usd', 0):.4f} (sandbox money).")
+    say("\nNext: add the server to your host (README), or run `mediamux serve --sandbox` and connect to it.")
+
+
+def _first_line(result: Any) -> str:
+    for block in result.content:
+        text = getattr(block, "text", None)
+        if text:
+            return str(text).splitlines()[0]
+    return "(no text)"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="mediamux-demo-"))
+    anyio.run(_demo, home)
+    return 0
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+async def _doctor(settings: Any) -> int:
+    from mediamux.config import KEY_ENV, PROVIDER_TITLES, PROVIDERS
+    from mediamux.server.app import default_sandbox, running_services
+
+    problems = 0
+    print(f"mediamux {__version__} — {'SANDBOX (built-in emulators)' if settings.sandbox else 'live'} mode")
+    async with running_services(settings, sandbox=default_sandbox(settings)) as svc:
+        eff = svc.settings
+        for provider in PROVIDERS:
+            key = eff.api_key(provider)
+            state = "key set" if key is not None else f"no key ({KEY_ENV[provider]} unset)"
+            line = f"  {PROVIDER_TITLES[provider]:<8} {state}"
+            transport = svc.transports.get(provider)
+            if provider == "muapi" and svc.muapi is not None:
+                try:
+                    with anyio.fail_after(20):
+                        balance, _ = await svc.muapi.balance()
+                    line += f"; reachable at {transport.base_url if transport else '?'}; balance ${balance.balance:.2f}"
+                except Exception as exc:  # report, don't crash: this is a diagnosis
+                    problems += 1
+                    line += f"; NOT reachable: {exc}"
+            elif key is not None:
+                line += "; reachability check arrives with this provider's tools"
+            print(line)
+        print(f"  state folder   {eff.home.expanduser()} (journal {eff.state_db.name})")
+        print(f"  output folder  {svc.output_dir}")
+        print(
+            f"  allowed dirs   {os.pathsep.join(str(p) for p in svc.allowed_dirs)}  (MEDIAMUX_ALLOWED_DIRS)"
+        )
+        print(
+            f"  toolsets       {', '.join(eff.enabled_toolsets())}{' (read-only)' if eff.read_only else ''}"
+        )
+        print(
+            f"  budget         {f'${eff.budget_usd:.2f}' if eff.budget_usd is not None else 'none'}; "
+            f"spent all time ${svc.journal.spent_usd():.4f}"
+        )
+        print(f"  jobs           {len(svc.journal.list(status='active', limit=1000))} active in the journal")
+    return 1 if problems else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mediamux.server.logs import configure_logging
+
+    settings = _settings(args.sandbox)
+    configure_logging(settings.secrets(), "ERROR")
+    return anyio.run(_doctor, settings)
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+async def _tools(settings: Any, as_json: bool) -> int:
+    from mcp import Client
+
+    from mediamux.server.app import TOOLSETS, build_server
+
+    server = build_server(settings)
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+    owner = {spec.name: ts.id for ts in TOOLSETS.values() for spec in ts.specs}
+    rows = []
+    for tool in tools:
+        full = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
+        visible = {"name": tool.name, "description": tool.description, "inputSchema": tool.input_schema}
+        rows.append(
+            {
+                "toolset": owner.get(tool.name, "?"),
+                "name": tool.name,
+                "annotations": (
+                    tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
+                ),
+                "tokens_full": _estimate_tokens(json.dumps(full)),
+                "tokens_visible": _estimate_tokens(json.dumps(visible)),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_set.setdefault(str(row["toolset"]), []).append(row)
+    total = 0
+    for toolset, items in by_set.items():
+        subtotal = sum(r["tokens_full"] for r in items)
+        total += subtotal
+        print(f"{toolset}  ({len(items)} tools, ~{subtotal} tokens)")
+        for r in items:
+            a = r["annotations"]
+            flags = (
+                "read-only"
+                if a.get("readOnlyHint")
+                else ("DESTRUCTIVE" if a.get("destructiveHint") else "writes")
+            )
+            print(f"  {r['name']:<26} {flags:<12} ~{r['tokens_full']} tokens")
+    print(
+        f"total: {len(rows)} tools, ~{total} tokens (estimate: 1 token ≈ 4 characters of the tools/list JSON)"
+    )
+    return 0
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, round(len(text) / 4))
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    settings = _settings(args.sandbox or args.all)
+    return anyio.run(_tools, settings, args.json)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from mediamux.jobs.engine import iso
+    from mediamux.jobs.journal import Journal
+
+    settings = _settings()
+    if not settings.state_db.exists():
+        print(f"no journal yet at {settings.state_db}")
+        return 0
+    journal = Journal(settings.state_db)
+    try:
+        records = journal.list(status=args.status, limit=args.limit)
+        for r in records:
+            usd = f"${r.cost.usd:.4f}" if r.cost.usd is not None else "-"
+            print(f"{r.job_id}  {iso(r.submitted_ts)}  {r.provider}/{r.operation:<10} {r.status:<10} {usd}")
+        print(f"{len(records)} job(s); all-time spend ${journal.spent_usd():.4f}")
+    finally:
+        journal.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediamux", description="One MCP server for media AI.")
+    parser.add_argument("--version", action="version", version=f"mediamux {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT)
+    serve.add_argument("--sandbox", action="store_true", help="use the built-in provider emulators (no keys)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="a short guided tour against the built-in emulators")
+    demo.add_argument("--home", help="state folder for the demo (default: a new temporary folder)")
+    demo.set_defaults(func=cmd_demo)
+
+    doctor = sub.add_parser("doctor", help="check configuration and provider reachability")
+    doctor.add_argument("--sandbox", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
+
+    tools = sub.add_parser("tools", help="list the tool catalog with annotations and token estimates")
+    tools.add_argument("--all", action="store_true", help="every toolset, as in sandbox mode")
+    tools.add_argument("--sandbox", action="store_true")
+    tools.add_argument("--json", action="store_true")
+    tools.set_defaults(func=cmd_tools)
+
+    jobs = sub.add_parser("jobs", help="list jobs from the local journal")
+    jobs.add_argument(
+        "--status", choices=["active", "queued", "running", "completed", "failed", "cancelled", "expired"]
+    )
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=cmd_jobs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,490 @@
+"""Poll-until-done engine shared by every asynchronous or slow provider operation.
+
+A *driver* knows one provider operation: how to submit it, how to poll it, and what to do with
+a finished result (save outputs, store an expiring transcript). The engine does the rest, the
+same way for every provider:
+
+* budget check, then the duplicate-spend guard, then a journal row — all before any paid call;
+* the submission itself is shielded from client cancellation, so a request id the provider
+  has issued is always recorded;
+* polling with adaptive backoff inside the caller's wait budget, progress at submission and at
+  least every ``HEARTBEAT_S`` seconds, and cancellation that stops polling at once while the
+  job stays in the journal for ``jobs_wait``;
+* an unknown provider status is non-terminal until the budget runs out, then reported by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+
+from mediamux.clock import Clock
+from mediamux.jobs.journal import Journal
+from mediamux.jobs.models import TERMINAL_STATUSES, JobError, JobRecord, JobResult
+from mediamux.providers.cost import Cost
+from mediamux.providers.errors import (
+    NotFound,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimited,
+    ServerError,
+)
+
+logger = logging.getLogger("mediamux.jobs")
+
+HEARTBEAT_S = 10.0
+FIRST_POLL_S = 1.0
+MAX_POLL_S = 8.0
+BACKOFF = 1.5
+# A job row whose submission never recorded an outcome (the process died mid-request).
+ORPHAN_SUBMIT_S = 600.0
+
+ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
+
+
+class JobsError(Exception):
+    error_class = "invalid_input"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(JobsError):
+    error_class = "budget"
+
+
+class JobNotFound(JobsError):
+    error_class = "not_found"
+
+
+class ProviderUnavailable(JobsError):
+    error_class = "auth"
+
+
+@dataclass
+class Outcome:
+    """What a driver learned from one submit or poll."""
+
+    status: str
+    provider_status: str | None = None
+    provider_job_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    cost: Cost = field(default_factory=Cost)
+
+
+class JobDriver(Protocol):
+    provider: str
+    operation: str
+    title: str
+
+    def estimate_usd(self, args: dict[str, Any]) -> float | None: ...
+
+    async def prepare(
+        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+    ) -> dict[str, Any]: ...
+
+    async def submit(
+        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+    ) -> Outcome: ...
+
+    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome: ...
+
+    async def finalize(
+        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+    ) -> Outcome: ...
+
+
+async def _no_progress(progress: float, total: float | None, message: str) -> None:
+    return None
+
+
+class _Reporter:
+    """Progress with a strictly increasing counter, and a count of notifications sent."""
+
+    def __init__(self, fn: ProgressFn) -> None:
+        self._fn = fn
+        self._n = 0.0
+        self.sent = 0
+
+    async def __call__(self, progress: float, total: float | None, message: str) -> None:
+        # Byte progress from uploads passes real numbers; job steps just count.
+        self._n = progress if total is not None and progress > self._n else self._n + 1
+        self.sent += 1
+        try:
+            await self._fn(self._n, total, message)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:  # a client that cannot take progress must not break the job
+            logger.debug("progress notification failed", exc_info=True)
+
+    async def step(self, message: str) -> None:
+        await self(self._n + 1, None, message)
+
+
+def dedup_key(provider: str, operation: str, args: dict[str, Any]) -> str:
+    canonical = json.dumps([provider, operation, args], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
+
+
+class JobEngine:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        clock: Clock,
+        session_id: str | None = None,
+        dedup_window_s: float = 600.0,
+        budget_usd: float | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.journal = journal
+        self.heartbeat_s = heartbeat_s
+        self.clock = clock
+        self.session_id = session_id or secrets.token_hex(8)
+        self.dedup_window_s = dedup_window_s
+        self.budget_usd = budget_usd
+        self._drivers: dict[tuple[str, str], JobDriver] = {}
+        self._submitting: dict[str, anyio.Event] = {}
+        self.on_change: Callable[[JobRecord], Awaitable[None]] | None = None
+
+    def register(self, driver: JobDriver) -> None:
+        self._drivers[(driver.provider, driver.operation)] = driver
+
+    def driver_for(self, record: JobRecord) -> JobDriver:
+        driver = self._drivers.get((record.provider, record.operation))
+        if driver is None:
+            raise ProviderUnavailable(
+                f"job {record.job_id} belongs to {record.provider} {record.operation}, which this server "
+                "has not enabled; configure that provider's key (see mediamux doctor) to resume it"
+            )
+        return driver
+
+    def _wall(self) -> float:
+        return self.clock.now().timestamp()
+
+    # -- entry points ----------------------------------------------------------------------
+
+    async def run(
+        self,
+        provider: str,
+        operation: str,
+        args: dict[str, Any],
+        *,
+        options: dict[str, Any] | None = None,
+        new_job: bool = False,
+        wait_s: float = 45.0,
+        progress: ProgressFn | None = None,
+    ) -> JobResult[Any]:
+        """Submit (or reuse an identical recent job) and wait up to ``wait_s`` for it.
+
+        Raises:
+            BudgetExceeded: the ledger has reached MEDIAMUX_BUDGET_USD.
+            ProviderError: the submission was refused or its outcome is unknown.
+        """
+        driver = self._drivers[(provider, operation)]
+        report = _Reporter(progress or _no_progress)
+        self._check_budget(driver, args)
+        now = self._wall()
+        record = JobRecord(
+            job_id="job_" + secrets.token_urlsafe(12),
+            provider=provider,
+            operation=operation,
+            dedup_key=dedup_key(provider, operation, args),
+            args=args,
+            options=options or {},
+            status="queued",
+            session_id=self.session_id,
+            submitted_ts=now,
+            updated_ts=now,
+        )
+        window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
+        record, created = self.journal.claim(record, window_start_ts=window)
+        if not created:
+            await report.step(f"{driver.title}: an identical job {record.job_id} is already {record.status}")
+            if record.submit_state == "uncertain":
+                return self._view(record, deduplicated=True)
+            return await self._wait(record, driver, wait_s, report, deduplicated=True)
+
+        self._submitting[record.job_id] = anyio.Event()
+        try:
+            try:
+                # Free, cancellable work first (uploading local files named in the arguments).
+                submit_args = await driver.prepare(args, record.options, report)
+            except BaseException as exc:
+                self._abandon(record, exc)
+                raise
+            await report.step(f"{driver.title}: submitting")
+            # Shielded: once the request is on the wire, the provider's answer (its job id, its
+            # charge) must be recorded even if the client gives up on this call meanwhile.
+            with anyio.CancelScope(shield=True):
+                try:
+                    outcome = await driver.submit(submit_args, record.options, report)
+                except ProviderError as exc:
+                    self._fail_submission(record, exc)
+                    raise
+                record = await self._apply(record, outcome, submitted=True)
+        finally:
+            self._submitting.pop(record.job_id).set()
+        await report.step(
+            f"{driver.title}: submitted"
+            + (f" (provider id {record.provider_job_id})" if record.provider_job_id else "")
+            + f", {record.status}"
+        )
+        return await self._wait(record, driver, wait_s, report, deduplicated=False)
+
+    async def wait(
+        self, job_id: str, *, wait_s: float = 45.0, progress: ProgressFn | None = None
+    ) -> JobResult[Any]:
+        record = self.get_record(job_id)
+        report = _Reporter(progress or _no_progress)
+        if record.terminal or record.submit_state in ("rejected", "uncertain"):
+            return self._view(record)
+        return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
+
+    def get_record(self, job_id: str) -> JobRecord:
+        record = self.journal.get(job_id.strip())
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r} in the journal; jobs_list shows the known jobs")
+        return record
+
+    def view(self, record: JobRecord) -> JobResult[Any]:
+        return self._view(record)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_budget(self, driver: JobDriver, args: dict[str, Any]) -> None:
+        if self.budget_usd is None:
+            return
+        spent = self.journal.spent_usd()
+        estimate = driver.estimate_usd(args)
+        if spent >= self.budget_usd:
+            raise BudgetExceeded(
+                f"budget reached: the ledger has recorded ${spent:.4f} of spend and MEDIAMUX_BUDGET_USD is "
+                f"${self.budget_usd:.2f}; raise MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs "
+                "has the breakdown)"
+            )
+        if estimate is not None and spent + estimate > self.budget_usd:
+            raise BudgetExceeded(
+                f"over budget: this {driver.title} job is estimated at ${estimate:.4f}, the ledger has "
+                f"${spent:.4f} and MEDIAMUX_BUDGET_USD is ${self.budget_usd:.2f}; raise the budget or "
+                "choose a cheaper request"
+            )
+
+    def _abandon(self, record: JobRecord, exc: BaseException) -> None:
+        """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""
+        record.submit_state = "rejected"
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            record.status = "cancelled"
+            record.error = JobError(error_class="invalid_input", message="cancelled before submission")
+        else:
+            record.status = "failed"
+            error_class = getattr(exc, "error_class", "invalid_input")
+            record.error = JobError(error_class=error_class, message=str(exc)[:500])
+        record.updated_ts = record.completed_ts = self._wall()
+        self.journal.save(record)
+
+    def _fail_submission(self, record: JobRecord, exc: ProviderError) -> None:
+        record.status = "failed"
+        record.submit_state = "uncertain" if exc.maybe_sent else "rejected"
+        message = exc.message
+        if exc.maybe_sent:
+            message += (
+                f". The request may have reached {record.provider} before the answer was lost, and no job id "
+                f"came back, so mediamux cannot track it. Check the provider's dashboard before retrying; "
+                f"an identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true"
+            )
+        record.error = JobError(error_class=exc.error_class, message=message, retry_after_s=exc.retry_after_s)
+        record.updated_ts = record.completed_ts = self._wall()
+        self.journal.save(record)
+
+    async def _apply(self, record: JobRecord, outcome: Outcome, *, submitted: bool = False) -> JobRecord:
+        now = self._wall()
+        if submitted:
+            record.submit_state = "accepted"
+        else:
+            record.polls += 1
+        if outcome.provider_job_id:
+            record.provider_job_id = outcome.provider_job_id
+        record.provider_status = outcome.provider_status or record.provider_status
+        if outcome.status in TERMINAL_STATUSES or outcome.status in ("queued", "running"):
+            record.status = outcome.status
+        else:
+            record.status = "running"  # unknown provider word: keep waiting, report it by name
+        if outcome.result is not None:
+            record.result = outcome.result
+        if outcome.error is not None:
+            record.error = outcome.error
+        if not outcome.cost.is_empty:
+            record.cost = record.cost.merged_with(outcome.cost)
+        if record.terminal and record.completed_ts is None:
+            record.completed_ts = now
+        record.updated_ts = now
+        self.journal.save(record)
+        self.journal.record_cost(
+            record.job_id,
+            provider=record.provider,
+            operation=record.operation,
+            session_id=record.session_id,
+            cost=record.cost,
+            ts=now,
+        )
+        if self.on_change is not None:
+            try:
+                await self.on_change(record)
+            except Exception:
+                logger.debug("job change listener failed", exc_info=True)
+        return record
+
+    async def _wait(
+        self, record: JobRecord, driver: JobDriver, wait_s: float, report: _Reporter, *, deduplicated: bool
+    ) -> JobResult[Any]:
+        start = self.clock.monotonic()
+        deadline = start + max(0.0, wait_s)
+        interval = FIRST_POLL_S
+        last_problem: str | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, report, driver, record, start)
+            try:
+                while True:
+                    if record.submit_state == "pending":
+                        record = await self._await_submission(record)
+                        if record.submit_state != "accepted":
+                            break
+                    if record.terminal:
+                        if record.status == "completed" and not record.options.get("_finalized"):
+                            record = await self._finalize(record, driver, report)
+                        break
+                    remaining = deadline - self.clock.monotonic()
+                    if remaining <= 0:
+                        break
+                    await self.clock.sleep(min(interval, remaining))
+                    interval = min(MAX_POLL_S, interval * BACKOFF)
+                    assert record.provider_job_id is not None
+                    try:
+                        outcome = await driver.poll(record.provider_job_id, record.args, record.options)
+                    except NotFound as exc:
+                        outcome = Outcome(
+                            status="expired",
+                            error=JobError(error_class="not_found", message=exc.message),
+                        )
+                    except (ProviderConnectionError, ServerError, RateLimited) as exc:
+                        # The transport already retried; the job itself is fine. Keep waiting.
+                        last_problem = exc.message
+                        await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
+                        continue
+                    last_problem = None
+                    record = await self._apply(record, outcome)
+                    await report.step(self._progress_line(driver, record, start))
+            finally:
+                tg.cancel_scope.cancel()
+        return self._view(record, deduplicated=deduplicated, problem=last_problem)
+
+    async def _await_submission(self, record: JobRecord) -> JobRecord:
+        """A duplicate call arrived while the original submission is still in flight."""
+        event = self._submitting.get(record.job_id)
+        if event is not None:
+            await event.wait()
+        else:
+            # Submitted by another process sharing the journal, or orphaned by a crash.
+            for _ in range(20):
+                fresh = self.journal.get(record.job_id)
+                if fresh is None or fresh.submit_state != "pending":
+                    break
+                await self.clock.sleep(0.5)
+        fresh = self.journal.get(record.job_id) or record
+        if fresh.submit_state == "pending" and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S:
+            fresh.submit_state = "uncertain"
+            fresh.status = "failed"
+            fresh.error = JobError(
+                error_class="provider_error",
+                message="this job's submission never recorded an outcome (the server stopped mid-request); "
+                "it may or may not have reached the provider — check the provider's dashboard",
+            )
+            fresh.updated_ts = fresh.completed_ts = self._wall()
+            self.journal.save(fresh)
+        return fresh
+
+    async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
+        outcome = Outcome(status="completed", result=record.result, cost=Cost())
+        try:
+            outcome = await driver.finalize(outcome, record.args, record.options, report)
+        except Exception as exc:
+            # The paid result is safe in the journal; a failed save must not turn it into a failure.
+            logger.warning("finalizing %s failed: %s", record.job_id, type(exc).__name__)
+            result = dict(record.result or {})
+            result["save_error"] = str(exc)[:300]
+            outcome = Outcome(status="completed", result=result)
+        record.options = {**record.options, "_finalized": True}
+        return await self._apply(record, outcome)
+
+    async def _heartbeat(self, report: _Reporter, driver: JobDriver, record: JobRecord, start: float) -> None:
+        # Real time, not the injected clock: this promise is to the person watching the client, and a
+        # poll can stall for a while inside the transport's retries.
+        last = report.sent
+        while True:
+            await anyio.sleep(self.heartbeat_s)
+            if report.sent == last:
+                await report.step(self._progress_line(driver, record, start))
+            last = report.sent
+
+    def _progress_line(self, driver: JobDriver, record: JobRecord, start: float) -> str:
+        elapsed = self.clock.monotonic() - start
+        status = record.provider_status or record.status
+        return f"{driver.title}: {status} · {elapsed:.0f} s"
+
+    def _view(
+        self, record: JobRecord, *, deduplicated: bool = False, problem: str | None = None
+    ) -> JobResult[Any]:
+        end = record.completed_ts if record.completed_ts is not None else self._wall()
+        note = None
+        if not record.terminal:
+            note = (
+                f"still {record.status}; call jobs_wait with job_id {record.job_id} to keep waiting "
+                "(nothing is charged again)"
+            )
+            known = {
+                "queued",
+                "pending",
+                "processing",
+                "running",
+                "starting",
+                "in_progress",
+                "initializing",
+                "downloading",
+            }
+            if record.provider_status and record.provider_status.lower() not in known:
+                note = f"unrecognised provider status {record.provider_status!r}; " + note
+            if problem:
+                note += f". Last poll failed: {problem}"
+        return JobResult[Any](
+            job_id=record.job_id,
+            provider=record.provider,
+            operation=record.operation,
+            provider_job_id=record.provider_job_id,
+            status=record.status,
+            provider_status=record.provider_status,
+            result=record.result,
+            error=record.error,
+            cost=record.cost,
+            session_spent_usd=round(self.journal.spent_usd(self.session_id), 6),
+            elapsed_s=round(max(0.0, end - record.submitted_ts), 3),
+            submitted_at=iso(record.submitted_ts) or "",
+            completed_at=iso(record.completed_ts),
+            deduplicated=deduplicated,
+            note=note,
+        )

@@ -1,0 +1,263 @@
+"""The job journal and the cost ledger: one SQLite database under ``MEDIAMUX_HOME``.
+
+A job row is written before its submission leaves this machine and updated on every state
+change, so a crash, a client timeout or a restart never loses a job that was paid for. The
+ledger holds one row per job (re-polls overwrite it), so totals never count a charge twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mediamux.jobs.models import ACTIVE_STATUSES, JobError, JobRecord
+from mediamux.providers.cost import Cost
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    args_json TEXT NOT NULL,
+    options_json TEXT NOT NULL DEFAULT '{}',
+    provider_job_id TEXT,
+    status TEXT NOT NULL,
+    provider_status TEXT,
+    submit_state TEXT NOT NULL,
+    result_json TEXT,
+    error_json TEXT,
+    cost_json TEXT,
+    session_id TEXT NOT NULL,
+    submitted_ts REAL NOT NULL,
+    updated_ts REAL NOT NULL,
+    completed_ts REAL,
+    polls INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id);
+CREATE TABLE IF NOT EXISTS ledger (
+    entry_id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    usd REAL,
+    credits REAL,
+    tokens REAL,
+    refunded INTEGER,
+    recorded_ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
+    "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
+    "updated_ts, completed_ts, polls"
+)
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # One connection guarded by a lock: statements are short, and several server processes
+        # may share the file, which SQLite's own locking (WAL + busy timeout) arbitrates.
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def claim(self, record: JobRecord, *, window_start_ts: float | None) -> tuple[JobRecord, bool]:
+        """Insert ``record`` unless an identical job from inside the window can stand for it.
+
+        Check and insert happen in one IMMEDIATE transaction, so two racing identical calls —
+        in this process or another one sharing the file — create exactly one job.
+        Returns the job to use and whether it is new.
+        """
+        with self._write() as db:
+            if window_start_ts is not None:
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE dedup_key = ? AND submitted_ts >= ? "
+                    "AND (status IN ('queued', 'running', 'completed') OR submit_state = 'uncertain') "
+                    "ORDER BY submitted_ts DESC LIMIT 1",
+                    (record.dedup_key, window_start_ts),
+                ).fetchone()
+                if row is not None:
+                    return _record(row), False
+            db.execute(
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                _values(record),
+            )
+        return record, True
+
+    def save(self, record: JobRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                _values(record),
+            )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _record(row) if row else None
+
+    def find_by_provider_id(self, provider: str, provider_job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE provider = ? AND provider_job_id = ? "
+                "ORDER BY submitted_ts DESC LIMIT 1",
+                (provider, provider_job_id),
+            ).fetchone()
+        return _record(row) if row else None
+
+    def list(
+        self, *, status: str | None = None, provider: str | None = None, limit: int = 20
+    ) -> list[JobRecord]:
+        clauses, params = [], []
+        if status == "active":
+            clauses.append(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})")
+            params.extend(sorted(ACTIVE_STATUSES))
+        elif status:
+            clauses.append("status = ?")
+            params.append(status)
+        if provider:
+            clauses.append("provider = ?")
+            params.append(provider)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY submitted_ts DESC LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    # -- ledger ----------------------------------------------------------------------------
+
+    def record_cost(
+        self, entry_id: str, *, provider: str, operation: str, session_id: str, cost: Cost, ts: float
+    ) -> None:
+        """Upsert the charge for one job (or one non-job request): re-polls replace, never add."""
+        if cost.usd is None and cost.credits is None and cost.tokens is None:
+            return
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, credits, tokens, refunded, "
+                "recorded_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
+                "usd = excluded.usd, credits = excluded.credits, tokens = excluded.tokens, "
+                "refunded = excluded.refunded, recorded_ts = excluded.recorded_ts",
+                (
+                    entry_id,
+                    provider,
+                    operation,
+                    session_id,
+                    cost.usd,
+                    cost.credits,
+                    cost.tokens,
+                    None if cost.refunded is None else int(cost.refunded),
+                    ts,
+                ),
+            )
+
+    def totals(self, session_id: str | None = None) -> dict[str, Any]:
+        """Spend per provider: charged USD (refunds excluded), credits, tokens, entries."""
+        where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT provider, "
+                "SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) AS usd, "
+                "SUM(CASE WHEN refunded = 1 THEN 0 ELSE credits END) AS credits, "
+                "SUM(tokens) AS tokens, COUNT(*) AS entries, "
+                "SUM(CASE WHEN usd IS NULL THEN 1 ELSE 0 END) AS unpriced "
+                f"FROM ledger {where} GROUP BY provider ORDER BY provider",
+                params,
+            ).fetchall()
+        per_provider = {
+            r["provider"]: {
+                "usd": r["usd"],
+                "credits": r["credits"],
+                "tokens": r["tokens"],
+                "entries": r["entries"],
+                "entries_without_usd": r["unpriced"],
+            }
+            for r in rows
+        }
+        usd = sum((v["usd"] or 0.0) for v in per_provider.values())
+        return {"usd": round(usd, 6), "providers": per_provider}
+
+    def spent_usd(self, session_id: str | None = None) -> float:
+        return float(self.totals(session_id)["usd"])
+
+
+def _values(r: JobRecord) -> tuple[Any, ...]:
+    return (
+        r.job_id,
+        r.provider,
+        r.operation,
+        r.dedup_key,
+        json.dumps(r.args, sort_keys=True),
+        json.dumps(r.options, sort_keys=True),
+        r.provider_job_id,
+        r.status,
+        r.provider_status,
+        r.submit_state,
+        json.dumps(r.result) if r.result is not None else None,
+        r.error.model_dump_json(by_alias=True) if r.error else None,
+        r.cost.model_dump_json(),
+        r.session_id,
+        r.submitted_ts,
+        r.updated_ts,
+        r.completed_ts,
+        r.polls,
+    )
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        job_id=row["job_id"],
+        provider=row["provider"],
+        operation=row["operation"],
+        dedup_key=row["dedup_key"],
+        args=json.loads(row["args_json"]),
+        options=json.loads(row["options_json"] or "{}"),
+        provider_job_id=row["provider_job_id"],
+        status=row["status"],
+        provider_status=row["provider_status"],
+        submit_state=row["submit_state"],
+        result=json.loads(row["result_json"]) if row["result_json"] else None,
+        error=JobError.model_validate_json(row["error_json"]) if row["error_json"] else None,
+        cost=Cost.model_validate_json(row["cost_json"]) if row["cost_json"] else Cost(),
+        session_id=row["session_id"],
+        submitted_ts=row["submitted_ts"],
+        updated_ts=row["updated_ts"],
+        completed_ts=row["completed_ts"],
+        polls=row["polls"],
+    )

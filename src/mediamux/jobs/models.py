@@ -1,0 +1,80 @@
+"""The job shape every job tool, ``jobs_wait`` and ``jobs_get`` return."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediamux.providers.cost import Cost
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled", "expired"]
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+ACTIVE_STATUSES = frozenset({"queued", "running"})
+
+R = TypeVar("R")
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    error_class: str = Field(
+        alias="class",
+        description="auth | insufficient_credits | rate_limited | invalid_input | not_found | provider_error "
+        "| timeout | budget",
+    )
+    message: str
+    retry_after_s: float | None = None
+
+
+class JobResult(BaseModel, Generic[R]):
+    model_config = ConfigDict(populate_by_name=True)
+
+    job_id: str = Field(description="mediamux job id, stable across restarts; pass it to jobs_wait")
+    provider: Literal["muapi", "museai", "muzaic", "mixpeek"]
+    operation: str
+    provider_job_id: str | None = Field(
+        None, description="The provider's own id (request_id, task_id, job id)"
+    )
+    status: JobStatus
+    provider_status: str | None = Field(None, description="The provider's raw status word")
+    result: R | None = Field(None, description="The typed result once completed")
+    error: JobError | None = None
+    cost: Cost = Field(default_factory=Cost)
+    session_spent_usd: float | None = Field(
+        None, description="Spend this server session has recorded so far, across all jobs"
+    )
+    elapsed_s: float | None = None
+    submitted_at: str
+    completed_at: str | None = None
+    deduplicated: bool = Field(
+        False, description="True when an identical recent job was returned instead of paying again"
+    )
+    note: str | None = Field(None, description="What to do next, when the job is not finished")
+
+
+class JobRecord(BaseModel):
+    """A journal row."""
+
+    job_id: str
+    provider: str
+    operation: str
+    dedup_key: str
+    args: dict[str, Any]
+    options: dict[str, Any] = Field(default_factory=dict)
+    provider_job_id: str | None = None
+    status: str
+    provider_status: str | None = None
+    submit_state: Literal["pending", "accepted", "rejected", "uncertain"] = "pending"
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    cost: Cost = Field(default_factory=Cost)
+    session_id: str
+    submitted_ts: float
+    updated_ts: float
+    completed_ts: float | None = None
+    polls: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -1,0 +1,371 @@
+"""MuAPI client: submit-then-poll generation across hundreds of models, with per-request cost.
+
+Contract: ``shared/providers/muapi-api.txt`` and NOTES §4. Models are tolerant readers: unknown
+fields are kept, and the documented variants (``request_id`` or ``id``; ``url``, ``file_url`` or
+``output`` for uploads; bare lists or wrapped lists of models) are all accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mediamux.files import multipart_file_upload
+from mediamux.providers.cost import Cost
+from mediamux.providers.errors import InvalidRequest, ProviderStatusError
+from mediamux.providers.transport import ProviderResponse, Retry, Transport
+
+TERMINAL = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "canceled": "cancelled"}
+RUNNING = {
+    "queued": "queued",
+    "pending": "queued",
+    "processing": "running",
+    "running": "running",
+    "starting": "running",
+    "in_progress": "running",
+}
+
+ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class MuapiCostBody(_Tolerant):
+    amount_usd: float | None = None
+    amount_credits: float | None = None
+    bonus_credits_used: float | None = None
+    refunded: bool | None = None
+
+
+class Submission(_Tolerant):
+    request_id: str
+    status: str | None = None
+    outputs: list[Any] = Field(default_factory=list)
+    cost: Cost = Field(default_factory=Cost)
+
+
+class Prediction(_Tolerant):
+    id: str | None = None
+    status: str = "unknown"
+    outputs: list[Any] = Field(default_factory=list)
+    error: Any = None
+    has_nsfw_contents: list[bool] | None = None
+    created_at: str | None = None
+    executionTime: Any = None
+    cost: Cost = Field(default_factory=Cost)
+
+    @property
+    def output_urls(self) -> list[str]:
+        urls: list[str] = []
+        for item in self.outputs:
+            if isinstance(item, str):
+                urls.append(item)
+            elif isinstance(item, dict):
+                url = item.get("url") or item.get("uri")
+                if isinstance(url, str):
+                    urls.append(url)
+        return urls
+
+    @property
+    def error_message(self) -> str | None:
+        if self.error in (None, ""):
+            return None
+        if isinstance(self.error, dict):
+            return str(self.error.get("message") or self.error.get("detail") or self.error)
+        return str(self.error)
+
+
+class Balance(_Tolerant):
+    balance: float
+    currency: str = "usd"
+    email: str | None = None
+
+
+class TopupCheckout(_Tolerant):
+    checkout_url: str
+    amount: float | None = None
+    currency: str | None = None
+
+
+class ApiKeyInfo(_Tolerant):
+    id: int | str
+    name: str | None = None
+    is_active: bool | None = None
+    is_test: bool | None = None
+    created_at: str | None = None
+    last_used_at: str | None = None
+
+
+class CreatedKey(BaseModel):
+    id: int | str
+    name: str | None = None
+    api_key: str = Field(repr=False)
+    is_test: bool | None = None
+
+
+class ModelInfo(_Tolerant):
+    name: str
+    endpoint: str | None = None
+    category: str | None = None
+    family: str | None = None
+    description: str | None = None
+    cost: Any = None
+    input_schema: dict[str, Any] | None = None
+
+
+def normalize_status(raw: str | None) -> str:
+    """MuAPI status → ours. Unknown values stay as they are: non-terminal, reported by name."""
+    value = (raw or "").strip().lower()
+    return TERMINAL.get(value) or RUNNING.get(value) or value or "unknown"
+
+
+def cost_from(response: ProviderResponse, body: Any) -> Cost:
+    """Merge the ``cost`` object and the ``X-MuAPI-Cost-*`` / ``X-Account-Balance`` headers."""
+    from_body = None
+    if isinstance(body, dict) and isinstance(body.get("cost"), dict):
+        try:
+            from_body = MuapiCostBody.model_validate(body["cost"])
+        except ValidationError:
+            from_body = None
+    h = response.headers
+
+    def num(name: str) -> float | None:
+        value = h.get(name)
+        try:
+            return float(value) if value not in (None, "") else None
+        except ValueError:
+            return None
+
+    header_refunded = h.get("x-muapi-cost-refunded")
+    from_headers = Cost(
+        usd=num("x-muapi-cost-usd"),
+        credits=num("x-muapi-cost-credits"),
+        bonus_credits=num("x-muapi-cost-bonus-credits"),
+        refunded=(header_refunded.strip().lower() == "true") if header_refunded else None,
+        balance_usd=num("x-account-balance"),
+    )
+    cost = from_headers
+    if from_body is not None:
+        cost = from_headers.merged_with(
+            Cost(
+                usd=from_body.amount_usd,
+                credits=from_body.amount_credits,
+                bonus_credits=from_body.bonus_credits_used,
+                refunded=from_body.refunded,
+            )
+        )
+    has_headers = any(v is not None for v in (from_headers.usd, from_headers.credits, from_headers.refunded))
+    if from_body is not None and has_headers:
+        cost.source = "body+headers"
+    elif from_body is not None:
+        cost.source = "body"
+    elif not cost.is_empty:
+        cost.source = "headers"
+    return cost
+
+
+class MuapiClient:
+    provider = "muapi"
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+
+    @staticmethod
+    def check_endpoint(endpoint: str) -> str:
+        endpoint = endpoint.strip().strip("/")
+        if not ENDPOINT_RE.fullmatch(endpoint) or ".." in endpoint:
+            raise InvalidRequest(
+                f"MuAPI generate: {endpoint!r} is not a model endpoint slug (letters, digits, '.', '_', '-', "
+                "'/' between parts, e.g. 'flux-dev-image'); use muapi_list_models to find one",
+                provider="muapi",
+                operation="generate",
+            )
+        return endpoint
+
+    async def submit(
+        self, endpoint: str, params: dict[str, Any], *, webhook_url: str | None = None
+    ) -> Submission:
+        endpoint = self.check_endpoint(endpoint)
+        body = dict(params)
+        if webhook_url:
+            body["webhook_url"] = webhook_url
+        response = await self.t.request(
+            "POST",
+            endpoint,
+            operation="generate",
+            retry=Retry.IF_NOT_SENT,
+            json_body=body,
+            params={"webhook": webhook_url} if webhook_url else None,
+        )
+        data = self.t.parse_json(response, "generate")
+        if not isinstance(data, dict):
+            raise self.t.malformed("generate", "expected an object with request_id")
+        request_id = data.get("request_id") or data.get("id")
+        if not isinstance(request_id, (str, int)) or request_id == "":
+            error = self.t.malformed("generate", "no request_id in the answer")
+            error.maybe_sent = True
+            raise error
+        return Submission.model_validate(
+            {**data, "request_id": str(request_id), "cost": cost_from(response, data)}
+        )
+
+    async def get_result(self, request_id: str) -> Prediction:
+        # Some deployments answer 400 while a job is still running (NOTES §4.3): read the body first.
+        response = await self.t.request(
+            "GET",
+            f"predictions/{_seg(request_id)}/result",
+            operation="get_result",
+            retry=Retry.ALWAYS,
+            ok_statuses=(400,),
+        )
+        data = self.t.parse_json(response, "get_result") if response.status != 400 else response.json()
+        if response.status == 400:
+            status = normalize_status(data.get("status")) if isinstance(data, dict) else ""
+            if status not in ("queued", "running"):
+                raise self.t.status_error(response, "get_result")
+        if not isinstance(data, dict):
+            raise self.t.malformed("get_result", "expected an object")
+        try:
+            return Prediction.model_validate({**data, "cost": cost_from(response, data)})
+        except ValidationError as exc:
+            raise self.t.malformed("get_result", f"{exc.error_count()} invalid field(s)") from None
+
+    async def upload_file(
+        self,
+        path: Path,
+        allowed: Sequence[Path],
+        *,
+        on_progress: Callable[[int, int], Awaitable[None]] | None = None,
+    ) -> str:
+        def body() -> tuple[dict[str, str], Any]:
+            upload = multipart_file_upload(path, allowed, on_progress=on_progress)
+            return upload.headers, upload.stream
+
+        response = await self.t.request(
+            "POST",
+            "upload_file",
+            operation="upload_file",
+            retry=Retry.IF_NOT_SENT,
+            body=body,
+        )
+        data = self.t.parse_json(response, "upload_file")
+        url = None
+        if isinstance(data, dict):
+            url = data.get("url") or data.get("file_url") or data.get("output")
+        if not isinstance(url, str) or not url:
+            raise self.t.malformed("upload_file", "no url in the answer")
+        return url
+
+    async def balance(self) -> tuple[Balance, Cost]:
+        response = await self.t.request("GET", "account/balance", operation="get_balance", retry=Retry.ALWAYS)
+        data = self.t.parse_json(response, "get_balance")
+        try:
+            return Balance.model_validate(data), cost_from(response, data)
+        except ValidationError:
+            raise self.t.malformed("get_balance", "no balance in the answer") from None
+
+    async def topup(self, amount: int) -> TopupCheckout:
+        response = await self.t.request(
+            "POST",
+            "account/topup",
+            operation="topup",
+            retry=Retry.IF_NOT_SENT,
+            json_body={"amount": amount, "currency": "usd"},
+        )
+        data = self.t.parse_json(response, "topup")
+        try:
+            return TopupCheckout.model_validate(data)
+        except ValidationError:
+            raise self.t.malformed("topup", "no checkout_url in the answer") from None
+
+    async def list_keys(self) -> list[ApiKeyInfo]:
+        data = await self.t.get_json("keys", operation="list_keys")
+        items = data.get("keys", data.get("items", [])) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise self.t.malformed("list_keys", "expected a list")
+        # Never keep a raw key that a listing might include.
+        return [
+            ApiKeyInfo.model_validate({k: v for k, v in i.items() if k not in ("api_key", "key")})
+            for i in items
+            if isinstance(i, dict)
+        ]
+
+    async def create_key(self, name: str, is_test: bool) -> CreatedKey:
+        response = await self.t.request(
+            "POST",
+            "keys",
+            operation="create_key",
+            retry=Retry.IF_NOT_SENT,
+            json_body={"name": name, "is_test": is_test},
+        )
+        data = self.t.parse_json(response, "create_key")
+        try:
+            return CreatedKey.model_validate({"is_test": is_test, **data})
+        except ValidationError:
+            raise self.t.malformed("create_key", "no api_key in the answer") from None
+
+    async def delete_key(self, key_id: int) -> str:
+        response = await self.t.request(
+            "DELETE",
+            f"keys/{int(key_id)}",
+            operation="delete_key",
+            retry=Retry.ALWAYS,
+        )
+        data = self.t.parse_json(response, "delete_key") if response.content.strip() else {}
+        return str(data.get("message", "deleted")) if isinstance(data, dict) else "deleted"
+
+    async def list_models(self, category: str | None = None, family: str | None = None) -> list[ModelInfo]:
+        data = await self.t.get_json(
+            "models", operation="list_models", params={"category": category, "family": family}
+        )
+        items = (
+            data.get("models", data.get("items", data.get("data", []))) if isinstance(data, dict) else data
+        )
+        if not isinstance(items, list):
+            raise self.t.malformed("list_models", "expected a list of models")
+        models = []
+        for item in items:
+            if isinstance(item, dict) and item.get("name"):
+                models.append(ModelInfo.model_validate(item))
+        return models
+
+    async def get_model(self, name: str) -> ModelInfo:
+        data = await self.t.get_json(f"models/{_seg(name)}", operation="get_model")
+        try:
+            return ModelInfo.model_validate(data)
+        except ValidationError:
+            raise self.t.malformed("get_model", "no model in the answer") from None
+
+
+def _seg(value: str) -> str:
+    """One URL path segment from user input: refuses anything that could change the path."""
+    value = str(value).strip()
+    if not value or "/" in value or "\\" in value or value in (".", "..") or any(ord(c) < 32 for c in value):
+        raise InvalidRequest(
+            f"{value!r} is not a valid identifier",
+            provider="muapi",
+            operation="request",
+        )
+    from urllib.parse import quote
+
+    return quote(value, safe="-._~")
+
+
+__all__ = [
+    "ApiKeyInfo",
+    "Balance",
+    "CreatedKey",
+    "ModelInfo",
+    "MuapiClient",
+    "Prediction",
+    "ProviderStatusError",
+    "Submission",
+    "TopupCheckout",
+    "normalize_status",
+]

@@ -1,0 +1,515 @@
+"""The one HTTP transport every provider client uses.
+
+It owns everything that must be done the same way for all four providers: the auth header,
+timeouts, the retry policy, redirect handling, response size caps and the mapping of failures
+to :mod:`mediamux.providers.errors`. Retries live here and nowhere else.
+
+Each request declares how it may be retried:
+
+* ``Retry.ALWAYS`` — idempotent reads: retried on connection errors, timeouts, 429 and 5xx,
+  with jittered exponential backoff, honouring ``Retry-After`` up to a cap, bounded in attempts
+  and in total time.
+* ``Retry.IF_NOT_SENT`` — paid submissions and other writes: retried only when the request
+  provably never reached the provider (the connection could not be opened). Any answer,
+  including a 5xx, or a connection lost after sending, means it may have been acted upon.
+* ``Retry.NEVER``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+from pydantic import SecretStr
+
+from mediamux.clock import Clock, SystemClock
+from mediamux.providers.errors import (
+    MissingCredentials,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeout,
+    RateLimited,
+    status_error_type,
+)
+
+logger = logging.getLogger("mediamux.transport")
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+class Retry(enum.Enum):
+    ALWAYS = "always"
+    IF_NOT_SENT = "if_not_sent"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    max_total_s: float = 60.0
+    retry_after_cap_s: float = 60.0
+
+
+@dataclass
+class ProviderResponse:
+    status: int
+    headers: httpx2.Headers
+    content: bytes
+    url_path: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.content)
+        except (ValueError, UnicodeDecodeError):
+            return _NOT_JSON
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+_NOT_JSON = object()
+
+# A factory, so a request with a streamed body can be re-created for a retry that is allowed
+# (connect failure) without re-reading a consumed stream.
+BodyFactory = Callable[[], tuple[Mapping[str, str], AsyncIterator[bytes]]]
+
+
+@dataclass
+class ProviderHints:
+    """Per-provider advice appended to error messages, keyed by error class."""
+
+    title: str
+    key_env: str
+    advice: dict[str, str] = field(default_factory=dict)
+
+
+DEFAULT_ADVICE = {
+    "auth": "check {key_env}: the provider rejected the key",
+    "insufficient_credits": "top up the account, or use a sandbox/test key",
+    "not_found": "check the id or name",
+    "invalid_input": "fix the arguments and call again",
+    "rate_limited": "wait and call again",
+    "provider_error": "the provider had a problem; try again later",
+    "timeout": "the provider did not answer in time; try again later",
+}
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if re.fullmatch(r"\d{1,10}(\.\d+)?", value):
+        return float(value)
+    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return None  # negative or absurdly large: fall back to backoff
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, delta)
+
+
+class Transport:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        hints: ProviderHints,
+        auth_header: str | None = None,
+        api_key: SecretStr | None = None,
+        auth_scheme: str = "",
+        client: httpx2.AsyncClient | None = None,
+        timeout: httpx2.Timeout | None = None,
+        retry: RetryConfig | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        user_agent: str = "mediamux",
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.hints = hints
+        self._auth_header = auth_header
+        self._api_key = api_key
+        self._auth_scheme = auth_scheme
+        self._owns_client = client is None
+        self._client = client or httpx2.AsyncClient(
+            timeout=timeout or httpx2.Timeout(30.0, connect=10.0, write=120.0),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": user_agent},
+        )
+        self.retry = retry or RetryConfig()
+        self.clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._origin = _origin(httpx2.URL(self.base_url))
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        return self._client
+
+    @property
+    def has_key(self) -> bool:
+        return self._api_key is not None and bool(self._api_key.get_secret_value())
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- public API ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        retry: Retry,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        body: BodyFactory | None = None,
+        authenticated: bool = True,
+        max_bytes: int = MAX_JSON_BYTES,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> ProviderResponse:
+        """Send one logical request (possibly several attempts) and return the successful answer.
+
+        Raises:
+            ProviderError: a subclass per failure; ``maybe_sent`` is set when a non-idempotent
+                request may have been acted upon.
+        """
+        if authenticated and not self.has_key:
+            raise MissingCredentials(
+                f"{self.hints.title} {operation}: no API key is configured; set {self.hints.key_env} "
+                "(or run with --sandbox to try the emulator)",
+                provider=self.provider,
+                operation=operation,
+            )
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+        deadline = self.clock.monotonic() + self.retry.max_total_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._send_following_redirects(
+                    method,
+                    url,
+                    operation=operation,
+                    json_body=json_body,
+                    params=params,
+                    body=body,
+                    authenticated=authenticated,
+                    max_bytes=max_bytes,
+                )
+            except ProviderConnectionError as exc:
+                retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
+                delay = self._backoff(attempt)
+                if not retryable or not self._may_retry(attempt, delay, deadline):
+                    raise
+                logger.info(
+                    "%s %s: %s; retrying in %.1fs (attempt %d)",
+                    self.provider,
+                    operation,
+                    type(exc).__name__,
+                    delay,
+                    attempt,
+                )
+                await self.clock.sleep(delay)
+                continue
+
+            if response.status < 400 or response.status in ok_statuses:
+                return response
+
+            error = self.status_error(response, operation)
+            if retry is Retry.ALWAYS and (response.status == 429 or response.status >= 500):
+                hinted = error.retry_after_s
+                if hinted is not None and hinted > self.retry.retry_after_cap_s:
+                    raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
+                delay = hinted if hinted is not None else self._backoff(attempt)
+                if self._may_retry(attempt, delay, deadline):
+                    logger.info(
+                        "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
+                        self.provider,
+                        operation,
+                        response.status,
+                        delay,
+                        attempt,
+                    )
+                    await self.clock.sleep(delay)
+                    continue
+            raise error
+
+    async def get_json(self, path: str, *, operation: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = await self.request("GET", path, operation=operation, retry=Retry.ALWAYS, params=params)
+        return self.parse_json(response, operation)
+
+    def parse_json(self, response: ProviderResponse, operation: str) -> Any:
+        data = response.json()
+        if data is _NOT_JSON:
+            raise ProviderResponseError(
+                f"{self.hints.title} {operation}: the provider answered HTTP {response.status} with "
+                f"{_describe_body(response.content)} instead of JSON; " + DEFAULT_ADVICE["provider_error"],
+                provider=self.provider,
+                operation=operation,
+                status=response.status,
+            )
+        return data
+
+    def malformed(self, operation: str, what: str) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"{self.hints.title} {operation}: unexpected answer ({self.scrub(what)}); "
+            + DEFAULT_ADVICE["provider_error"],
+            provider=self.provider,
+            operation=operation,
+        )
+
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Provider text made safe to show: control/invisible chars removed, secrets masked, length capped."""
+        text = _CONTROL.sub("", text)
+        if self._api_key is not None:
+            secret = self._api_key.get_secret_value()
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.retry.max_delay_s, self.retry.base_delay_s * (2 ** (attempt - 1)))
+        return ceiling * (0.5 + self._rng.random() / 2)
+
+    def _may_retry(self, attempt: int, delay: float, deadline: float) -> bool:
+        return attempt < self.retry.max_attempts and self.clock.monotonic() + delay <= deadline
+
+    def _headers(self, authenticated: bool) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if authenticated and self._auth_header and self._api_key is not None:
+            value = self._api_key.get_secret_value()
+            headers[self._auth_header] = f"{self._auth_scheme} {value}".strip()
+        return headers
+
+    async def _send_following_redirects(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        json_body: Any,
+        params: Mapping[str, Any] | None,
+        body: BodyFactory | None,
+        authenticated: bool,
+        max_bytes: int,
+    ) -> ProviderResponse:
+        current = httpx2.URL(url)
+        if params:
+            current = current.copy_merge_params({k: v for k, v in params.items() if v is not None})
+        for _hop in range(4):
+            same_origin = _origin(current) == self._origin
+            if not same_origin and method not in ("GET", "HEAD"):
+                raise ProviderResponseError(
+                    f"{self.hints.title} {operation}: the provider redirected a {method} to another host; "
+                    "refusing to follow it with credentials",
+                    provider=self.provider,
+                    operation=operation,
+                    maybe_sent=True,
+                )
+            headers = self._headers(authenticated and same_origin)
+            content: AsyncIterator[bytes] | None = None
+            if body is not None:
+                extra, content = body()
+                headers.update(extra)
+            request = self._client.build_request(
+                method,
+                current,
+                headers=headers,
+                json=json_body if body is None and json_body is not None else None,
+                content=content,
+            )
+            response = await self._send(request, operation=operation, max_bytes=max_bytes)
+            if response.status in (301, 302, 303, 307, 308) and "location" in response.headers:
+                current = current.join(response.headers["location"])
+                if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                    method, json_body, body = "GET", None, None
+                continue
+            return response
+        raise ProviderResponseError(
+            f"{self.hints.title} {operation}: too many redirects",
+            provider=self.provider,
+            operation=operation,
+        )
+
+    async def _send(self, request: httpx2.Request, *, operation: str, max_bytes: int) -> ProviderResponse:
+        title = self.hints.title
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+            # The request never left this machine: safe to retry even a paid submission.
+            raise ProviderConnectionError(
+                f"{title} {operation}: could not connect to {request.url.host} ({type(exc).__name__}); "
+                "check the network or the base URL",
+                provider=self.provider,
+                operation=operation,
+            ) from None
+        except httpx2.TimeoutException as exc:
+            raise ProviderTimeout(
+                f"{title} {operation}: no answer from the provider in time ({type(exc).__name__}); "
+                + DEFAULT_ADVICE["timeout"],
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            ) from None
+        except httpx2.TransportError as exc:
+            raise ProviderConnectionError(
+                f"{title} {operation}: the connection broke ({type(exc).__name__}); "
+                + DEFAULT_ADVICE["provider_error"],
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            ) from None
+        try:
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise self._too_large(operation, response.status_code)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise self._too_large(operation, response.status_code)
+                chunks.append(chunk)
+        except httpx2.TimeoutException:
+            raise ProviderTimeout(
+                f"{title} {operation}: the provider stopped sending mid-answer; " + DEFAULT_ADVICE["timeout"],
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            ) from None
+        except httpx2.TransportError as exc:
+            raise ProviderConnectionError(
+                f"{title} {operation}: the connection broke mid-answer ({type(exc).__name__}); "
+                + DEFAULT_ADVICE["provider_error"],
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            ) from None
+        finally:
+            await response.aclose()
+        logger.debug("%s %s %s -> %d", self.provider, request.method, request.url.path, response.status_code)
+        return ProviderResponse(response.status_code, response.headers, b"".join(chunks), request.url.path)
+
+    def _too_large(self, operation: str, status: int) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"{self.hints.title} {operation}: the answer is larger than the {MAX_JSON_BYTES // (1024 * 1024)} MiB "
+            "limit for API responses",
+            provider=self.provider,
+            operation=operation,
+            status=status,
+            maybe_sent=True,
+        )
+
+    def status_error(self, response: ProviderResponse, operation: str) -> ProviderError:
+        status = response.status
+        kind = status_error_type(status)
+        retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.now())
+        detail = self.scrub(_detail_of(response))
+        what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
+        advice = self.hints.advice.get(kind.error_class) or DEFAULT_ADVICE.get(kind.error_class, "")
+        advice = advice.format(key_env=self.hints.key_env)
+        if kind is RateLimited and retry_after is not None:
+            advice = f"retry after {retry_after:.0f} s"
+        message = f"{self.hints.title} {operation}: {what} ({status})"
+        if detail:
+            message += f": {detail}"
+        if advice:
+            message += f"; {advice}"
+        return kind(
+            message,
+            provider=self.provider,
+            operation=operation,
+            status=status,
+            retry_after_s=retry_after,
+            maybe_sent=status >= 500,
+        )
+
+
+_WHAT = {
+    400: "invalid request",
+    401: "authentication failed",
+    402: "not enough credits",
+    403: "access denied",
+    404: "not found",
+    409: "conflict",
+    413: "payload too large",
+    422: "invalid input",
+    429: "rate limited",
+}
+
+
+def _origin(url: httpx2.URL) -> str:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    return f"{url.scheme}://{(url.host or '').lower()}:{port}"
+
+
+def _describe_body(content: bytes) -> str:
+    head = content[:200].lstrip().lower()
+    if not head:
+        return "an empty body"
+    if head.startswith((b"<!doctype html", b"<html", b"<")):
+        return "an HTML page"
+    return f"{len(content)} bytes of non-JSON text"
+
+
+def _detail_of(response: ProviderResponse) -> str:
+    """The provider's own words about an error, from whichever of the documented body shapes it used."""
+    data = response.json()
+    if data is _NOT_JSON:
+        return "" if not response.content.strip() or response.content.lstrip()[:1] == b"<" else response.text
+    if isinstance(data, dict):
+        for key in ("detail", "error", "Error", "message", "msg"):
+            value = data.get(key)
+            if value:
+                return _flatten_detail(value)
+        return ""
+    return _flatten_detail(data) if isinstance(data, list) else str(data)
+
+
+def _flatten_detail(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for item in value[:5]:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(value, dict):
+        return str(value.get("message") or value.get("detail") or value)
+    return str(value)

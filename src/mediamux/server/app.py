@@ -1,0 +1,125 @@
+"""Builds the MCP server: enabled toolsets, resources, and a lifespan that opens the services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import InputRequiredResult
+from pydantic import AnyUrl
+
+from mediamux import __version__
+from mediamux.clock import Clock
+from mediamux.config import Settings
+from mediamux.providers.transport import RetryConfig
+from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
+from mediamux.server.services import Services, open_services, sandbox_settings
+from mediamux.tools import jobs as jobs_tools
+from mediamux.tools import muapi as muapi_tools
+from mediamux.tools.base import Toolset
+
+logger = logging.getLogger("mediamux.server")
+
+TOOLSETS: dict[str, Toolset] = {t.id: t for t in (muapi_tools.toolset, jobs_tools.toolset)}
+
+INSTRUCTIONS = (
+    "mediamux gives typed access to media-AI providers (MuAPI generation; muse.ai, Muzaic and Mixpeek "
+    "where enabled). Paid tools report what they cost; long jobs return a job_id that jobs_wait resumes "
+    "without paying again. Local files must be inside the allowed folders (MEDIAMUX_ALLOWED_DIRS); "
+    "generated files are saved in the output folder and returned as paths and mediamux://outputs/ links."
+)
+
+
+class MediamuxServer(MCPServer[Services]):
+    services: Services | None = None
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        # Saved outputs are images, audio and video: serve each with its own media type, which a
+        # single template registration cannot express.
+        if str(uri).startswith(OUTPUTS_PREFIX) and self.services is not None:
+            data, mime = read_output(self.services, str(uri))
+            return [ReadResourceContents(content=data, mime_type=mime)]
+        return await super().read_resource(uri, context)
+
+
+def selected_tools(settings: Settings) -> list[Any]:
+    enabled = settings.enabled_toolsets()
+    specs = []
+    for toolset_id in enabled:
+        toolset = TOOLSETS.get(toolset_id)
+        if toolset is None:
+            continue
+        for spec in toolset.specs:
+            # Read-only wins over an explicit toolset list: nothing that spends, creates or deletes.
+            if settings.read_only and not spec.read_only:
+                continue
+            specs.append(spec)
+    return specs
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, *, clock: Clock | None = None, sandbox: Any = None, retry: RetryConfig | None = None
+) -> AsyncIterator[Services]:
+    """Services for one process; with a sandbox, its emulators are served on loopback meanwhile."""
+    async with AsyncExitStack() as stack:
+        effective = settings
+        if sandbox is not None:
+            urls = await stack.enter_async_context(sandbox.running())
+            effective = sandbox_settings(settings, urls, sandbox.keys)
+        svc = await stack.enter_async_context(open_services(effective, clock=clock, retry=retry))
+        svc.sandbox_urls = dict(sandbox.urls) if sandbox is not None else {}
+        yield svc
+
+
+def default_sandbox(settings: Settings) -> Any:
+    if not settings.sandbox:
+        return None
+    from mediamux.sandbox import Sandbox
+
+    return Sandbox()
+
+
+def build_server(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sandbox: Any = None,
+    retry: RetryConfig | None = None,
+) -> MediamuxServer:
+    """The composition root. ``sandbox`` (a ``mediamux.sandbox.Sandbox``) is served on loopback for the
+    server's lifetime and every emulated provider is pointed at it; with ``settings.sandbox`` and no
+    instance given, a default one is created."""
+    sandbox = sandbox or default_sandbox(settings)
+    if sandbox is not None and not settings.sandbox:
+        settings = settings.model_copy(update={"sandbox": True})
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer[Services]) -> AsyncIterator[Services]:
+        async with running_services(settings, clock=clock, sandbox=sandbox, retry=retry) as svc:
+            mcp.services = svc
+            try:
+                yield svc
+            finally:
+                mcp.services = None
+
+    mcp = MediamuxServer(
+        "mediamux",
+        title="mediamux",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://github.com/mediamux/mediamux",
+        lifespan=lifespan,
+        log_level="WARNING",
+    )
+    specs = selected_tools(settings)
+    for spec in specs:
+        mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
+    register_resources(mcp, settings.enabled_toolsets())
+    return mcp

@@ -1,0 +1,232 @@
+"""What every toolset shares: registration as data, service lookup, progress, and result shaping.
+
+Tools are thin: validate with types, call a provider client or the job engine, shape the
+answer. Failures the model can act on come back as ``isError`` results whose text names the
+provider, the operation, what happened and what to do, with the machine-readable class in
+``_meta["mediamux/error"]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from mediamux.files import FileAccessError
+from mediamux.jobs.engine import JobsError, ProgressFn
+from mediamux.jobs.models import JobResult
+from mediamux.providers.errors import ProviderError
+
+if TYPE_CHECKING:
+    from mediamux.server.services import Services
+
+logger = logging.getLogger("mediamux.tools")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+ERROR_META_KEY = "mediamux/error"
+COST_META_KEY = "mediamux/cost"
+
+WaitS = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=600,
+        description="Seconds to wait for the job before returning status 'running' with a job_id that "
+        "jobs_wait resumes. Most hosts cut a tool call off after about 60 s.",
+    ),
+]
+NewJob = Annotated[
+    bool,
+    Field(
+        description="Pay for a new job even if an identical one ran within the duplicate window "
+        "(by default the earlier job is returned instead of paying twice)."
+    ),
+]
+
+
+@dataclass
+class ToolSpec:
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    title: str
+    annotations: ToolAnnotations
+    toolset: str
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.annotations.read_only_hint)
+
+
+@dataclass
+class Toolset:
+    id: str
+    title: str
+    description: str
+    specs: list[ToolSpec] = field(default_factory=list)
+
+    def tool(
+        self,
+        *,
+        title: str,
+        read_only: bool,
+        destructive: bool = False,
+        idempotent: bool = False,
+        open_world: bool = True,
+    ) -> Callable[[F], F]:
+        """Register a tool with explicit annotations; errors become actionable isError results."""
+
+        def decorate(fn: F) -> F:
+            annotations = ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=destructive if not read_only else False,
+                idempotent_hint=idempotent or read_only,
+                open_world_hint=open_world,
+            )
+            self.specs.append(ToolSpec(guarded(fn), fn.__name__, title, annotations, self.id))
+            return fn
+
+        return decorate
+
+
+def guarded(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except ProviderError as exc:
+            return error_result(exc.error_class, exc.message, exc.retry_after_s)
+        except JobsError as exc:
+            return error_result(exc.error_class, exc.message, exc.retry_after_s)
+        except FileAccessError as exc:
+            return error_result("invalid_input", str(exc))
+        except InputError as exc:
+            return error_result("invalid_input", str(exc))
+        except ValidationError as exc:
+            return error_result("invalid_input", _validation_message(exc))
+
+    # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
+    wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+class InputError(ValueError):
+    """Arguments that pass the schema but cannot work; raised before any upstream call."""
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "invalid arguments: " + "; ".join(parts)
+
+
+def error_result(error_class: str, message: str, retry_after_s: float | None = None) -> CallToolResult:
+    meta: dict[str, Any] = {"class": error_class, "message": message}
+    if retry_after_s is not None:
+        meta["retry_after_s"] = retry_after_s
+    return CallToolResult(
+        is_error=True,
+        content=[TextContent(type="text", text=f"[{error_class}] {message}")],
+        _meta={ERROR_META_KEY: meta},
+    )
+
+
+def services(ctx: Context) -> Services:
+    svc: Services = ctx.request_context.lifespan_context  # type: ignore[assignment]
+    return svc
+
+
+def progress_of(ctx: Context) -> ProgressFn:
+    async def report(progress: float, total: float | None, message: str) -> None:
+        await ctx.report_progress(progress, total, message)
+
+    return report
+
+
+def model_result(
+    model: BaseModel, summary: str, *, links: list[ResourceLink] | None = None
+) -> CallToolResult:
+    """Structured output plus one readable text block (summary line, then the same data as JSON)."""
+    data = model.model_dump(mode="json", by_alias=True)
+    text = summary + "\n" + json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text), *(links or [])],
+        structured_content=data,
+    )
+
+
+def job_result(view: JobResult[Any], *, title: str, error_on_failure: bool = True) -> CallToolResult:
+    result = model_result(view, job_summary(view, title), links=job_links(view))
+    meta: dict[str, Any] = {COST_META_KEY: view.cost.model_dump(mode="json")}
+    if view.error is not None:
+        meta[ERROR_META_KEY] = view.error.model_dump(mode="json", by_alias=True)
+    result.meta = meta
+    if error_on_failure and view.status in ("failed", "cancelled", "expired"):
+        result.is_error = True
+    return result
+
+
+def job_links(view: JobResult[Any]) -> list[ResourceLink]:
+    links = [
+        ResourceLink(
+            type="resource_link",
+            uri=f"mediamux://jobs/{view.job_id}",
+            name=view.job_id,
+            mime_type="application/json",
+            description=f"{view.provider} {view.operation} job",
+        )
+    ]
+    result = view.result if isinstance(view.result, dict) else None
+    for saved in (result or {}).get("saved") or []:
+        links.append(
+            ResourceLink(
+                type="resource_link",
+                uri=saved["uri"],
+                name=saved["name"],
+                mime_type=saved.get("mime_type"),
+                size=saved.get("size_bytes"),
+            )
+        )
+    return links
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return "cost not reported"
+    return f"${usd:.4f}".rstrip("0").rstrip(".") if usd else "$0"
+
+
+def job_summary(view: JobResult[Any], title: str) -> str:
+    head = f"{title}: {view.status}"
+    if view.deduplicated:
+        head += " (identical recent job reused, not charged again)"
+    parts = [head]
+    if view.elapsed_s is not None:
+        parts.append(f"{view.elapsed_s:.1f} s")
+    if view.cost.refunded:
+        parts.append(f"{money(view.cost.usd)} refunded")
+    else:
+        parts.append(money(view.cost.usd))
+    result = view.result if isinstance(view.result, dict) else {}
+    saved = result.get("saved") or []
+    if saved:
+        parts.append(f"saved {', '.join(s['path'] for s in saved)}")
+    elif result.get("outputs"):
+        parts.append(f"{len(result['outputs'])} output(s)")
+    if view.error is not None:
+        parts.append(view.error.message)
+    if view.note:
+        parts.append(view.note)
+    parts.append(f"job {view.job_id}")
+    return " · ".join(parts)

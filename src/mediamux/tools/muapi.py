@@ -1,0 +1,362 @@
+"""MuAPI tools: generation on hundreds of image, video and audio models, account and keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+from pydantic import BaseModel, Field
+
+from mediamux.files import resolve_allowed_path
+from mediamux.jobs.models import JobResult
+from mediamux.jobs.muapi import MuapiGeneration, local_inputs
+from mediamux.providers.cost import Cost
+from mediamux.providers.errors import MissingCredentials
+from mediamux.providers.muapi import ENDPOINT_RE, MuapiClient, normalize_status
+from mediamux.tools.base import (
+    InputError,
+    NewJob,
+    Toolset,
+    WaitS,
+    job_result,
+    model_result,
+    progress_of,
+    services,
+)
+
+toolset = Toolset(
+    id="muapi",
+    title="MuAPI",
+    description="Generative image, video and audio models behind one submit-then-poll API, with per-request cost.",
+)
+
+MAX_PARAMS_BYTES = 256 * 1024
+
+Endpoint = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=ENDPOINT_RE.pattern,
+        description="Model endpoint slug, e.g. 'flux-dev-image', 'kling-v2.1-master-t2v', "
+        "'mmaudio-v2/text-to-audio' (muapi_list_models lists them).",
+    ),
+]
+
+
+def client_of(ctx: Context) -> MuapiClient:
+    client = services(ctx).muapi
+    if client is None:
+        raise MissingCredentials(
+            "MuAPI: no API key is configured; set MUAPI_API_KEY (or run mediamux with --sandbox)",
+            provider="muapi",
+            operation="request",
+        )
+    return client
+
+
+@toolset.tool(title="Generate with a MuAPI model", read_only=False, open_world=True)
+async def muapi_generate(
+    endpoint: Endpoint,
+    params: Annotated[
+        dict[str, Any],
+        Field(
+            description='Model inputs as listed by muapi_get_model, e.g. {"prompt": "a red fox", '
+            '"aspect_ratio": "16:9"}. URL inputs (image_url, video_url, audio_url, images_list, ...) '
+            "also take local file paths, which are uploaded first."
+        ),
+    ],
+    ctx: Context,
+    wait_s: WaitS = 45,
+    webhook_url: Annotated[
+        str | None,
+        Field(
+            pattern=r"^https://\S+$", max_length=2048, description="https URL that MuAPI POSTs the result to"
+        ),
+    ] = None,
+    new_job: NewJob = False,
+    save_outputs: Annotated[
+        bool, Field(description="Download outputs into the output folder so an expiring URL loses nothing")
+    ] = True,
+) -> Annotated[CallToolResult, JobResult[MuapiGeneration]]:
+    """Runs one MuAPI generation (image, video or audio model) and waits for it: submits, polls with
+    progress, returns the output URLs, saved files and the charge MuAPI reported. Paid per request
+    (from about $0.003 for a fast image to several dollars for a long video; muapi_get_model shows the
+    price). Images take seconds, videos minutes; past wait_s it returns status 'running' with a job_id
+    for jobs_wait. An identical call within the duplicate window returns the earlier job instead of
+    paying again."""
+    svc = services(ctx)
+    client = client_of(ctx)
+    endpoint = client.check_endpoint(endpoint)
+    if len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
+        raise InputError(
+            f"params is larger than {MAX_PARAMS_BYTES // 1024} KiB; pass large inputs as files or URLs"
+        )
+    params = dict(params)
+    fingerprints: dict[str, str] = {}
+    for key, index, raw in local_inputs(params):
+        path = resolve_allowed_path(raw, svc.allowed_dirs)
+        stat = path.stat()
+        fingerprints[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if index is None:
+            params[key] = str(path)
+        else:
+            params[key] = [*params[key][:index], str(path), *params[key][index + 1 :]]
+    args: dict[str, Any] = {"endpoint": endpoint, "params": params}
+    if webhook_url:
+        args["webhook_url"] = webhook_url
+    if fingerprints:
+        args["input_files"] = fingerprints
+    view = await svc.engine.run(
+        "muapi",
+        "generate",
+        args,
+        options={"save_outputs": save_outputs},
+        new_job=new_job,
+        wait_s=wait_s,
+        progress=progress_of(ctx),
+    )
+    return job_result(view, title=f"MuAPI {endpoint}")
+
+
+class PredictionView(BaseModel):
+    request_id: str
+    status: str = Field(description="queued | running | completed | failed | cancelled, or the raw word")
+    provider_status: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+    error: str | None = None
+    has_nsfw_contents: list[bool] | None = None
+    cost: Cost = Field(default_factory=Cost)
+    job_id: str | None = Field(None, description="The mediamux job that submitted it, if this server did")
+
+
+@toolset.tool(title="Get a MuAPI result", read_only=True)
+async def muapi_get_result(
+    request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")],
+    ctx: Context,
+) -> Annotated[CallToolResult, PredictionView]:
+    """Reads the current state of one MuAPI prediction by its request_id: status, output URLs, error and
+    the cost MuAPI reported. One free status read; returns at once. For jobs started here, jobs_wait
+    also waits and saves outputs."""
+    client = client_of(ctx)
+    p = await client.get_result(request_id)
+    job = services(ctx).journal.find_by_provider_id("muapi", request_id)
+    view = PredictionView(
+        request_id=request_id,
+        status=normalize_status(p.status),
+        provider_status=p.status,
+        outputs=p.output_urls,
+        error=client.t.scrub(p.error_message) if p.error_message else None,
+        has_nsfw_contents=p.has_nsfw_contents,
+        cost=p.cost,
+        job_id=job.job_id if job else None,
+    )
+    return model_result(view, f"MuAPI {request_id}: {view.status} · {len(view.outputs)} output(s)")
+
+
+class UploadedFile(BaseModel):
+    url: str = Field(description="Hosted URL to pass as image_url / video_url / audio_url")
+    filename: str
+    size_bytes: int
+
+
+@toolset.tool(title="Upload a file to MuAPI", read_only=False, open_world=True)
+async def muapi_upload_file(
+    path: Annotated[
+        str, Field(min_length=1, max_length=4096, description="Local file inside the allowed folders")
+    ],
+    ctx: Context,
+) -> Annotated[CallToolResult, UploadedFile]:
+    """Uploads a local image, video or audio file to MuAPI storage and returns its hosted URL for use as
+    a model input. Free (MuAPI requires a positive balance); streamed from disk with byte progress, so
+    time grows with file size. muapi_generate also accepts local paths directly."""
+    svc = services(ctx)
+    client = client_of(ctx)
+    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    report = progress_of(ctx)
+
+    async def on_bytes(sent: int, total: int) -> None:
+        await report(sent, total, f"MuAPI: uploading {resolved.name} ({sent}/{total} bytes)")
+
+    url = await client.upload_file(resolved, svc.allowed_dirs, on_progress=on_bytes)
+    view = UploadedFile(url=url, filename=resolved.name, size_bytes=resolved.stat().st_size)
+    return model_result(view, f"MuAPI: uploaded {resolved.name} → {url}")
+
+
+class BalanceView(BaseModel):
+    balance_usd: float
+    currency: str
+    email: str | None = None
+
+
+@toolset.tool(title="MuAPI balance", read_only=True)
+async def muapi_get_balance(ctx: Context) -> Annotated[CallToolResult, BalanceView]:
+    """Reads the MuAPI wallet balance in US dollars. Free; returns at once."""
+    balance, _ = await client_of(ctx).balance()
+    view = BalanceView(balance_usd=balance.balance, currency=balance.currency, email=balance.email)
+    return model_result(view, f"MuAPI balance: ${view.balance_usd:.2f} {view.currency.upper()}")
+
+
+class TopupView(BaseModel):
+    checkout_url: str = Field(
+        description="Stripe checkout page; nothing is charged until the user pays there"
+    )
+    amount_usd: float | None
+    currency: str | None
+
+
+@toolset.tool(title="Top up MuAPI credits", read_only=False, destructive=True, open_world=True)
+async def muapi_topup(
+    amount: Annotated[int, Field(ge=1, le=10_000, description="Whole US dollars to add")],
+    ctx: Context,
+) -> Annotated[CallToolResult, TopupView]:
+    """Starts a MuAPI credit purchase and returns the Stripe checkout URL for the user to open and pay.
+    Spends real money once the user completes checkout; nothing is charged by this call itself."""
+    checkout = await client_of(ctx).topup(amount)
+    view = TopupView(
+        checkout_url=checkout.checkout_url, amount_usd=checkout.amount, currency=checkout.currency
+    )
+    return model_result(view, f"MuAPI top-up of ${amount}: open {view.checkout_url} to pay")
+
+
+class KeyView(BaseModel):
+    id: int | str
+    name: str | None = None
+    is_active: bool | None = None
+    is_test: bool | None = None
+    created_at: str | None = None
+    last_used_at: str | None = None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
+@toolset.tool(title="List MuAPI keys", read_only=True)
+async def muapi_list_keys(ctx: Context) -> Annotated[CallToolResult, KeyList]:
+    """Lists the account's MuAPI API keys (ids, names, activity; never the key values). Free."""
+    keys = await client_of(ctx).list_keys()
+    view = KeyList(keys=[KeyView.model_validate(k.model_dump()) for k in keys])
+    return model_result(view, f"MuAPI: {len(view.keys)} key(s)")
+
+
+class CreatedKeyView(BaseModel):
+    id: int | str
+    name: str | None
+    is_test: bool | None
+    key_file: str = Field(description="File (readable only by you) holding the new key; it is shown once")
+    key_hint: str = Field(description="Last characters of the key, to recognise it")
+
+
+@toolset.tool(title="Create a MuAPI key", read_only=False, open_world=True)
+async def muapi_create_key(
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w .-]+$")],
+    ctx: Context,
+    is_test: Annotated[
+        bool, Field(description="A sandbox key: jobs complete at once with mock outputs and cost nothing")
+    ] = False,
+) -> Annotated[CallToolResult, CreatedKeyView]:
+    """Creates a MuAPI API key. The key value is written to a private file under the mediamux state
+    folder, never into the conversation; the result gives the file path. Free."""
+    svc = services(ctx)
+    created = await client_of(ctx).create_key(name, is_test)
+    folder = svc.settings.home.expanduser() / "keys"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"muapi-key-{created.id}-{secrets.token_hex(3)}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(created.api_key + "\n")
+    view = CreatedKeyView(
+        id=created.id,
+        name=created.name,
+        is_test=created.is_test,
+        key_file=str(path),
+        key_hint="…" + created.api_key[-4:] if len(created.api_key) > 8 else "…",
+    )
+    return model_result(view, f"MuAPI: created key {view.id} ({view.name}); value saved to {path}")
+
+
+class DeletedKey(BaseModel):
+    id: int
+    message: str
+
+
+@toolset.tool(title="Delete a MuAPI key", read_only=False, destructive=True, idempotent=True)
+async def muapi_delete_key(
+    key_id: Annotated[int, Field(ge=1, description="Key id from muapi_list_keys")],
+    ctx: Context,
+) -> Annotated[CallToolResult, DeletedKey]:
+    """Deletes a MuAPI API key; anything using it stops working at once. Free; cannot be undone."""
+    message = await client_of(ctx).delete_key(key_id)
+    return model_result(DeletedKey(id=key_id, message=message), f"MuAPI: key {key_id} deleted")
+
+
+class ModelSummary(BaseModel):
+    name: str
+    endpoint: str | None = None
+    category: str | None = None
+    price: Any = Field(None, description="Price as MuAPI lists it")
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+    total: int = Field(description="Models matching before the limit")
+
+
+@toolset.tool(title="List MuAPI models", read_only=True)
+async def muapi_list_models(
+    ctx: Context,
+    category: Annotated[
+        str | None,
+        Field(max_length=64, description="e.g. 'Text to Image', 'Image to Video', 'Text to Audio'"),
+    ] = None,
+    query: Annotated[str | None, Field(max_length=100, description="Substring to match in the name")] = None,
+    limit: Annotated[int, Field(ge=1, le=500)] = 50,
+) -> Annotated[CallToolResult, ModelList]:
+    """Lists MuAPI models with their endpoint, category and price, optionally filtered. Free."""
+    models = await client_of(ctx).list_models(category=category)
+    if query:
+        needle = query.lower()
+        models = [m for m in models if needle in m.name.lower() or needle in (m.description or "").lower()]
+    view = ModelList(
+        models=[
+            ModelSummary(name=m.name, endpoint=m.endpoint or m.name, category=m.category, price=m.cost)
+            for m in models[:limit]
+        ],
+        total=len(models),
+    )
+    return model_result(
+        view, f"MuAPI: {view.total} model(s)" + (f", showing {limit}" if view.total > limit else "")
+    )
+
+
+class ModelDetail(BaseModel):
+    name: str
+    endpoint: str
+    category: str | None = None
+    description: str | None = None
+    price: Any = None
+    input_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema of the params muapi_generate takes"
+    )
+
+
+@toolset.tool(title="Describe a MuAPI model", read_only=True)
+async def muapi_get_model(name: Endpoint, ctx: Context) -> Annotated[CallToolResult, ModelDetail]:
+    """Describes one MuAPI model: the endpoint to call, its price and the JSON Schema of its inputs,
+    so muapi_generate can be called with the right params. Free."""
+    client = client_of(ctx)
+    m = await client.get_model(client.check_endpoint(name))
+    view = ModelDetail(
+        name=m.name,
+        endpoint=m.endpoint or m.name,
+        category=m.category,
+        description=m.description,
+        price=m.cost,
+        input_schema=m.input_schema,
+    )
+    return model_result(view, f"MuAPI {view.name}: {view.category or 'model'} · price {view.price}")

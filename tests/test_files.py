@@ -1,0 +1,946 @@
+"""Local path confinement, streamed uploads and safe downloads (checklist tests 16-20)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mediamux import files
+from mediamux.files import (
+    ALLOWED_DIRS_ENV,
+    DownloadError,
+    FileAccessError,
+    PathNotAllowed,
+    default_allowed_dirs,
+    download_output,
+    multipart_file_upload,
+    open_confined,
+    output_path,
+    parse_allowed_dirs,
+    resolve_allowed_path,
+    resolve_host,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+PUBLIC_IP = "93.184.216.34"
+SECRET = b"TOP-SECRET-OUTSIDE-CONTENT"
+
+DNS = {
+    "cdn.example.com": [PUBLIC_IP],
+    "redirector.example": [PUBLIC_IP],
+    "localhost": ["127.0.0.1"],
+    "localhost.": ["127.0.0.1"],
+    "cdn.public-looking.example": ["10.0.0.5"],
+    "dual.example": [PUBLIC_IP, "127.0.0.1"],
+    "mapped.example": ["::ffff:10.0.0.1"],
+    "metadata.example": ["169.254.169.254"],
+}
+
+
+async def fake_resolve(host: str) -> list[str]:
+    try:
+        return list(DNS[host])
+    except KeyError:
+        raise OSError(f"unknown host {host}") from None
+
+
+def name_for(body: bytes, ext: str) -> str:
+    return hashlib.sha256(body).hexdigest()[:16] + ext
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Loopback servers
+# ---------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1 for the duration of the block; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+        )
+    )
+    # Binding before serve() means the port is known and connections queue in the backlog at once,
+    # so no polling for `server.started` is needed.
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+
+
+@dataclass
+class Canary:
+    port: int = 0
+    connections: int = 0
+    hits: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def canary() -> Iterator[Canary]:
+    """A loopback server that must never be reached; counts TCP connections, not just HTTP requests,
+    so an https attempt (which uvicorn cannot parse) still shows up."""
+    state = Canary()
+
+    class CountingH11(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            state.connections += 1
+            super().connection_made(transport)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        state.hits.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"image/png")]})
+        await send({"type": "http.response.body", "body": PNG})
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    state.port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=CountingH11, lifespan="off", log_level="warning", loop="asyncio")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield state
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+class Router(httpx2.AsyncBaseTransport):
+    """Records every request; loopback destinations go to the real network (so a bug reaches the
+    canary), everything else to a mock that happily serves a PNG (so a bug looks like success)."""
+
+    def __init__(self, handler: Callable[[httpx2.Request], httpx2.Response]) -> None:
+        self.seen: list[httpx2.Request] = []
+        self._real = httpx2.AsyncHTTPTransport()
+        self._mock = httpx2.MockTransport(handler)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.seen.append(request)
+        host = request.url.host
+        literal = files._ip_literal(host)
+        if host.startswith("localhost") or (literal is not None and (literal.is_loopback or literal.is_unspecified)):
+            return await self._real.handle_async_request(request)
+        return await self._mock.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+
+def png_handler(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, headers={"content-type": "image/png"}, content=PNG)
+
+
+# ---------------------------------------------------------------------------------------------
+# Allowed folders
+# ---------------------------------------------------------------------------------------------
+
+
+def test_default_allowed_dirs_are_cwd_and_output(tmp_path: Path) -> None:
+    project, out, home = tmp_path / "project", tmp_path / "out", tmp_path / "home"
+    project.mkdir()
+    assert default_allowed_dirs(output_dir=out, cwd=project, home=home) == [project.resolve(), out.resolve()]
+
+
+@pytest.mark.parametrize("where", ["root", "home"])
+def test_default_allowed_dirs_drop_root_and_home_working_dirs(tmp_path: Path, where: str) -> None:
+    home, out = tmp_path / "home", tmp_path / "home" / "outputs"
+    home.mkdir()
+    cwd = Path("/") if where == "root" else home
+    assert default_allowed_dirs(output_dir=out, cwd=cwd, home=home) == [out.resolve()]
+
+
+def test_parse_allowed_dirs_expands_orders_dedupes_and_appends_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "media").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    out = tmp_path / "out"
+    value = os.pathsep.join(["~/media", str(tmp_path / "b"), "", str(tmp_path / "b" / ".." / "b"), " "])
+    assert parse_allowed_dirs(value, output_dir=out, cwd=tmp_path) == [
+        (tmp_path / "home" / "media").resolve(),
+        (tmp_path / "b").resolve(),
+        out.resolve(),
+    ]
+    # Relative entries are taken relative to the working directory.
+    assert parse_allowed_dirs("b", output_dir=out, cwd=tmp_path)[0] == (tmp_path / "b").resolve()
+
+
+@pytest.mark.parametrize("value", [None, "", os.pathsep, "  "])
+def test_parse_allowed_dirs_unset_falls_back_to_defaults(tmp_path: Path, value: str | None) -> None:
+    out = tmp_path / "out"
+    assert parse_allowed_dirs(value, output_dir=out, cwd=tmp_path, home=tmp_path / "h") == [
+        tmp_path.resolve(),
+        out.resolve(),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Path confinement (test 18)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    allowed = tmp_path / "allowed"
+    outside = tmp_path / "outside"
+    evil = tmp_path / "allowed-evil"
+    for d in (allowed / "sub", allowed / "folder", outside / "deep", evil):
+        d.mkdir(parents=True)
+    (allowed / "a.mp4").write_bytes(b"movie")
+    (allowed / "sub" / "b.mp4").write_bytes(b"clip")
+    (outside / "secret.txt").write_bytes(SECRET)
+    (outside / "deep" / "clip.mp4").write_bytes(SECRET)
+    (evil / "x.mp4").write_bytes(SECRET)
+    (allowed / "link_out").symlink_to(outside / "secret.txt")
+    (allowed / "linkdir_out").symlink_to(outside)
+    # chain1 → chain2 → chain3 all live inside the allowed folder; only the last hop leaves it.
+    (allowed / "chain3").symlink_to(outside / "secret.txt")
+    (allowed / "chain2").symlink_to(allowed / "chain3")
+    (allowed / "chain1").symlink_to("chain2")
+    (allowed / "link_in").symlink_to("a.mp4")
+    (tmp_path / "allowed_link").symlink_to(allowed)
+    return {"root": tmp_path, "allowed": allowed, "outside": outside, "evil": evil}
+
+
+REJECTED_PATHS = {
+    "relative-traversal": "../outside/secret.txt",
+    "traversal-through-subdir": "sub/../../outside/secret.txt",
+    "absolute-outside": "{outside}/secret.txt",
+    "prefix-confusion": "{evil}/x.mp4",
+    "prefix-confusion-relative": "../allowed-evil/x.mp4",
+    "symlink-file-out": "link_out",
+    "symlinked-parent-dir-out": "linkdir_out/secret.txt",
+    "nested-symlink-chain": "chain1",
+    "home-outside": "~/secret.txt",
+}
+
+
+@pytest.mark.parametrize("raw", REJECTED_PATHS.values(), ids=REJECTED_PATHS.keys())
+def test_resolve_allowed_path_refuses_escapes_and_names_allowed_dirs(
+    tree: dict[str, Path], raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tree["outside"]))
+    raw = raw.format(outside=tree["outside"], evil=tree["evil"])
+    with pytest.raises(PathNotAllowed) as info:
+        resolve_allowed_path(raw, [tree["allowed"]])
+    message = str(info.value)
+    assert str(tree["allowed"]) in message
+    assert ALLOWED_DIRS_ENV in message
+    assert SECRET.decode() not in message
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", "No file path"), ("   ", "No file path")])
+def test_resolve_allowed_path_refuses_empty(tree: dict[str, Path], raw: str, expected: str) -> None:
+    with pytest.raises(PathNotAllowed, match=expected):
+        resolve_allowed_path(raw, [tree["allowed"]])
+
+
+def test_resolve_allowed_path_refuses_nul_byte(tree: dict[str, Path]) -> None:
+    with pytest.raises(PathNotAllowed, match="NUL"):
+        resolve_allowed_path("a.mp4\x00.png", [tree["allowed"]])
+
+
+def test_resolve_allowed_path_refuses_directory(tree: dict[str, Path]) -> None:
+    with pytest.raises(PathNotAllowed, match="folder"):
+        resolve_allowed_path("folder", [tree["allowed"]])
+
+
+def test_resolve_allowed_path_missing_file_names_allowed_dirs(tree: dict[str, Path]) -> None:
+    with pytest.raises(PathNotAllowed) as info:
+        resolve_allowed_path("missing.mp4", [tree["allowed"]])
+    assert "File not found" in str(info.value)
+    assert str(tree["allowed"]) in str(info.value)
+    assert ALLOWED_DIRS_ENV in str(info.value)
+
+
+def test_resolve_allowed_path_missing_allowed_when_not_required(tree: dict[str, Path]) -> None:
+    got = resolve_allowed_path("new.mp4", [tree["allowed"]], must_exist=False)
+    assert got == tree["allowed"].resolve() / "new.mp4"
+
+
+def test_resolve_allowed_path_accepts_relative_absolute_and_internal_links(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed = tree["allowed"]
+    real_a = (allowed / "a.mp4").resolve()
+    assert resolve_allowed_path("a.mp4", [allowed]) == real_a
+    assert resolve_allowed_path(str(allowed / "sub" / "b.mp4"), [allowed]) == (allowed / "sub" / "b.mp4").resolve()
+    assert resolve_allowed_path("link_in", [allowed]) == real_a
+    monkeypatch.setenv("HOME", str(allowed))
+    assert resolve_allowed_path("~/a.mp4", [allowed]) == real_a
+    # Relative paths resolve against the first allowed folder only.
+    assert resolve_allowed_path("b.mp4", [allowed / "sub", allowed]) == (allowed / "sub" / "b.mp4").resolve()
+
+
+def test_resolve_allowed_path_accepts_allowed_dir_that_is_a_symlink(tree: dict[str, Path]) -> None:
+    via_link = tree["root"] / "allowed_link"
+    assert resolve_allowed_path(str(via_link / "a.mp4"), [via_link]) == (tree["allowed"] / "a.mp4").resolve()
+    assert resolve_allowed_path(str(tree["allowed"] / "a.mp4"), [via_link]) == (tree["allowed"] / "a.mp4").resolve()
+
+
+def test_resolve_allowed_path_second_allowed_dir_works(tree: dict[str, Path]) -> None:
+    got = resolve_allowed_path(str(tree["outside"] / "secret.txt"), [tree["allowed"], tree["outside"]])
+    assert got == (tree["outside"] / "secret.txt").resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# TOCTOU (test 19)
+# ---------------------------------------------------------------------------------------------
+
+
+def swap_parent_for_link(tree: dict[str, Path]) -> None:
+    allowed = tree["allowed"]
+    os.rename(allowed / "sub", allowed / "sub-original")
+    (allowed / "sub").symlink_to(tree["outside"] / "deep")
+    # The swapped-in directory holds a file of the same name.
+    os.rename(tree["outside"] / "deep" / "clip.mp4", tree["outside"] / "deep" / "b.mp4")
+
+
+def test_open_confined_reads_a_validated_file(tree: dict[str, Path]) -> None:
+    path = resolve_allowed_path("sub/b.mp4", [tree["allowed"]])
+    with open_confined(path, [tree["allowed"]]) as fh:
+        assert fh.read() == b"clip"
+
+
+def test_open_confined_refuses_parent_dir_swapped_for_symlink(tree: dict[str, Path]) -> None:
+    path = resolve_allowed_path("sub/b.mp4", [tree["allowed"]])
+    swap_parent_for_link(tree)
+    with pytest.raises(PathNotAllowed, match="swapped") as info:
+        open_confined(path, [tree["allowed"]])
+    assert ALLOWED_DIRS_ENV in str(info.value)
+
+
+def test_open_confined_refuses_file_swapped_for_symlink(tree: dict[str, Path]) -> None:
+    path = resolve_allowed_path("a.mp4", [tree["allowed"]])
+    path.unlink()
+    path.symlink_to(tree["outside"] / "secret.txt")
+    with pytest.raises(PathNotAllowed, match="symbolic link"):
+        open_confined(path, [tree["allowed"]])
+
+
+async def test_open_confined_refuses_fifo_without_blocking(tree: dict[str, Path]) -> None:
+    path = resolve_allowed_path("a.mp4", [tree["allowed"]])
+    path.unlink()
+    os.mkfifo(path)
+    with anyio.fail_after(5), pytest.raises(PathNotAllowed, match="not a regular file"):
+        await anyio.to_thread.run_sync(open_confined, path, [tree["allowed"]], abandon_on_cancel=True)
+
+
+async def test_upload_refuses_parent_swapped_after_it_was_prepared(tree: dict[str, Path]) -> None:
+    upload = multipart_file_upload(tree["allowed"] / "sub" / "b.mp4", [tree["allowed"]])
+    swap_parent_for_link(tree)
+    sent = bytearray()
+    with anyio.fail_after(5), pytest.raises(PathNotAllowed):
+        async for chunk in upload.stream:
+            sent += chunk
+    assert SECRET not in sent
+
+
+# ---------------------------------------------------------------------------------------------
+# Streamed multipart uploads
+# ---------------------------------------------------------------------------------------------
+
+
+def upload_app() -> Starlette:
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        form = await request.form()
+        upload = form["file"]
+        assert not isinstance(upload, str)
+        data = await upload.read()
+        return JSONResponse(
+            {
+                "declared": int(request.headers["content-length"]),
+                "received": len(body),
+                "fields": {k: v for k, v in form.items() if isinstance(v, str)},
+                "filename": upload.filename,
+                "content_type": upload.content_type,
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+
+    return Starlette(routes=[Route("/upload", receive, methods=["POST"])])
+
+
+async def test_multipart_upload_parses_back_over_loopback(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "take 1.mp4"
+    src.write_bytes(data)
+    progress: list[tuple[int, int]] = []
+
+    async def on_progress(sent: int, total: int) -> None:
+        progress.append((sent, total))
+
+    upload = multipart_file_upload(
+        src,
+        [tmp_path],
+        filename='../../evil"\r\nX-Injected: 1\\clip.mp4',
+        extra_fields={"title": "Ünïcode title", "visibility": "private"},
+        chunk_size=256 * 1024,
+        on_progress=on_progress,
+    )
+    async with serve(upload_app()) as base, httpx2.AsyncClient(base_url=base) as client:
+        response = await client.post("/upload", content=upload.stream, headers=upload.headers)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["declared"] == got["received"] == upload.content_length
+    assert got["sha256"] == hashlib.sha256(data).hexdigest()
+    assert got["fields"] == {"title": "Ünïcode title", "visibility": "private"}
+    assert got["content_type"] == "video/mp4"
+    name = got["filename"]
+    assert name.endswith("clip.mp4")
+    assert not any(bad in name for bad in ('"', "\r", "\n", "/", "\\"))
+    assert progress[-1] == (upload.content_length, upload.content_length)
+    assert [s for s, _ in progress] == sorted(s for s, _ in progress)
+
+
+async def test_multipart_guesses_type_and_uses_file_name(tmp_path: Path) -> None:
+    (tmp_path / "song.mp3").write_bytes(b"ID3")
+    upload = multipart_file_upload(tmp_path / "song.mp3", [tmp_path], field="audio")
+    body = b"".join([chunk async for chunk in upload.stream])
+    assert len(body) == upload.content_length == int(upload.headers["Content-Length"])
+    assert b'name="audio"; filename="song.mp3"' in body
+    assert b"Content-Type: audio/mpeg" in body
+
+
+async def test_multipart_streams_50mb_in_bounded_chunks_and_only_once(tmp_path: Path) -> None:
+    big = tmp_path / "big.mov"
+    with big.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)
+    chunk_size = 1 << 20
+    upload = multipart_file_upload(big, [tmp_path], chunk_size=chunk_size)
+    largest = total = 0
+    tracemalloc.start()
+    try:
+        with anyio.fail_after(30):
+            async for chunk in upload.stream:
+                largest = max(largest, len(chunk))
+                total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == upload.content_length
+    assert largest <= chunk_size + 1024
+    assert peak < 8 * chunk_size  # far below the 50 MB file
+    with pytest.raises(RuntimeError, match="already"):
+        async for _ in upload.stream:
+            pass
+
+
+async def test_multipart_partially_sent_stream_cannot_be_resent(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").write_bytes(b"x" * 100)
+    upload = multipart_file_upload(tmp_path / "a.wav", [tmp_path], chunk_size=10)
+    stream = upload.stream
+    await stream.__anext__()
+    with pytest.raises(RuntimeError):
+        stream.__aiter__()
+
+
+async def test_multipart_closes_file_when_abandoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.wav").write_bytes(b"x" * 100)
+    opened: list[Any] = []
+    real_open = files.open_confined
+
+    def spy(path: Path, allowed: Any) -> Any:
+        handle = real_open(path, allowed)
+        opened.append(handle)
+        return handle
+
+    monkeypatch.setattr(files, "open_confined", spy)
+    upload = multipart_file_upload(tmp_path / "a.wav", [tmp_path], chunk_size=10)
+    stream = upload.stream
+    assert isinstance(stream, files._SingleUseBody)
+    await stream.__anext__()  # preamble
+    await stream.__anext__()  # first file chunk: the file is open now
+    assert opened and not opened[0].closed
+    await stream.aclose()
+    assert opened[0].closed
+
+
+async def test_multipart_aborts_when_file_shrinks(tmp_path: Path) -> None:
+    src = tmp_path / "a.wav"
+    src.write_bytes(b"x" * 100)
+    upload = multipart_file_upload(src, [tmp_path], chunk_size=10)
+    src.write_bytes(b"x" * 10)
+    with pytest.raises(FileAccessError, match="changed size"):
+        async for _ in upload.stream:
+            pass
+
+
+def test_multipart_refuses_path_outside(tree: dict[str, Path]) -> None:
+    with pytest.raises(PathNotAllowed):
+        multipart_file_upload(tree["outside"] / "secret.txt", [tree["allowed"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads: happy paths and credentials
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_https_download_pins_checked_address_and_sends_no_credentials(tmp_path: Path) -> None:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, headers={"content-type": "image/png"}, content=PNG)
+
+    out = tmp_path / "outputs"
+    async with httpx2.AsyncClient(
+        transport=httpx2.MockTransport(handler),
+        headers={"Authorization": "Bearer sk-CANARY", "x-api-key": "CANARY"},
+        cookies={"session": "CANARY"},
+        auth=("user", "CANARY"),
+    ) as client:
+        saved = await download_output(
+            client, "https://cdn.example.com/results/42/image.png?X-Amz-Signature=SEKRIT", out, resolve=fake_resolve
+        )
+    (request,) = seen
+    assert request.url.host == PUBLIC_IP
+    assert request.headers["host"] == "cdn.example.com"
+    assert request.extensions["sni_hostname"] == "cdn.example.com"
+    assert "CANARY" not in repr(request.headers.raw)
+    assert saved.name == name_for(PNG, ".png")
+    assert saved.path == str(out.resolve() / saved.name)
+    assert Path(saved.path).read_bytes() == PNG
+    assert saved.uri == f"mediamux://outputs/{saved.name}"
+    assert saved.size_bytes == len(PNG)
+    assert saved.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert saved.mime_type == "image/png"
+    assert saved.source_url == "https://cdn.example.com/results/42/image.png"
+    assert files_in(out) == [saved.name]
+
+
+async def test_default_resolver_refuses_localhost(tmp_path: Path, canary: Canary) -> None:
+    assert set(await resolve_host("localhost")) <= {"127.0.0.1", "::1"}
+    router = Router(png_handler)
+    async with httpx2.AsyncClient(transport=router) as client:
+        with anyio.fail_after(10), pytest.raises(DownloadError, match="loopback"):
+            await download_output(client, f"https://localhost:{canary.port}/x.png", tmp_path)
+    assert router.seen == []
+
+
+def trusted_app(log: list[dict[str, str]]) -> Starlette:
+    async def song(request: Request) -> Response:
+        log.append(dict(request.headers))
+        return Response(b"ID3" + bytes(1000), media_type="audio/mpeg")
+
+    async def moved(request: Request) -> Response:
+        log.append(dict(request.headers))
+        return RedirectResponse("/outputs/song", status_code=302)
+
+    async def forever(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            block = bytes(64 * 1024)
+            while True:
+                yield block
+
+        return StreamingResponse(chunks(), media_type="video/mp4")
+
+    return Starlette(
+        routes=[
+            Route("/outputs/song", song),
+            Route("/outputs/moved", moved),
+            Route("/outputs/forever", forever),
+        ]
+    )
+
+
+async def test_trusted_loopback_origin_downloads_over_http_without_credentials(tmp_path: Path) -> None:
+    log: list[dict[str, str]] = []
+    out = tmp_path / "out"
+    async with serve(trusted_app(log)) as base:
+        async with httpx2.AsyncClient(
+            headers={"Authorization": "Bearer sk-CANARY", "x-api-key": "CANARY", "Key": "CANARY"}
+        ) as client:
+            saved = await download_output(client, f"{base}/outputs/moved?token=SEKRIT", out, trusted_origins=[base])
+            with pytest.raises(DownloadError, match="only https"):
+                await download_output(client, f"{base}/outputs/song", out)
+    assert len(log) == 2  # the redirect hop and the file, and nothing for the untrusted attempt
+    for headers in log:
+        assert not {"authorization", "x-api-key", "key", "cookie"} & set(headers)
+    assert saved.name.endswith(".mp3")
+    assert saved.source_url == f"{base}/outputs/moved"
+    assert files_in(out) == [saved.name]
+
+
+async def test_endless_loopback_stream_is_cut_at_the_size_cap(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with serve(trusted_app([])) as base, httpx2.AsyncClient() as client:
+        with pytest.raises(DownloadError, match="limit"):
+            await download_output(
+                client, f"{base}/outputs/forever", out, trusted_origins=[base], max_bytes=1024 * 1024
+            )
+    assert files_in(out) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# SSRF (test 16)
+# ---------------------------------------------------------------------------------------------
+
+SSRF_TARGETS = [
+    "http://127.0.0.1:{port}/x",
+    "https://127.0.0.1:{port}/x",
+    "https://127.1:{port}/x",
+    "https://0177.0.0.1:{port}/x",
+    "https://localhost:{port}/x",
+    "http://localhost.:{port}/x",
+    "https://localhost.:{port}/x",
+    "https://[::1]:{port}/x",
+    "https://[::ffff:127.0.0.1]:{port}/x",
+    "https://[::ffff:7f00:1]:{port}/x",
+    "https://[2002:7f00:1::]:{port}/x",
+    "https://[64:ff9b::7f00:1]:{port}/x",
+    "https://2130706433:{port}/x",
+    "http://2130706433:{port}/x",
+    "https://0x7f.1:{port}/x",
+    "https://0.0.0.0:{port}/x",
+    "https://[::]:{port}/x",
+    "http://169.254.169.254/latest/meta-data/",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://metadata.example/latest/meta-data/",
+    "https://[fd00:ec2::254]/latest/meta-data/",
+    "https://cdn.public-looking.example/out.png",
+    "https://dual.example/out.png",
+    "https://mapped.example/out.png",
+    "https://224.0.0.1/out.png",
+    "https://100.64.0.1/out.png",
+    "https://10.0.0.5/out.png",
+    "https://192.168.1.1/out.png",
+    "https://unknown-host.invalid/out.png",
+    "https://user:pass@cdn.example.com/out.png",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:{port}/_GET%20/",
+    "ftp://127.0.0.1:{port}/x",
+    "data:image/png;base64,iVBORw0KGgo=",
+    "not a url at all",
+]
+
+
+@pytest.mark.parametrize("template", SSRF_TARGETS)
+async def test_download_refuses_internal_destinations(tmp_path: Path, canary: Canary, template: str) -> None:
+    before = canary.connections, len(canary.hits)
+    url = template.format(port=canary.port)
+    router = Router(png_handler)
+    out = tmp_path / "out"
+    async with httpx2.AsyncClient(transport=router, timeout=5) as client:
+        with anyio.fail_after(10), pytest.raises(DownloadError) as info:
+            await download_output(client, url, out, resolve=fake_resolve)
+    assert router.seen == []
+    assert (canary.connections, len(canary.hits)) == before
+    assert files_in(out) == []
+    assert "pass" not in str(info.value)
+
+
+REDIRECT_TARGETS = [
+    "http://127.0.0.1:{port}/x",
+    "https://127.0.0.1:{port}/x",
+    "//localhost:{port}/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://cdn.public-looking.example/out.png",
+    "file:///etc/passwd",
+]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("target", REDIRECT_TARGETS)
+async def test_redirects_to_internal_destinations_are_refused(
+    tmp_path: Path, canary: Canary, status: int, target: str
+) -> None:
+    before = canary.connections, len(canary.hits)
+    location = target.format(port=canary.port)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.headers["host"] == "redirector.example":
+            return httpx2.Response(status, headers={"location": location})
+        return png_handler(request)
+
+    router = Router(handler)
+    async with httpx2.AsyncClient(transport=router, timeout=5) as client:
+        with anyio.fail_after(10), pytest.raises(DownloadError, match="refused"):
+            await download_output(client, "https://redirector.example/out.png", tmp_path, resolve=fake_resolve)
+    assert [r.headers["host"] for r in router.seen] == ["redirector.example"]
+    assert (canary.connections, len(canary.hits)) == before
+    assert files_in(tmp_path) == []
+
+
+async def test_public_redirect_is_followed_and_revalidated(tmp_path: Path) -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        hosts.append(request.headers["host"])
+        if request.headers["host"] == "redirector.example":
+            return httpx2.Response(307, headers={"location": "https://cdn.example.com/final.webp?sig=1"})
+        return httpx2.Response(200, headers={"content-type": "image/webp"}, content=b"RIFF....WEBP")
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+        saved = await download_output(client, "https://redirector.example/r", tmp_path, resolve=fake_resolve)
+    assert hosts == ["redirector.example", "cdn.example.com"]
+    assert saved.name.endswith(".webp")
+    assert saved.source_url == "https://redirector.example/r"
+
+
+async def test_too_many_redirects_are_refused(tmp_path: Path) -> None:
+    calls = 0
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        return httpx2.Response(302, headers={"location": f"/hop{calls}"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+        with pytest.raises(DownloadError, match="more than 2 redirects"):
+            await download_output(
+                client, "https://cdn.example.com/start", tmp_path, resolve=fake_resolve, max_redirects=2
+            )
+    assert calls == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Download limits and safe writes (tests 17, 20)
+# ---------------------------------------------------------------------------------------------
+
+
+async def fetch(
+    tmp_path: Path,
+    handler: Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]],
+    url: str = "https://cdn.example.com/out/result.png",
+    **kwargs: Any,
+) -> files.SavedOutput:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+        with anyio.fail_after(10):
+            return await download_output(client, url, tmp_path / "out", resolve=fake_resolve, **kwargs)
+
+
+async def test_announced_size_over_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    read = False
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        read = True
+        yield b"x"
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, headers={"content-type": "video/mp4", "content-length": str(10**12)}, content=body()
+        )
+
+    with pytest.raises(DownloadError, match="over the 1000-byte limit"):
+        await fetch(tmp_path, handler, max_bytes=1000)
+    assert not read
+    assert files_in(tmp_path / "out") == []
+
+
+async def test_endless_stream_is_cut_at_the_cap_leaving_no_file(tmp_path: Path) -> None:
+    async def forever() -> AsyncIterator[bytes]:
+        while True:
+            yield bytes(4096)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "audio/wav"}, content=forever())
+
+    with pytest.raises(DownloadError, match="exceeded the 100000-byte limit"):
+        await fetch(tmp_path, handler, max_bytes=100_000)
+    assert files_in(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/json", "text/plain"])
+async def test_non_media_content_types_are_refused(tmp_path: Path, content_type: str) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": content_type}, content=b"<html>login</html>")
+
+    with pytest.raises(DownloadError, match="unexpected content type"):
+        await fetch(tmp_path, handler)
+    assert files_in(tmp_path / "out") == []
+
+
+async def test_text_html_is_refused_even_if_text_is_allowed(tmp_path: Path) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/html"}, content=b"<html></html>")
+
+    with pytest.raises(DownloadError, match="text/html"):
+        await fetch(tmp_path, handler, allowed_types=("text/",))
+
+
+@pytest.mark.parametrize(
+    ("url", "mime", "ext"),
+    [
+        ("https://cdn.example.com/a/clip.mp4", "video/mp4", ".mp4"),
+        ("https://cdn.example.com/a/blob", "application/octet-stream", ".bin"),
+    ],
+)
+async def test_missing_content_type_is_inferred_from_url(tmp_path: Path, url: str, mime: str, ext: str) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=b"data")
+
+    saved = await fetch(tmp_path, handler, url=url)
+    assert saved.mime_type == mime
+    assert saved.name == name_for(b"data", ext)
+
+
+async def test_missing_content_type_with_html_suffix_is_refused(tmp_path: Path) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=b"<html>")
+
+    with pytest.raises(DownloadError, match="text/html"):
+        await fetch(tmp_path, handler, url="https://cdn.example.com/index.html")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "url_path", "ext"),
+    [
+        ("image/jpeg", "/x", ".jpg"),
+        ("audio/mpeg", "/x", ".mp3"),
+        ("audio/x-wav", "/x", ".wav"),
+        ("audio/wav", "/x", ".wav"),
+        ("video/mp4", "/x.mov", ".mp4"),
+        ("application/octet-stream", "/model.GLB", ".glb"),
+        ("application/octet-stream", "/x.toolongext", ".bin"),
+        ("application/octet-stream", "/x.html", ".bin"),
+    ],
+)
+async def test_extension_comes_from_type_or_short_url_suffix(
+    tmp_path: Path, content_type: str, url_path: str, ext: str
+) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": content_type}, content=b"abc")
+
+    saved = await fetch(tmp_path, handler, url=f"https://cdn.example.com{url_path}")
+    assert saved.name == name_for(b"abc", ext)
+
+
+async def test_error_mid_stream_leaves_no_partial_file(tmp_path: Path) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield bytes(2 * 1024 * 1024)  # enough to have been flushed to the temp file
+        raise httpx2.ReadError("connection reset by peer")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "video/mp4"}, content=broken())
+
+    with pytest.raises(DownloadError, match="mid-download"):
+        await fetch(tmp_path, handler)
+    assert files_in(tmp_path / "out") == []
+
+
+async def test_cancelled_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    with anyio.CancelScope() as scope:
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield bytes(2 * 1024 * 1024)
+            scope.cancel()
+            await anyio.sleep_forever()
+            yield b""  # pragma: no cover
+
+        def handler(request: httpx2.Request) -> httpx2.Response:
+            return httpx2.Response(200, headers={"content-type": "video/mp4"}, content=stalls())
+
+        await fetch(tmp_path, handler)
+    assert scope.cancelled_caught
+    assert files_in(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_http_errors_name_the_host_but_not_the_query(tmp_path: Path, status: int) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(status, text="nope")
+
+    with pytest.raises(DownloadError) as info:
+        await fetch(tmp_path, handler, url="https://cdn.example.com/o.png?X-Amz-Signature=SEKRIT&token=SEKRIT")
+    assert f"HTTP {status}" in str(info.value)
+    assert "cdn.example.com" in str(info.value)
+    assert "SEKRIT" not in str(info.value) + repr(info.value)
+    assert files_in(tmp_path / "out") == []
+
+
+async def test_download_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
+    first = await fetch(tmp_path, png_handler)
+    inode = os.stat(first.path).st_ino
+    second = await fetch(tmp_path, png_handler, url="https://cdn.example.com/other/name.png")
+    assert second.name == first.name == name_for(PNG, ".png")
+    assert os.stat(second.path).st_ino == inode
+    assert files_in(tmp_path / "out") == [first.name]
+
+
+async def test_planted_symlink_at_final_name_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (out / name_for(PNG, ".png")).symlink_to(victim)
+    saved = await fetch(tmp_path, png_handler)
+    assert victim.read_bytes() == b"precious"
+    final = Path(saved.path)
+    assert not final.is_symlink()
+    assert final.read_bytes() == PNG
+
+
+async def test_provider_file_name_cannot_choose_the_path(tmp_path: Path) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200,
+            headers={
+                "content-type": "application/octet-stream",
+                "content-disposition": 'attachment; filename="../../.bashrc"',
+            },
+            content=b"echo pwned",
+        )
+
+    saved = await fetch(tmp_path, handler, url="https://cdn.example.com/files/..%2F..%2F.bashrc")
+    assert saved.name == name_for(b"echo pwned", ".bin")
+    assert Path(saved.path).parent == (tmp_path / "out").resolve()
+    assert not list(tmp_path.rglob(".bashrc"))
+
+
+async def test_output_dir_is_created(tmp_path: Path) -> None:
+    saved = await fetch(tmp_path, png_handler)
+    assert (tmp_path / "out").is_dir()
+    assert output_path(tmp_path / "out", saved.name) == Path(saved.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# output_path
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "a\\b", "..", ".", "", "x\x00.png", ".mediamux-0123.part", "missing.png", "sub", "link"]
+)
+def test_output_path_refuses_anything_but_a_saved_file(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / ".mediamux-0123.part").write_bytes(b"partial")
+    (tmp_path / "x").write_bytes(b"outside")
+    (out / "link").symlink_to(tmp_path / "x")
+    with pytest.raises(FileAccessError):
+        output_path(out, name)
+
+
+def test_output_path_returns_saved_file(tmp_path: Path) -> None:
+    (tmp_path / "abc.png").write_bytes(PNG)
+    assert output_path(tmp_path, "abc.png") == tmp_path.resolve() / "abc.png"
