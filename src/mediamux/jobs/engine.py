@@ -29,7 +29,7 @@ import anyio
 from mediamux.clock import Clock
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.models import TERMINAL_STATUSES, JobError, JobRecord, JobResult
-from mediamux.providers.cost import Cost
+from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
     ProviderConnectionError,
@@ -274,14 +274,14 @@ class JobEngine:
         estimate = driver.estimate_usd(args)
         if spent >= self.budget_usd:
             raise BudgetExceeded(
-                f"budget reached: the ledger has recorded ${spent:.4f} of spend and MEDIAMUX_BUDGET_USD is "
-                f"${self.budget_usd:.2f}; raise MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs "
+                f"budget reached: the ledger has recorded {format_usd(spent)} of spend and MEDIAMUX_BUDGET_USD "
+                f"is {format_usd(self.budget_usd)}; raise MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs "
                 "has the breakdown)"
             )
         if estimate is not None and spent + estimate > self.budget_usd:
             raise BudgetExceeded(
-                f"over budget: this {driver.title} job is estimated at ${estimate:.4f}, the ledger has "
-                f"${spent:.4f} and MEDIAMUX_BUDGET_USD is ${self.budget_usd:.2f}; raise the budget or "
+                f"over budget: this {driver.title} job is estimated at {format_usd(estimate)}, the ledger has "
+                f"{format_usd(spent)} and MEDIAMUX_BUDGET_USD is {format_usd(self.budget_usd)}; raise the budget or "
                 "choose a cheaper request"
             )
 
@@ -303,11 +303,13 @@ class JobEngine:
         record.submit_state = "uncertain" if exc.maybe_sent else "rejected"
         message = exc.message
         if exc.maybe_sent:
-            message += (
-                f". The request may have reached {record.provider} before the answer was lost, and no job id "
-                f"came back, so mediamux cannot track it. Check the provider's dashboard before retrying; "
-                f"an identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true"
+            message = (
+                f"{exc.summary.rstrip('.')}. The request may have reached {record.provider} before the answer "
+                "was lost, and no job id came back, so mediamux cannot track it: check the provider's dashboard "
+                f"or balance before retrying. An identical call within {self.dedup_window_s:.0f} s returns "
+                f"this record (job {record.job_id}) unless new_job is true"
             )
+            exc.message = message
         record.error = JobError(error_class=exc.error_class, message=message, retry_after_s=exc.retry_after_s)
         record.updated_ts = record.completed_ts = self._wall()
         self.journal.save(record)

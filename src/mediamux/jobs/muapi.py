@@ -84,8 +84,10 @@ class MuapiGenerateDriver:
         self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
     ) -> dict[str, Any]:
         params = dict(args["params"])
+        # The tool layer has already resolved each local input to a confined absolute path;
+        # multipart_file_upload re-checks confinement when it opens the file.
         for key, index, raw in local_inputs(params):
-            path = Path(options["local_files"][raw])
+            path = Path(raw)
 
             async def on_bytes(sent: int, total: int, name: str = path.name) -> None:
                 await progress(sent, total, f"MuAPI: uploading {name} ({sent}/{total} bytes)")

@@ -50,3 +50,10 @@ class Cost(BaseModel):
             if value is not None:
                 data[key] = value
         return Cost.model_validate(data)
+
+
+def format_usd(usd: float) -> str:
+    """Dollars with at least cents and up to six decimals ($1.40, $0.003, $0.0042): never rounded to a lie."""
+    text = f"{usd:.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"

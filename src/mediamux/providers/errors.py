@@ -37,9 +37,12 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
         maybe_sent: bool = False,
+        summary: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # What happened, without the advice; callers that know better advice replace it.
+        self.summary = summary or message
         self.provider = provider
         self.operation = operation
         self.status = status

@@ -363,32 +363,52 @@ class Transport:
             operation=operation,
         )
 
+    def _failure(
+        self,
+        kind: type[ProviderError],
+        operation: str,
+        what: str,
+        advice: str,
+        *,
+        maybe_sent: bool,
+        status: int | None = None,
+    ) -> ProviderError:
+        summary = f"{self.hints.title} {operation}: {what}"
+        return kind(
+            f"{summary}; {advice}",
+            provider=self.provider,
+            operation=operation,
+            status=status,
+            maybe_sent=maybe_sent,
+            summary=summary,
+        )
+
     async def _send(self, request: httpx2.Request, *, operation: str, max_bytes: int) -> ProviderResponse:
-        title = self.hints.title
         try:
             response = await self._client.send(request, stream=True)
         except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             # The request never left this machine: safe to retry even a paid submission.
-            raise ProviderConnectionError(
-                f"{title} {operation}: could not connect to {request.url.host} ({type(exc).__name__}); "
+            raise self._failure(
+                ProviderConnectionError,
+                operation,
+                f"could not connect to {request.url.host} ({type(exc).__name__})",
                 "check the network or the base URL",
-                provider=self.provider,
-                operation=operation,
+                maybe_sent=False,
             ) from None
         except httpx2.TimeoutException as exc:
-            raise ProviderTimeout(
-                f"{title} {operation}: no answer from the provider in time ({type(exc).__name__}); "
-                + DEFAULT_ADVICE["timeout"],
-                provider=self.provider,
-                operation=operation,
+            raise self._failure(
+                ProviderTimeout,
+                operation,
+                f"no answer from the provider in time ({type(exc).__name__})",
+                DEFAULT_ADVICE["timeout"],
                 maybe_sent=True,
             ) from None
         except httpx2.TransportError as exc:
-            raise ProviderConnectionError(
-                f"{title} {operation}: the connection broke ({type(exc).__name__}); "
-                + DEFAULT_ADVICE["provider_error"],
-                provider=self.provider,
-                operation=operation,
+            raise self._failure(
+                ProviderConnectionError,
+                operation,
+                f"the connection broke ({type(exc).__name__})",
+                DEFAULT_ADVICE["provider_error"],
                 maybe_sent=True,
             ) from None
         try:
@@ -403,18 +423,19 @@ class Transport:
                     raise self._too_large(operation, response.status_code)
                 chunks.append(chunk)
         except httpx2.TimeoutException:
-            raise ProviderTimeout(
-                f"{title} {operation}: the provider stopped sending mid-answer; " + DEFAULT_ADVICE["timeout"],
-                provider=self.provider,
-                operation=operation,
+            raise self._failure(
+                ProviderTimeout,
+                operation,
+                "the provider stopped sending mid-answer",
+                DEFAULT_ADVICE["timeout"],
                 maybe_sent=True,
             ) from None
         except httpx2.TransportError as exc:
-            raise ProviderConnectionError(
-                f"{title} {operation}: the connection broke mid-answer ({type(exc).__name__}); "
-                + DEFAULT_ADVICE["provider_error"],
-                provider=self.provider,
-                operation=operation,
+            raise self._failure(
+                ProviderConnectionError,
+                operation,
+                f"the connection broke mid-answer ({type(exc).__name__})",
+                DEFAULT_ADVICE["provider_error"],
                 maybe_sent=True,
             ) from None
         finally:
@@ -422,14 +443,14 @@ class Transport:
         logger.debug("%s %s %s -> %d", self.provider, request.method, request.url.path, response.status_code)
         return ProviderResponse(response.status_code, response.headers, b"".join(chunks), request.url.path)
 
-    def _too_large(self, operation: str, status: int) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"{self.hints.title} {operation}: the answer is larger than the {MAX_JSON_BYTES // (1024 * 1024)} MiB "
-            "limit for API responses",
-            provider=self.provider,
-            operation=operation,
-            status=status,
+    def _too_large(self, operation: str, status: int) -> ProviderError:
+        return self._failure(
+            ProviderResponseError,
+            operation,
+            f"the answer is larger than the {MAX_JSON_BYTES // (1024 * 1024)} MiB limit for API responses",
+            DEFAULT_ADVICE["provider_error"],
             maybe_sent=True,
+            status=status,
         )
 
     def status_error(self, response: ProviderResponse, operation: str) -> ProviderError:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mediamux.files import FileAccessError
 from mediamux.jobs.engine import JobsError, ProgressFn
 from mediamux.jobs.models import JobResult
+from mediamux.providers.cost import format_usd
 from mediamux.providers.errors import ProviderError
 
 if TYPE_CHECKING:
@@ -202,9 +203,7 @@ def job_links(view: JobResult[Any]) -> list[ResourceLink]:
 
 
 def money(usd: float | None) -> str:
-    if usd is None:
-        return "cost not reported"
-    return f"${usd:.4f}".rstrip("0").rstrip(".") if usd else "$0"
+    return "cost not reported" if usd is None else format_usd(usd)
 
 
 def job_summary(view: JobResult[Any], title: str) -> str:
