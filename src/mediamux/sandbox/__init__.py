@@ -27,6 +27,9 @@ class Sandbox:
     def keys(self) -> dict[str, str]:
         return dict(SANDBOX_KEYS)
 
+    def close(self) -> None:
+        self.muapi.close()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[dict[str, str]]:
         """Serve every emulator on loopback; yields provider → origin URL."""

@@ -61,9 +61,11 @@ import math
 import mimetypes
 import re
 import secrets
+import shutil
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -685,9 +687,10 @@ class MuapiEmulator:
         self._presigned: dict[str, tuple[str, float]] = {}
         self._next_object = 1
         self._signing_secret = secrets.token_bytes(32)
-        # Owned for the emulator's lifetime; the finaliser removes the directory when it is collected.
-        self._storage = tempfile.TemporaryDirectory(prefix="mediamux-muapi-")
-        self._root = Path(self._storage.name)
+        self._root = Path(tempfile.mkdtemp(prefix="mediamux-muapi-"))
+        # Removed on close() or when the emulator is collected, whichever comes first, without the
+        # ResourceWarning that TemporaryDirectory's implicit cleanup raises.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
         self.app: Starlette = self._build_app()
 
     # -- public helpers ----------------------------------------------------------------------------------
@@ -698,6 +701,10 @@ class MuapiEmulator:
 
     def job_status(self, request_id: str) -> str:
         return self._jobs[request_id].status_at(self.now())
+
+    def close(self) -> None:
+        """Remove uploaded and generated files now rather than whenever the emulator is collected."""
+        self._cleanup()
 
     async def deliver_due_webhooks(self) -> int:
         self._advance_all()
