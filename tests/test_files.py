@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
 import threading
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,15 @@ def name_for(body: bytes, ext: str) -> str:
     return hashlib.sha256(body).hexdigest()[:16] + ext
 
 
+async def drain(stream: AsyncIterator[bytes], sink: bytearray | None = None) -> int:
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if sink is not None:
+            sink += chunk
+    return total
+
+
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
@@ -75,10 +85,19 @@ def files_in(directory: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: in a test, SIGINT/SIGTERM must stop the test run, not
+    just ask this server to shut down (otherwise a hung test ignores `timeout` and Ctrl-C)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on 127.0.0.1 for the duration of the block; yields its base URL."""
-    server = uvicorn.Server(
+    server = QuietServer(
         uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
         )
@@ -110,18 +129,20 @@ def canary() -> Iterator[Canary]:
     state = Canary()
 
     class CountingH11(H11Protocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             state.connections += 1
             super().connection_made(transport)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         state.hits.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"image/png")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"image/png")]}
+        )
         await send({"type": "http.response.body", "body": PNG})
 
     sock = socket.create_server(("127.0.0.1", 0))
     state.port = sock.getsockname()[1]
-    server = uvicorn.Server(
+    server = QuietServer(
         uvicorn.Config(app, http=CountingH11, lifespan="off", log_level="warning", loop="asyncio")
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -137,19 +158,24 @@ class Router(httpx2.AsyncBaseTransport):
 
     def __init__(self, handler: Callable[[httpx2.Request], httpx2.Response]) -> None:
         self.seen: list[httpx2.Request] = []
-        self._real = httpx2.AsyncHTTPTransport()
+        # Built on first use: creating an SSL context per test is slow, and correct code never needs it.
+        self._real: httpx2.AsyncHTTPTransport | None = None
         self._mock = httpx2.MockTransport(handler)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         self.seen.append(request)
         host = request.url.host
         literal = files._ip_literal(host)
-        if host.startswith("localhost") or (literal is not None and (literal.is_loopback or literal.is_unspecified)):
+        if host.startswith("localhost") or (
+            literal is not None and (literal.is_loopback or literal.is_unspecified)
+        ):
+            self._real = self._real or httpx2.AsyncHTTPTransport()
             return await self._real.handle_async_request(request)
         return await self._mock.handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._real.aclose()
+        if self._real is not None:
+            await self._real.aclose()
 
 
 def png_handler(request: httpx2.Request) -> httpx2.Response:
@@ -291,7 +317,10 @@ def test_resolve_allowed_path_accepts_relative_absolute_and_internal_links(
     allowed = tree["allowed"]
     real_a = (allowed / "a.mp4").resolve()
     assert resolve_allowed_path("a.mp4", [allowed]) == real_a
-    assert resolve_allowed_path(str(allowed / "sub" / "b.mp4"), [allowed]) == (allowed / "sub" / "b.mp4").resolve()
+    assert (
+        resolve_allowed_path(str(allowed / "sub" / "b.mp4"), [allowed])
+        == (allowed / "sub" / "b.mp4").resolve()
+    )
     assert resolve_allowed_path("link_in", [allowed]) == real_a
     monkeypatch.setenv("HOME", str(allowed))
     assert resolve_allowed_path("~/a.mp4", [allowed]) == real_a
@@ -302,7 +331,10 @@ def test_resolve_allowed_path_accepts_relative_absolute_and_internal_links(
 def test_resolve_allowed_path_accepts_allowed_dir_that_is_a_symlink(tree: dict[str, Path]) -> None:
     via_link = tree["root"] / "allowed_link"
     assert resolve_allowed_path(str(via_link / "a.mp4"), [via_link]) == (tree["allowed"] / "a.mp4").resolve()
-    assert resolve_allowed_path(str(tree["allowed"] / "a.mp4"), [via_link]) == (tree["allowed"] / "a.mp4").resolve()
+    assert (
+        resolve_allowed_path(str(tree["allowed"] / "a.mp4"), [via_link])
+        == (tree["allowed"] / "a.mp4").resolve()
+    )
 
 
 def test_resolve_allowed_path_second_allowed_dir_works(tree: dict[str, Path]) -> None:
@@ -358,8 +390,7 @@ async def test_upload_refuses_parent_swapped_after_it_was_prepared(tree: dict[st
     swap_parent_for_link(tree)
     sent = bytearray()
     with anyio.fail_after(5), pytest.raises(PathNotAllowed):
-        async for chunk in upload.stream:
-            sent += chunk
+        await drain(upload.stream, sent)
     assert SECRET not in sent
 
 
@@ -371,17 +402,19 @@ async def test_upload_refuses_parent_swapped_after_it_was_prepared(tree: dict[st
 def upload_app() -> Starlette:
     async def receive(request: Request) -> JSONResponse:
         body = await request.body()
-        form = await request.form()
-        upload = form["file"]
-        assert not isinstance(upload, str)
-        data = await upload.read()
+        async with request.form() as form:
+            upload = form["file"]
+            assert not isinstance(upload, str)
+            data = await upload.read()
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            filename, content_type = upload.filename, upload.content_type
         return JSONResponse(
             {
                 "declared": int(request.headers["content-length"]),
                 "received": len(body),
-                "fields": {k: v for k, v in form.items() if isinstance(v, str)},
-                "filename": upload.filename,
-                "content_type": upload.content_type,
+                "fields": fields,
+                "filename": filename,
+                "content_type": content_type,
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
         )
@@ -450,8 +483,7 @@ async def test_multipart_streams_50mb_in_bounded_chunks_and_only_once(tmp_path: 
     assert largest <= chunk_size + 1024
     assert peak < 8 * chunk_size  # far below the 50 MB file
     with pytest.raises(RuntimeError, match="already"):
-        async for _ in upload.stream:
-            pass
+        await drain(upload.stream)
 
 
 async def test_multipart_partially_sent_stream_cannot_be_resent(tmp_path: Path) -> None:
@@ -490,8 +522,7 @@ async def test_multipart_aborts_when_file_shrinks(tmp_path: Path) -> None:
     upload = multipart_file_upload(src, [tmp_path], chunk_size=10)
     src.write_bytes(b"x" * 10)
     with pytest.raises(FileAccessError, match="changed size"):
-        async for _ in upload.stream:
-            pass
+        await drain(upload.stream)
 
 
 def test_multipart_refuses_path_outside(tree: dict[str, Path]) -> None:
@@ -519,12 +550,16 @@ async def test_https_download_pins_checked_address_and_sends_no_credentials(tmp_
         auth=("user", "CANARY"),
     ) as client:
         saved = await download_output(
-            client, "https://cdn.example.com/results/42/image.png?X-Amz-Signature=SEKRIT", out, resolve=fake_resolve
+            client,
+            "https://cdn.example.com/results/42/image.png?X-Amz-Signature=SEKRIT",
+            out,
+            resolve=fake_resolve,
         )
     (request,) = seen
     assert request.url.host == PUBLIC_IP
     assert request.headers["host"] == "cdn.example.com"
     assert request.extensions["sni_hostname"] == "cdn.example.com"
+    assert not {"authorization", "x-api-key", "cookie"} & set(request.headers.keys())
     assert "CANARY" not in repr(request.headers.raw)
     assert saved.name == name_for(PNG, ".png")
     assert saved.path == str(out.resolve() / saved.name)
@@ -558,7 +593,9 @@ def trusted_app(log: list[dict[str, str]]) -> Starlette:
     async def forever(request: Request) -> Response:
         async def chunks() -> AsyncIterator[bytes]:
             block = bytes(64 * 1024)
-            while True:
+            # Checking for the disconnect is also the await that lets the server's loop breathe:
+            # uvicorn's send() to a closed socket returns without suspending.
+            while not await request.is_disconnected():
                 yield block
 
         return StreamingResponse(chunks(), media_type="video/mp4")
@@ -575,13 +612,17 @@ def trusted_app(log: list[dict[str, str]]) -> Starlette:
 async def test_trusted_loopback_origin_downloads_over_http_without_credentials(tmp_path: Path) -> None:
     log: list[dict[str, str]] = []
     out = tmp_path / "out"
-    async with serve(trusted_app(log)) as base:
-        async with httpx2.AsyncClient(
+    async with (
+        serve(trusted_app(log)) as base,
+        httpx2.AsyncClient(
             headers={"Authorization": "Bearer sk-CANARY", "x-api-key": "CANARY", "Key": "CANARY"}
-        ) as client:
-            saved = await download_output(client, f"{base}/outputs/moved?token=SEKRIT", out, trusted_origins=[base])
-            with pytest.raises(DownloadError, match="only https"):
-                await download_output(client, f"{base}/outputs/song", out)
+        ) as client,
+    ):
+        saved = await download_output(
+            client, f"{base}/outputs/moved?token=SEKRIT", out, trusted_origins=[base]
+        )
+        with pytest.raises(DownloadError, match="only https"):
+            await download_output(client, f"{base}/outputs/song", out)
     assert len(log) == 2  # the redirect hop and the file, and nothing for the untrusted attempt
     for headers in log:
         assert not {"authorization", "x-api-key", "key", "cookie"} & set(headers)
@@ -634,7 +675,7 @@ SSRF_TARGETS = [
     "https://10.0.0.5/out.png",
     "https://192.168.1.1/out.png",
     "https://unknown-host.invalid/out.png",
-    "https://user:pass@cdn.example.com/out.png",
+    "https://user:S3KR1T@cdn.example.com/out.png",
     "file:///etc/passwd",
     "gopher://127.0.0.1:{port}/_GET%20/",
     "ftp://127.0.0.1:{port}/x",
@@ -655,7 +696,7 @@ async def test_download_refuses_internal_destinations(tmp_path: Path, canary: Ca
     assert router.seen == []
     assert (canary.connections, len(canary.hits)) == before
     assert files_in(out) == []
-    assert "pass" not in str(info.value)
+    assert "S3KR1T" not in str(info.value)
 
 
 REDIRECT_TARGETS = [
@@ -684,7 +725,9 @@ async def test_redirects_to_internal_destinations_are_refused(
     router = Router(handler)
     async with httpx2.AsyncClient(transport=router, timeout=5) as client:
         with anyio.fail_after(10), pytest.raises(DownloadError, match="refused"):
-            await download_output(client, "https://redirector.example/out.png", tmp_path, resolve=fake_resolve)
+            await download_output(
+                client, "https://redirector.example/out.png", tmp_path, resolve=fake_resolve
+            )
     assert [r.headers["host"] for r in router.seen] == ["redirector.example"]
     assert (canary.connections, len(canary.hits)) == before
     assert files_in(tmp_path) == []
@@ -729,7 +772,7 @@ async def test_too_many_redirects_are_refused(tmp_path: Path) -> None:
 
 async def fetch(
     tmp_path: Path,
-    handler: Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]],
+    handler: Callable[[httpx2.Request], httpx2.Response],
     url: str = "https://cdn.example.com/out/result.png",
     **kwargs: Any,
 ) -> files.SavedOutput:
@@ -795,7 +838,9 @@ async def test_text_html_is_refused_even_if_text_is_allowed(tmp_path: Path) -> N
         ("https://cdn.example.com/a/blob", "application/octet-stream", ".bin"),
     ],
 )
-async def test_missing_content_type_is_inferred_from_url(tmp_path: Path, url: str, mime: str, ext: str) -> None:
+async def test_missing_content_type_is_inferred_from_url(
+    tmp_path: Path, url: str, mime: str, ext: str
+) -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, content=b"data")
 
@@ -871,7 +916,9 @@ async def test_http_errors_name_the_host_but_not_the_query(tmp_path: Path, statu
         return httpx2.Response(status, text="nope")
 
     with pytest.raises(DownloadError) as info:
-        await fetch(tmp_path, handler, url="https://cdn.example.com/o.png?X-Amz-Signature=SEKRIT&token=SEKRIT")
+        await fetch(
+            tmp_path, handler, url="https://cdn.example.com/o.png?X-Amz-Signature=SEKRIT&token=SEKRIT"
+        )
     assert f"HTTP {status}" in str(info.value)
     assert "cdn.example.com" in str(info.value)
     assert "SEKRIT" not in str(info.value) + repr(info.value)
@@ -929,7 +976,8 @@ async def test_output_dir_is_created(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "a/b", "a\\b", "..", ".", "", "x\x00.png", ".mediamux-0123.part", "missing.png", "sub", "link"]
+    "name",
+    ["../x", "a/b", "a\\b", "..", ".", "", "x\x00.png", ".mediamux-0123.part", "missing.png", "sub", "link"],
 )
 def test_output_path_refuses_anything_but_a_saved_file(tmp_path: Path, name: str) -> None:
     out = tmp_path / "out"
@@ -944,3 +992,16 @@ def test_output_path_refuses_anything_but_a_saved_file(tmp_path: Path, name: str
 def test_output_path_returns_saved_file(tmp_path: Path) -> None:
     (tmp_path / "abc.png").write_bytes(PNG)
     assert output_path(tmp_path, "abc.png") == tmp_path.resolve() / "abc.png"
+
+
+def test_download_error_survives_pickling() -> None:
+    err = DownloadError("cdn.example.com", "it points at a loopback address", refused=True)
+    again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own bytes, round-tripped
+    assert (str(again), again.host, again.refused) == (str(err), "cdn.example.com", True)
+
+
+def test_escape_messages_say_whether_a_link_was_involved(tree: dict[str, Path]) -> None:
+    with pytest.raises(PathNotAllowed, match="through a symbolic link"):
+        resolve_allowed_path("link_out", [tree["allowed"]])
+    with pytest.raises(PathNotAllowed, match="is outside the allowed folders"):
+        resolve_allowed_path("../outside/secret.txt", [tree["allowed"]])

@@ -85,6 +85,14 @@ class DownloadError(Exception):
         verb = "refused" if refused else "failed"
         super().__init__(f"download from {host or 'an unnamed host'} {verb}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the exception picklable (worker processes, some test runners) despite the keyword-only field.
+        return (_rebuild_download_error, (self.host, self.reason, self.refused))
+
+
+def _rebuild_download_error(host: str, reason: str, refused: bool) -> DownloadError:
+    return DownloadError(host, reason, refused=refused)
+
 
 # ---------------------------------------------------------------------------------------------
 # Allowed folders
@@ -108,7 +116,12 @@ def default_allowed_dirs(
             # The working directory was deleted under us; there is nothing sensible to allow there.
             return [out]
     real_cwd = _real(cwd)
-    real_home = _real(home if home is not None else Path.home())
+    if home is None:
+        try:
+            home = Path.home()
+        except (RuntimeError, KeyError):  # no HOME and no passwd entry (minimal containers)
+            home = None
+    real_home = _real(home) if home is not None else None
     # Desktop hosts start servers in `/` or `~`; allowing those would expose the whole disk or
     # every dotfile (SSH keys, cloud credentials) to whatever the model decides to upload.
     if real_cwd == Path(real_cwd.anchor) or real_cwd == real_home:
@@ -194,21 +207,21 @@ def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool 
     expanded = os.path.expanduser(raw)
     if not os.path.isabs(expanded):
         expanded = os.path.join(os.fspath(allowed[0]), expanded)
-    lexical = os.path.normpath(expanded)
-
+    # realpath on the unnormalised path, so 'link/..' means what the kernel means by it; the
+    # real location, not the spelling, decides (allowed folders are stored resolved, and /tmp
+    # vs /private/tmp must not matter).
+    real = os.path.realpath(expanded)
     real_roots = _real_roots(allowed)
-    spelled_roots = [os.path.normpath(os.path.expanduser(os.fspath(d))) for d in allowed]
-    # The spelled path is checked as well as the real one (as the reference filesystem server
-    # does): a path that names a folder outside the list is refused even if a link leads back in.
-    # Both spellings of each root are accepted, so an allowed folder that is itself a symlink works.
-    if not _inside_any(lexical, spelled_roots + real_roots):
-        raise PathNotAllowed(f"{_show(raw)} is outside the allowed folders. {_allowed_hint(allowed)}")
-
-    real = os.path.realpath(lexical)
     if not _inside_any(real, real_roots):
-        raise PathNotAllowed(
-            f"{_show(raw)} leads outside the allowed folders through a symbolic link. {_allowed_hint(allowed)}"
+        spelled_inside = _inside_any(os.path.normpath(expanded), real_roots) or _inside_any(
+            os.path.normpath(expanded), [os.path.normpath(os.fspath(d)) for d in allowed]
         )
+        how = (
+            "leads outside the allowed folders through a symbolic link"
+            if spelled_inside
+            else "is outside the allowed folders"
+        )
+        raise PathNotAllowed(f"{_show(raw)} {how}. {_allowed_hint(allowed)}")
 
     try:
         st = os.stat(real)
@@ -772,7 +785,12 @@ async def download_output(
     except (httpx2.InvalidURL, TypeError):
         raise DownloadError("", "the URL is not valid", refused=True) from None
     source_url = str(current.copy_with(query=None, fragment=None))
-    directory = await anyio.to_thread.run_sync(_prepare_output_dir, output_dir)
+    try:
+        directory = await anyio.to_thread.run_sync(_prepare_output_dir, output_dir)
+    except OSError as exc:
+        raise DownloadError(
+            _display(current), f"cannot create the output folder {output_dir} ({exc.strerror})"
+        ) from exc
 
     for _ in range(max_redirects + 1):
         hop = await _vet(current, trusted, resolver)
@@ -845,7 +863,12 @@ async def _save(
             hop.display, f"the file is {int(announced)} bytes, over the {max_bytes}-byte limit", refused=True
         )
 
-    temp = await anyio.to_thread.run_sync(_TempOutput, directory)
+    try:
+        temp = await anyio.to_thread.run_sync(_TempOutput, directory)
+    except OSError as exc:
+        raise DownloadError(
+            hop.display, f"cannot write to the output folder {directory} ({exc.strerror})"
+        ) from exc
     try:
         size = 0
         buffer = bytearray()
