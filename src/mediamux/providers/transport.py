@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -249,7 +250,8 @@ class Transport:
                 hinted = error.retry_after_s
                 if hinted is not None and hinted > self.retry.retry_after_cap_s:
                     raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
-                delay = hinted if hinted is not None else self._backoff(attempt)
+                # "0" or a past date would mean hammering the provider: treat it as no hint.
+                delay = hinted if hinted is not None and hinted > 0 else self._backoff(attempt)
                 if self._may_retry(attempt, delay, deadline):
                     logger.info(
                         "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
@@ -328,12 +330,15 @@ class Transport:
         current = httpx2.URL(url)
         if params:
             current = current.copy_merge_params({k: v for k, v in params.items() if v is not None})
+        # Judged on the method the caller asked for: a POST that a 302/303 turns into a GET must
+        # still never land on another host and pass its answer off as the provider's.
+        original_method = method
         for _hop in range(4):
             same_origin = _origin(current) == self._origin
-            if not same_origin and method not in ("GET", "HEAD"):
+            if not same_origin and original_method not in ("GET", "HEAD"):
                 raise ProviderResponseError(
-                    f"{self.hints.title} {operation}: the provider redirected a {method} to another host; "
-                    "refusing to follow it with credentials",
+                    f"{self.hints.title} {operation}: the provider redirected a {original_method} to another "
+                    "host; refusing to follow it",
                     provider=self.provider,
                     operation=operation,
                     maybe_sent=True,
@@ -386,7 +391,24 @@ class Transport:
     async def _send(self, request: httpx2.Request, *, operation: str, max_bytes: int) -> ProviderResponse:
         try:
             response = await self._client.send(request, stream=True)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+        except httpx2.ConnectError as exc:
+            if _is_tls_failure(exc):
+                # Not transient: retrying a certificate problem only delays the same answer.
+                raise self._failure(
+                    ProviderError,
+                    operation,
+                    f"TLS verification of {request.url.host} failed",
+                    "check the system clock, a proxy intercepting TLS, or the base URL",
+                    maybe_sent=False,
+                ) from None
+            raise self._failure(
+                ProviderConnectionError,
+                operation,
+                f"could not connect to {request.url.host} ({type(exc).__name__})",
+                "check the network or the base URL",
+                maybe_sent=False,
+            ) from None
+        except (httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             # The request never left this machine: safe to retry even a paid submission.
             raise self._failure(
                 ProviderConnectionError,
@@ -414,14 +436,23 @@ class Transport:
         try:
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise self._too_large(operation, response.status_code)
+                raise self._too_large(operation, response.status_code, max_bytes)
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise self._too_large(operation, response.status_code)
+                    raise self._too_large(operation, response.status_code, max_bytes)
                 chunks.append(chunk)
+        except httpx2.DecodingError:
+            raise self._failure(
+                ProviderResponseError,
+                operation,
+                "the provider sent a body that could not be decoded",
+                DEFAULT_ADVICE["provider_error"],
+                maybe_sent=True,
+                status=response.status_code,
+            ) from None
         except httpx2.TimeoutException:
             raise self._failure(
                 ProviderTimeout,
@@ -443,11 +474,12 @@ class Transport:
         logger.debug("%s %s %s -> %d", self.provider, request.method, request.url.path, response.status_code)
         return ProviderResponse(response.status_code, response.headers, b"".join(chunks), request.url.path)
 
-    def _too_large(self, operation: str, status: int) -> ProviderError:
+    def _too_large(self, operation: str, status: int, max_bytes: int) -> ProviderError:
+        limit = f"{max_bytes // (1024 * 1024)} MiB" if max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
         return self._failure(
             ProviderResponseError,
             operation,
-            f"the answer is larger than the {MAX_JSON_BYTES // (1024 * 1024)} MiB limit for API responses",
+            f"the answer is larger than the {limit} limit for this request",
             DEFAULT_ADVICE["provider_error"],
             maybe_sent=True,
             status=status,
@@ -461,7 +493,7 @@ class Transport:
         what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
         advice = self.hints.advice.get(kind.error_class) or DEFAULT_ADVICE.get(kind.error_class, "")
         advice = advice.format(key_env=self.hints.key_env)
-        if kind is RateLimited and retry_after is not None:
+        if kind is RateLimited and retry_after is not None and retry_after > 0:
             advice = f"retry after {retry_after:.0f} s"
         message = f"{self.hints.title} {operation}: {what} ({status})"
         if detail:
@@ -489,6 +521,15 @@ _WHAT = {
     422: "invalid input",
     429: "rate limited",
 }
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _origin(url: httpx2.URL) -> str:
