@@ -42,14 +42,26 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def restore_logging() -> Any:
+    """CLI commands configure the root logger for a real process; undo that after each test."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-def sandbox(clock: FakeClock) -> Sandbox:
-    return Sandbox(now=clock.monotonic)
+def sandbox(clock: FakeClock) -> Any:
+    box = Sandbox(now=clock.monotonic)
+    yield box
+    box.close()
 
 
 @pytest.fixture

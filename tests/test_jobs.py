@@ -284,3 +284,21 @@ async def test_progress_keeps_arriving_while_a_poll_stalls(tmp_path: Path) -> No
     assert view.status == "completed"
     assert len(messages) >= 6  # submitted, then heartbeats during the stalled poll
     journal.close()
+
+
+@pytest.mark.filterwarnings("ignore:ping is removed")  # ping exists only in the 2025-11-25 era, tested here
+async def test_the_server_keeps_answering_ping_and_other_calls_while_a_job_is_polled(
+    make_server: Callable[..., MediamuxServer], sandbox: Sandbox
+) -> None:
+    stuck = {"endpoint": "flux-schnell-image", "params": {"prompt": "[stuck]"}, "wait_s": 600}
+    async with Client(make_server(), mode="legacy") as client:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "muapi_generate", stuck)
+                while sum(sandbox.muapi.polls.values()) < 1:
+                    await anyio.sleep(0)
+                await client.send_ping()
+                balance = await client.call_tool("muapi_get_balance", {})
+                tg.cancel_scope.cancel()
+
+    assert not balance.is_error

@@ -68,6 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.host in ("0.0.0.0", "::") and not settings.http_allowed_hosts:
+        print(
+            "mediamux: listening on every interface, but only loopback Host headers are accepted until "
+            "MEDIAMUX_HTTP_ALLOWED_HOSTS lists the names clients use (e.g. myhost:8765)",
+            file=sys.stderr,
+        )
     app = build_http_app(server, settings, host=args.host, port=args.port)
     print(
         f"mediamux {__version__}: Streamable HTTP on http://{args.host}:{args.port}/mcp "

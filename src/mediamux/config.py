@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _strip_token(cls, v: object) -> object:
+        # A token pasted from an env file often carries a newline; clients send it trimmed.
+        if isinstance(v, str):
+            return v.strip() or None
+        return v
+
     @field_validator("budget_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:

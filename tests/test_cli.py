@@ -1,0 +1,70 @@
+"""The command line: catalog, doctor and journal listing (serve and demo are covered end to end)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mediamux.cli import main
+
+
+def test_tools_json_lists_every_tool_with_annotations_and_token_estimates(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAMUX_HOME", str(home))
+
+    assert main(["tools", "--all", "--json"]) == 0
+
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"muapi_generate", "jobs_wait"} <= names
+    generate = next(r for r in rows if r["name"] == "muapi_generate")
+    assert generate["toolset"] == "muapi"
+    assert generate["annotations"]["readOnlyHint"] is False
+    assert 0 < generate["tokens_visible"] <= generate["tokens_full"]
+
+
+def test_doctor_in_sandbox_reaches_the_emulator_and_never_prints_a_key(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAMUX_HOME", str(home))
+    monkeypatch.setenv("MUSEAI_API_KEY", "CANARY-museai-123456")
+
+    assert main(["doctor", "--sandbox"]) == 0
+
+    out = capsys.readouterr().out
+    assert "SANDBOX" in out and "balance $25.00" in out
+    assert "CANARY" not in out
+    assert str(home) in out
+
+
+def test_doctor_reports_an_unreachable_provider_and_exits_non_zero(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAMUX_HOME", str(home))
+    monkeypatch.setenv("MUAPI_API_KEY", "CANARY-muapi-abcdef")
+    monkeypatch.setenv("MUAPI_BASE_URL", "http://127.0.0.1:9/api/v1")  # discard port: nothing listens
+
+    assert main(["doctor"]) == 1
+
+    out = capsys.readouterr().out
+    assert "NOT reachable" in out and "could not connect" in out
+    assert "CANARY" not in out
+
+
+def test_jobs_command_says_when_there_is_no_journal(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAMUX_HOME", str(home))
+
+    assert main(["jobs"]) == 0
+    assert "no journal yet" in capsys.readouterr().out
+
+
+def test_a_configuration_error_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIAMUX_TOOLSETS", "vidz")
+
+    with pytest.raises(SystemExit, match="MEDIAMUX_TOOLSETS"):
+        main(["jobs"])
