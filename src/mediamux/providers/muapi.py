@@ -93,13 +93,19 @@ class TopupCheckout(_Tolerant):
     currency: str | None = None
 
 
-class ApiKeyInfo(_Tolerant):
+class ApiKeyFields(BaseModel):
+    """What a key listing says about a key; never the key itself."""
+
     id: int | str
     name: str | None = None
     is_active: bool | None = None
     is_test: bool | None = None
     created_at: str | None = None
     last_used_at: str | None = None
+
+
+class ApiKeyInfo(ApiKeyFields, _Tolerant):
+    pass
 
 
 class CreatedKey(BaseModel):

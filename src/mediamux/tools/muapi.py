@@ -16,7 +16,7 @@ from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
 from mediamux.providers.errors import MissingCredentials
-from mediamux.providers.muapi import ENDPOINT_RE, MuapiClient, normalize_status
+from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient, normalize_status
 from mediamux.tools.base import (
     InputError,
     NewJob,
@@ -223,13 +223,8 @@ async def muapi_topup(
     return model_result(view, f"MuAPI top-up of ${amount}: open {view.checkout_url} to pay")
 
 
-class KeyView(BaseModel):
-    id: int | str
-    name: str | None = None
-    is_active: bool | None = None
-    is_test: bool | None = None
-    created_at: str | None = None
-    last_used_at: str | None = None
+class KeyView(ApiKeyFields):
+    """Only the documented fields reach the model, whatever else a listing carries."""
 
 
 class KeyList(BaseModel):
