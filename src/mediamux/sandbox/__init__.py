@@ -1,4 +1,4 @@
-"""Offline emulators of the four providers, written from their documents (not from our clients).
+"""Offline emulators of the four media-AI services, written from their API documents (not from our clients).
 
 ``Sandbox`` bundles them and serves each on its own loopback port, like separate real hosts.
 Only the server wiring and the CLI know this package exists.
