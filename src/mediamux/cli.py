@@ -1,4 +1,4 @@
-"""``mediamux`` command line: serve | demo | doctor | tools | jobs.
+"""``mediamux`` command line: serve | demo | doctor | tools | jobs | login.
 
 The CLI is the only place that prints to stdout, and ``serve`` over stdio never does: stdout
 belongs to the protocol there.
@@ -313,6 +313,46 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- login ------------------------------------------------------------------------------------
+
+
+async def _login_museai(settings: Any, email: str, password: str) -> Path:
+    from mediamux.clock import SystemClock
+    from mediamux.providers.museai import MuseaiClient
+    from mediamux.server.services import provider_transport
+    from mediamux.tools.museai import write_key_file
+
+    clock = SystemClock()
+    files = provider_transport(settings, "museai", clock=clock)
+    jobs = provider_transport(settings, "museai", clock=clock, host="museai_jobs")
+    try:
+        key = await MuseaiClient(files, jobs).login(email, password)
+    finally:
+        await files.aclose()
+        await jobs.aclose()
+    return write_key_file(settings.home, "museai", key)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mediamux.providers.errors import ProviderError
+
+    settings = _settings()
+    # The password is read here, in the terminal, and sent only to muse.ai: it never passes
+    # through a model or an MCP message.
+    email = args.email or input("muse.ai email: ").strip()
+    password = getpass.getpass("muse.ai password: ")
+    try:
+        path = anyio.run(_login_museai, settings, email, password)
+    except ProviderError as exc:
+        print(f"mediamux: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"A new muse.ai API key is in {path} (readable only by you).")
+    print("Put it in your host's MCP config as MUSEAI_API_KEY, then delete the file.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediamux", description="One MCP server for media AI.")
     parser.add_argument("--version", action="version", version=f"mediamux {__version__}")
@@ -338,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_argument("--sandbox", action="store_true")
     tools.add_argument("--json", action="store_true")
     tools.set_defaults(func=cmd_tools)
+
+    login = sub.add_parser("login", help="obtain a provider API key with your password (muse.ai)")
+    login.add_argument("provider", choices=["museai"])
+    login.add_argument("--email")
+    login.set_defaults(func=cmd_login)
 
     jobs = sub.add_parser("jobs", help="list jobs from the local journal")
     jobs.add_argument(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context
@@ -17,6 +18,7 @@ from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import NotFound, ProviderError
 
 if TYPE_CHECKING:
+    from mediamux.providers.museai import MuseaiClient
     from mediamux.server.app import MediamuxServer
     from mediamux.server.services import Services
 
@@ -98,6 +100,9 @@ def register_resources(server: MediamuxServer, toolsets: list[str]) -> None:
         # makes the template discoverable.
         return _read_output(svc(), name)[0]
 
+    if "museai" in toolsets:
+        register_museai_resources(server, svc)
+
     if "muapi" in toolsets:
 
         @server.resource(
@@ -122,6 +127,80 @@ def register_resources(server: MediamuxServer, toolsets: list[str]) -> None:
                 include={"id", "status", "outputs", "error", "has_nsfw_contents", "created_at", "cost"},
             )
             return _dump(data)
+
+
+def register_museai_resources(server: MediamuxServer, svc: Callable[[], Services]) -> None:
+    def client() -> MuseaiClient:
+        s = svc()
+        if s.museai is None:
+            raise ResourceError("muse.ai is not configured; set MUSEAI_API_KEY")
+        return s.museai
+
+    async def guarded(read: Awaitable[Any], missing: str) -> Any:
+        try:
+            return await read
+        except NotFound:
+            raise ResourceNotFoundError(missing) from None
+        except ProviderError as exc:
+            raise ResourceError(exc.message) from None
+
+    @server.resource(
+        "museai://videos",
+        name="museai_videos",
+        title="muse.ai videos",
+        mime_type="application/json",
+        description="The account's videos, read live from muse.ai",
+    )
+    async def videos() -> str:
+        items = await guarded(client().list_videos(), "no videos")
+        return _dump([v.model_dump(mode="json", exclude_none=True) for v in items])
+
+    @server.resource(
+        "museai://videos/{svid}",
+        name="museai_video",
+        title="muse.ai video",
+        mime_type="application/json",
+        description="One video with its subtitle tracks; updated when it finishes ingesting or changes",
+    )
+    async def video(svid: str) -> str:
+        c = client()
+        v = await guarded(c.get_video(svid), f"no muse.ai video {svid}")
+        tracks = await guarded(c.list_subtitles(svid), f"no muse.ai video {svid}")
+        return _dump({**v.model_dump(mode="json", exclude_none=True), "subtitles": tracks})
+
+    @server.resource(
+        "museai://collections",
+        name="museai_collections",
+        title="muse.ai collections",
+        mime_type="application/json",
+        description="The account's collections, read live",
+    )
+    async def collections() -> str:
+        items = await guarded(client().list_collections(), "no collections")
+        return _dump([c.model_dump(mode="json", exclude_none=True) for c in items])
+
+    @server.resource(
+        "museai://collections/{scid}",
+        name="museai_collection",
+        title="muse.ai collection",
+        mime_type="application/json",
+        description="One collection with its videos",
+    )
+    async def collection(scid: str) -> str:
+        c = await guarded(client().get_collection(scid), f"no muse.ai collection {scid}")
+        return _dump(c.model_dump(mode="json", exclude_none=True))
+
+    @server.resource(
+        "museai://videos/{svid}/subtitles/{subtitle_id}",
+        name="museai_subtitles",
+        title="muse.ai subtitles",
+        mime_type="text/vtt",
+        description="One subtitle track as WebVTT",
+    )
+    async def subtitles(svid: str, subtitle_id: str) -> str:
+        return str(
+            await guarded(client().get_subtitles(svid, subtitle_id), f"no subtitles {subtitle_id} on {svid}")
+        )
 
 
 def _read_output(s: Services, name: str) -> tuple[bytes, str]:

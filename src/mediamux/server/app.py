@@ -17,14 +17,18 @@ from mediamux.clock import Clock
 from mediamux.config import Settings
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
+from mediamux.server.notify import Notifier
 from mediamux.server.services import Services, open_services, sandbox_settings
 from mediamux.tools import jobs as jobs_tools
 from mediamux.tools import muapi as muapi_tools
+from mediamux.tools import museai as museai_tools
 from mediamux.tools.base import Toolset
 
 logger = logging.getLogger("mediamux.server")
 
-TOOLSETS: dict[str, Toolset] = {t.id: t for t in (muapi_tools.toolset, jobs_tools.toolset)}
+TOOLSETS: dict[str, Toolset] = {
+    t.id: t for t in (museai_tools.toolset, muapi_tools.toolset, jobs_tools.toolset)
+}
 
 INSTRUCTIONS = (
     "mediamux gives typed access to media-AI providers (MuAPI generation; muse.ai, Muzaic and Mixpeek "
@@ -65,7 +69,12 @@ def selected_tools(settings: Settings) -> list[Any]:
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, *, clock: Clock | None = None, sandbox: Any = None, retry: RetryConfig | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sandbox: Any = None,
+    retry: RetryConfig | None = None,
+    notifier: Notifier | None = None,
 ) -> AsyncIterator[Services]:
     """Services for one process; with a sandbox, its emulators are served on loopback meanwhile."""
     async with AsyncExitStack() as stack:
@@ -73,7 +82,9 @@ async def running_services(
         if sandbox is not None:
             urls = await stack.enter_async_context(sandbox.running())
             effective = sandbox_settings(settings, urls, sandbox.keys)
-        svc = await stack.enter_async_context(open_services(effective, clock=clock, retry=retry))
+        svc = await stack.enter_async_context(
+            open_services(effective, clock=clock, retry=retry, notifier=notifier)
+        )
         svc.sandbox_urls = dict(sandbox.urls) if sandbox is not None else {}
         yield svc
 
@@ -102,15 +113,19 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(server: MCPServer[Services]) -> AsyncIterator[Services]:
-        async with running_services(settings, clock=clock, sandbox=sandbox, retry=retry) as svc:
+        async with running_services(
+            settings, clock=clock, sandbox=sandbox, retry=retry, notifier=notifier
+        ) as svc:
             mcp.services = svc
             try:
                 yield svc
             finally:
                 mcp.services = None
 
+    notifier = Notifier()
     mcp = MediamuxServer(
         "mediamux",
+        subscriptions=notifier.bus,
         title="mediamux",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -122,4 +137,5 @@ def build_server(
     for spec in specs:
         mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
     register_resources(mcp, settings.enabled_toolsets())
+    notifier.install(mcp)
     return mcp

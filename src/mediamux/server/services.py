@@ -8,7 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import httpx2
+from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from mediamux import __version__
@@ -18,14 +20,25 @@ from mediamux.files import parse_allowed_dirs
 from mediamux.jobs.engine import JobEngine
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.muapi import MuapiGenerateDriver
+from mediamux.jobs.museai import MuseaiJobDriver
+from mediamux.providers.errors import ProviderError
 from mediamux.providers.muapi import MuapiClient
+from mediamux.providers.museai import JOB_KINDS, MuseaiClient
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
+from mediamux.server.notify import Notifier
 
 logger = logging.getLogger("mediamux.server")
 
-MUAPI_ADVICE = {
-    "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "
-    "(muapi_create_key with is_test=true)",
+INGEST_WATCH_S = 1800.0
+
+ADVICE: dict[str, dict[str, str]] = {
+    "muapi": {
+        "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "
+        "(muapi_create_key with is_test=true)",
+    },
+    "museai": {
+        "insufficient_credits": "the muse.ai account is out of credits; add credits in muse.ai's billing settings",
+    },
 }
 
 
@@ -40,20 +53,56 @@ class Services:
     downloads: httpx2.AsyncClient
     transports: dict[str, Transport] = field(default_factory=dict)
     muapi: MuapiClient | None = None
+    museai: MuseaiClient | None = None
+    notifier: Notifier | None = None
     sandbox_urls: dict[str, str] = field(default_factory=dict)
+    task_group: TaskGroup | None = None
+    _watching: set[str] = field(default_factory=set)
+
+    def watch_ingest(self, svid: str) -> None:
+        """Tell subscribers when a muse.ai video finishes ingesting, after the tool call has returned."""
+        if self.task_group is None or self.museai is None or svid in self._watching:
+            return
+        self._watching.add(svid)
+        self.task_group.start_soon(self._watch_ingest, svid)
+
+    async def _watch_ingest(self, svid: str) -> None:
+        assert self.museai is not None
+        try:
+            deadline = self.clock.monotonic() + INGEST_WATCH_S
+            interval = 2.0
+            while self.clock.monotonic() < deadline:
+                await self.clock.sleep(interval)
+                interval = min(30.0, interval * 1.5)
+                try:
+                    video = await self.museai.get_video(svid)
+                except ProviderError:
+                    continue
+                if not video.ingesting:
+                    if self.notifier is not None:
+                        await self.notifier.resource_updated(f"museai://videos/{svid}")
+                    return
+        finally:
+            self._watching.discard(svid)
 
 
 def provider_transport(
-    settings: Settings, provider: str, *, clock: Clock, retry: RetryConfig | None = None
+    settings: Settings,
+    provider: str,
+    *,
+    clock: Clock,
+    retry: RetryConfig | None = None,
+    host: str | None = None,
 ) -> Transport:
-    """The one place that knows each provider's base URL and auth header."""
+    """The one place that knows each provider's base URLs and auth header."""
     header, scheme, base = {
         "muapi": ("x-api-key", "", settings.muapi_base_url),
         "museai": ("Key", "", settings.museai_base_url),
+        "museai_jobs": ("Key", "", settings.museai_jobs_url),
         "muzaic": ("MuzaicAPI-Secret-Key", "", settings.muzaic_api_url),
         "mixpeek": ("Authorization", "Bearer", settings.mixpeek_api_base),
-    }[provider]
-    advice = MUAPI_ADVICE if provider == "muapi" else {}
+    }[host or provider]
+    advice = ADVICE.get(provider, {})
     return Transport(
         provider=provider,
         base_url=base,
@@ -69,7 +118,11 @@ def provider_transport(
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, clock: Clock | None = None, retry: RetryConfig | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    retry: RetryConfig | None = None,
+    notifier: Notifier | None = None,
 ) -> AsyncIterator[Services]:
     clock = clock or SystemClock()
     output_dir = settings.output_dir
@@ -110,6 +163,19 @@ async def open_services(
                         max_download_bytes=settings.max_download_mb * 1024 * 1024,
                     )
                 )
+        if "museai" in enabled or settings.api_key("museai") is not None:
+            files = provider_transport(settings, "museai", clock=clock, retry=retry)
+            jobs = provider_transport(settings, "museai", clock=clock, retry=retry, host="museai_jobs")
+            for t in (files, jobs):
+                stack.push_async_callback(t.aclose)
+            svc.transports["museai"], svc.transports["museai_jobs"] = files, jobs
+            if files.has_key:
+                svc.museai = MuseaiClient(files, jobs)
+                for kind in JOB_KINDS:
+                    engine.register(MuseaiJobDriver(svc.museai, kind, allowed_dirs=allowed))
+        # Background work (ingest watchers) ends with the server: cancelled before clients close.
+        svc.task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(svc.task_group.cancel_scope.cancel)
         yield svc
 
 
@@ -119,4 +185,8 @@ def sandbox_settings(settings: Settings, urls: dict[str, str], keys: dict[str, s
     if "muapi" in urls:
         update["muapi_base_url"] = urls["muapi"].rstrip("/") + "/api/v1"
         update["muapi_api_key"] = SecretStr(keys["muapi"])
+    if "museai" in urls:
+        update["museai_base_url"] = urls["museai"].rstrip("/") + "/api"
+        update["museai_jobs_url"] = urls["museai_jobs"].rstrip("/")
+        update["museai_api_key"] = SecretStr(keys["museai"])
     return settings.model_copy(update=update)

@@ -1,0 +1,802 @@
+"""muse.ai tools: videos, subtitles, collections, in-video search, AI jobs, faces, keys."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ResourceLink
+from pydantic import BaseModel, Field
+
+from mediamux.files import SavedOutput, download_output, resolve_allowed_path
+from mediamux.jobs.models import JobResult
+from mediamux.jobs.museai import OPERATIONS
+from mediamux.providers.errors import MissingCredentials
+from mediamux.providers.museai import (
+    AlignedWord,
+    Collection,
+    Colors,
+    FaceDatabase,
+    Faces,
+    JobKind,
+    MuseaiClient,
+    ObjectBoxes,
+    SearchHit,
+    Sounds,
+    TextBoxes,
+    Transcript,
+    Video,
+)
+from mediamux.tools.base import (
+    InputError,
+    NewJob,
+    Toolset,
+    WaitS,
+    job_result,
+    model_result,
+    progress_of,
+    services,
+)
+
+toolset = Toolset(
+    id="museai",
+    title="muse.ai",
+    description="Video hosting, collections, subtitles, in-video search and perceptual AI jobs.",
+)
+
+Svid = Annotated[
+    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="Video id (svid)")
+]
+Scid = Annotated[
+    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="Collection id")
+]
+Fid = Annotated[
+    str,
+    Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$", description="File id (fid) of a video"),
+]
+SubtitleId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+VisibilityArg = Literal["private", "unlisted", "public"]
+LocalPath = Annotated[
+    str, Field(min_length=1, max_length=4096, description="Local file inside the allowed folders")
+]
+WaitReady = Annotated[
+    bool, Field(description="Wait (within wait_s) until muse.ai has finished ingesting the video")
+]
+
+
+def client_of(ctx: Context) -> MuseaiClient:
+    client = services(ctx).museai
+    if client is None:
+        raise MissingCredentials(
+            "muse.ai: no API key is configured; set MUSEAI_API_KEY (mediamux login museai creates one), "
+            "or run mediamux with --sandbox",
+            provider="museai",
+            operation="request",
+        )
+    return client
+
+
+def video_link(svid: str) -> ResourceLink:
+    return ResourceLink(
+        type="resource_link", uri=f"museai://videos/{svid}", name=svid, mime_type="application/json"
+    )
+
+
+async def _changed(ctx: Context, *, uris: tuple[str, ...] = (), listing: bool = False) -> None:
+    notifier = services(ctx).notifier
+    if notifier is None:
+        return
+    notifier.saw(ctx.session)
+    for uri in uris:
+        await notifier.resource_updated(uri)
+    if listing:
+        await notifier.resources_changed()
+
+
+async def _wait_ready(ctx: Context, svid: str, wait_s: float) -> Video:
+    """Poll the video until muse.ai stops ingesting it, or the wait budget runs out."""
+    svc = services(ctx)
+    client = client_of(ctx)
+    report = progress_of(ctx)
+    deadline = svc.clock.monotonic() + wait_s
+    interval = 1.0
+    step = 0
+    while True:
+        video = await client.get_video(svid)
+        if not video.ingesting:
+            await _changed(ctx, uris=(f"museai://videos/{svid}",))
+            return video
+        remaining = deadline - svc.clock.monotonic()
+        if remaining <= 0:
+            svc.watch_ingest(svid)
+            return video
+        step += 1
+        await report(step, None, f"muse.ai: {svid} is still ingesting")
+        await svc.clock.sleep(min(interval, remaining))
+        interval = min(8.0, interval * 1.5)
+
+
+# -- videos ------------------------------------------------------------------------------------
+
+
+@toolset.tool(title="Upload a video to muse.ai", read_only=False, open_world=True)
+async def museai_upload_video(
+    path: LocalPath,
+    ctx: Context,
+    title: Annotated[str | None, Field(max_length=300)] = None,
+    visibility: VisibilityArg | None = None,
+    collection: Annotated[str | None, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    wait_ready: WaitReady = False,
+    wait_s: WaitS = 45,
+) -> Annotated[CallToolResult, Video]:
+    """Uploads a local video or audio file to muse.ai, streamed from disk with byte progress, and
+    returns the new video (svid, fid, URL). No per-call charge: the file counts against the account's
+    storage plan. Time grows with file size. Unset visibility keeps muse.ai's default."""
+    svc = services(ctx)
+    client = client_of(ctx)
+    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    report = progress_of(ctx)
+
+    async def on_bytes(sent: int, total: int) -> None:
+        await report(sent, total, f"muse.ai: uploading {resolved.name} ({sent}/{total} bytes)")
+
+    video = await client.upload_video(
+        resolved, svc.allowed_dirs, visibility=visibility, collection=collection, on_progress=on_bytes
+    )
+    if title and video.fid:
+        await client.update_video(video.fid, {"title": title})
+        video.title = title
+    await _changed(ctx, listing=True)
+    if video.ingesting:
+        video = await _wait_ready(ctx, video.svid, wait_s) if wait_ready else video
+        if video.ingesting:
+            svc.watch_ingest(video.svid)
+    state = "ingesting" if video.ingesting else "ready"
+    return model_result(
+        video, f"muse.ai: uploaded {resolved.name} as {video.svid} ({state})", links=[video_link(video.svid)]
+    )
+
+
+class VideoList(BaseModel):
+    videos: list[Video]
+
+
+@toolset.tool(title="List muse.ai videos", read_only=True)
+async def museai_list_videos(ctx: Context) -> Annotated[CallToolResult, VideoList]:
+    """Lists the account's muse.ai videos with id, title, duration, visibility and ingest state. Free."""
+    videos = await client_of(ctx).list_videos()
+    return model_result(VideoList(videos=videos), f"muse.ai: {len(videos)} video(s)")
+
+
+@toolset.tool(title="Get a muse.ai video", read_only=True)
+async def museai_get_video(svid: Svid, ctx: Context) -> Annotated[CallToolResult, Video]:
+    """Reads one muse.ai video: title, description, duration, size, URL, visibility and whether it is
+    still ingesting. Free."""
+    video = await client_of(ctx).get_video(svid)
+    return model_result(
+        video, f"muse.ai {svid}: {video.title or ''} · {video.duration or '?'} s", links=[video_link(svid)]
+    )
+
+
+class Updated(BaseModel):
+    fid: str
+    changed: dict[str, Any]
+
+
+@toolset.tool(title="Update a muse.ai video", read_only=False, idempotent=True)
+async def museai_update_video(
+    fid: Fid,
+    ctx: Context,
+    title: Annotated[str | None, Field(max_length=300)] = None,
+    description: Annotated[str | None, Field(max_length=5000)] = None,
+    visibility: VisibilityArg | None = None,
+    domains: Annotated[
+        list[Annotated[str, Field(max_length=253)]] | None,
+        Field(max_length=50, description="Only these domains may embed the video"),
+    ] = None,
+) -> Annotated[CallToolResult, Updated]:
+    """Changes a muse.ai video's title, description, visibility or allowed embedding domains; only the
+    fields given are sent. Free."""
+    changes = {
+        k: v
+        for k, v in {
+            "title": title,
+            "description": description,
+            "visibility": visibility,
+            "domains": domains,
+        }.items()
+        if v is not None
+    }
+    if not changes:
+        raise InputError("nothing to change: give at least one of title, description, visibility, domains")
+    await client_of(ctx).update_video(fid, changes)
+    await _changed(ctx, listing=True)
+    return model_result(
+        Updated(fid=fid, changed=changes), f"muse.ai: updated {fid[:12]}… ({', '.join(changes)})"
+    )
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+@toolset.tool(title="Delete a muse.ai video", read_only=False, destructive=True, idempotent=True)
+async def museai_delete_video(fid: Fid, ctx: Context) -> Annotated[CallToolResult, Deleted]:
+    """Deletes a muse.ai video permanently, with its subtitles and covers. Free; cannot be undone."""
+    await client_of(ctx).delete_video(fid)
+    await _changed(ctx, listing=True)
+    return model_result(Deleted(deleted=fid), f"muse.ai: deleted video {fid[:12]}…")
+
+
+@toolset.tool(title="Cut a clip from a muse.ai video", read_only=False, open_world=True)
+async def museai_cut_clip(
+    svid: Svid,
+    start: Annotated[float, Field(ge=0, description="Seconds")],
+    end: Annotated[float, Field(gt=0, description="Seconds")],
+    ctx: Context,
+    wait_ready: WaitReady = False,
+    wait_s: WaitS = 45,
+) -> Annotated[CallToolResult, Video]:
+    """Creates a new muse.ai video from the start–end seconds of an existing one; the clip ingests for
+    a while before it plays. No per-call charge: the clip counts against the account's storage plan."""
+    if end <= start:
+        raise InputError(f"end ({end:g} s) must be after start ({start:g} s)")
+    client = client_of(ctx)
+    source = await client.get_video(svid)
+    if source.duration is not None and end > source.duration + 0.01:
+        raise InputError(f"end ({end:g} s) is past the end of {svid}, which lasts {source.duration:g} s")
+    clip = await client.cut(svid, start, end)
+    await _changed(ctx, listing=True)
+    if clip.ingesting and wait_ready:
+        clip = await _wait_ready(ctx, clip.svid, wait_s)
+    elif clip.ingesting:
+        services(ctx).watch_ingest(clip.svid)
+    state = "ingesting" if clip.ingesting else "ready"
+    return model_result(
+        clip,
+        f"muse.ai: clip {clip.svid} = {svid} {start:g}–{end:g} s ({state})",
+        links=[video_link(clip.svid)],
+    )
+
+
+class CoverSet(BaseModel):
+    fid: str
+    source: str
+
+
+@toolset.tool(title="Set a muse.ai video cover", read_only=False, idempotent=True)
+async def museai_set_cover(
+    fid: Fid,
+    ctx: Context,
+    time: Annotated[float | None, Field(ge=0, description="Use the frame at this second")] = None,
+    image_path: Annotated[str | None, Field(max_length=4096, description="Or a local PNG/JPEG")] = None,
+) -> Annotated[CallToolResult, CoverSet]:
+    """Sets a muse.ai video's cover image from a frame (time in seconds) or from a local PNG/JPEG. Free."""
+    if (time is None) == (image_path is None):
+        raise InputError("give exactly one of time or image_path")
+    client = client_of(ctx)
+    if time is not None:
+        await client.set_cover_time(fid, time)
+        source = f"frame at {time:g} s"
+    else:
+        svc = services(ctx)
+        resolved = resolve_allowed_path(image_path or "", svc.allowed_dirs)
+        await client.set_cover_image(fid, resolved, svc.allowed_dirs)
+        source = resolved.name
+    return model_result(CoverSet(fid=fid, source=source), f"muse.ai: cover set from {source}")
+
+
+# -- subtitles ---------------------------------------------------------------------------------
+
+
+class SubtitleRef(BaseModel):
+    svid: str
+    subtitle_id: str
+    name: str
+
+
+def subtitle_link(svid: str, subtitle_id: str, name: str) -> ResourceLink:
+    return ResourceLink(
+        type="resource_link",
+        uri=f"museai://videos/{svid}/subtitles/{subtitle_id}",
+        name=name or subtitle_id,
+        mime_type="text/vtt",
+    )
+
+
+@toolset.tool(title="Upload subtitles to muse.ai", read_only=False, open_world=True)
+async def museai_upload_subtitles(
+    svid: Svid,
+    path: LocalPath,
+    ctx: Context,
+    name: Annotated[
+        str | None, Field(max_length=64, pattern=r"^[\w .()-]+$", description="Track name, e.g. English")
+    ] = None,
+) -> Annotated[CallToolResult, SubtitleRef]:
+    """Adds a WebVTT subtitle track from a local .vtt file to a muse.ai video. Free."""
+    svc = services(ctx)
+    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    ref = await client_of(ctx).upload_subtitles(svid, resolved, svc.allowed_dirs, name=name or resolved.stem)
+    view = SubtitleRef(svid=svid, subtitle_id=ref["id"], name=ref["name"])
+    await _changed(ctx, uris=(f"museai://videos/{svid}",))
+    return model_result(
+        view,
+        f"muse.ai: subtitles {view.subtitle_id} ({view.name}) on {svid}",
+        links=[subtitle_link(svid, view.subtitle_id, view.name)],
+    )
+
+
+class SubtitleList(BaseModel):
+    svid: str
+    tracks: list[SubtitleRef]
+
+
+@toolset.tool(title="List a muse.ai video's subtitles", read_only=True)
+async def museai_list_subtitles(svid: Svid, ctx: Context) -> Annotated[CallToolResult, SubtitleList]:
+    """Lists the subtitle tracks of a muse.ai video (id and name). Free."""
+    tracks = await client_of(ctx).list_subtitles(svid)
+    view = SubtitleList(
+        svid=svid, tracks=[SubtitleRef(svid=svid, subtitle_id=k, name=v) for k, v in tracks.items()]
+    )
+    return model_result(view, f"muse.ai {svid}: {len(view.tracks)} subtitle track(s)")
+
+
+class SubtitleText(BaseModel):
+    svid: str
+    subtitle_id: str
+    vtt: str = Field(description="The WebVTT text")
+
+
+@toolset.tool(title="Get muse.ai subtitles", read_only=True)
+async def museai_get_subtitles(
+    svid: Svid, subtitle_id: SubtitleId, ctx: Context
+) -> Annotated[CallToolResult, SubtitleText]:
+    """Reads one subtitle track of a muse.ai video as WebVTT text. Free."""
+    vtt = await client_of(ctx).get_subtitles(svid, subtitle_id)
+    return model_result(
+        SubtitleText(svid=svid, subtitle_id=subtitle_id, vtt=vtt),
+        f"muse.ai {svid}/{subtitle_id}: {len(vtt)} characters of WebVTT",
+    )
+
+
+@toolset.tool(title="Rename muse.ai subtitles", read_only=False, idempotent=True)
+async def museai_rename_subtitles(
+    svid: Svid,
+    subtitle_id: SubtitleId,
+    name: Annotated[str, Field(min_length=1, max_length=64)],
+    ctx: Context,
+) -> Annotated[CallToolResult, SubtitleRef]:
+    """Renames a subtitle track of a muse.ai video. Free."""
+    await client_of(ctx).rename_subtitles(svid, subtitle_id, name)
+    await _changed(ctx, uris=(f"museai://videos/{svid}",))
+    return model_result(
+        SubtitleRef(svid=svid, subtitle_id=subtitle_id, name=name),
+        f"muse.ai: subtitles {subtitle_id} renamed to {name}",
+    )
+
+
+@toolset.tool(title="Delete muse.ai subtitles", read_only=False, destructive=True, idempotent=True)
+async def museai_delete_subtitles(
+    svid: Svid, subtitle_id: SubtitleId, ctx: Context
+) -> Annotated[CallToolResult, Deleted]:
+    """Deletes a subtitle track from a muse.ai video. Free; cannot be undone."""
+    await client_of(ctx).delete_subtitles(svid, subtitle_id)
+    await _changed(ctx, uris=(f"museai://videos/{svid}",))
+    return model_result(Deleted(deleted=subtitle_id), f"muse.ai: deleted subtitles {subtitle_id} from {svid}")
+
+
+# -- collections -------------------------------------------------------------------------------
+
+
+class CollectionList(BaseModel):
+    collections: list[Collection]
+
+
+def collection_link(scid: str) -> ResourceLink:
+    return ResourceLink(
+        type="resource_link", uri=f"museai://collections/{scid}", name=scid, mime_type="application/json"
+    )
+
+
+@toolset.tool(title="List muse.ai collections", read_only=True)
+async def museai_list_collections(ctx: Context) -> Annotated[CallToolResult, CollectionList]:
+    """Lists the account's muse.ai collections with their videos. Free."""
+    items = await client_of(ctx).list_collections()
+    return model_result(CollectionList(collections=items), f"muse.ai: {len(items)} collection(s)")
+
+
+@toolset.tool(title="Get a muse.ai collection", read_only=True)
+async def museai_get_collection(scid: Scid, ctx: Context) -> Annotated[CallToolResult, Collection]:
+    """Reads one muse.ai collection with its videos. Free."""
+    collection = await client_of(ctx).get_collection(scid)
+    return model_result(
+        collection,
+        f"muse.ai collection {scid}: {collection.name} · {len(collection.videos)} video(s)",
+        links=[collection_link(scid)],
+    )
+
+
+class CreatedCollection(BaseModel):
+    scid: str
+    name: str
+    visibility: str
+
+
+@toolset.tool(title="Create a muse.ai collection", read_only=False)
+async def museai_create_collection(
+    name: Annotated[str, Field(min_length=1, max_length=200)], visibility: VisibilityArg, ctx: Context
+) -> Annotated[CallToolResult, CreatedCollection]:
+    """Creates a muse.ai collection and returns its id (scid). Free."""
+    scid = await client_of(ctx).create_collection(name, visibility)
+    await _changed(ctx, listing=True)
+    return model_result(
+        CreatedCollection(scid=scid, name=name, visibility=visibility),
+        f"muse.ai: created collection {scid} ({name})",
+        links=[collection_link(scid)],
+    )
+
+
+@toolset.tool(title="Delete a muse.ai collection", read_only=False, destructive=True, idempotent=True)
+async def museai_delete_collection(scid: Scid, ctx: Context) -> Annotated[CallToolResult, Deleted]:
+    """Deletes a muse.ai collection (its videos stay in the account). Free; cannot be undone."""
+    await client_of(ctx).delete_collection(scid)
+    await _changed(ctx, listing=True)
+    return model_result(Deleted(deleted=scid), f"muse.ai: deleted collection {scid}")
+
+
+class Membership(BaseModel):
+    scid: str
+    svid: str
+    member: bool
+
+
+@toolset.tool(title="Add a video to a muse.ai collection", read_only=False, idempotent=True)
+async def museai_add_to_collection(
+    scid: Scid, svid: Svid, ctx: Context
+) -> Annotated[CallToolResult, Membership]:
+    """Adds a muse.ai video to a collection. Free."""
+    await client_of(ctx).add_to_collection(scid, svid)
+    await _changed(ctx, uris=(f"museai://collections/{scid}",))
+    return model_result(Membership(scid=scid, svid=svid, member=True), f"muse.ai: {svid} added to {scid}")
+
+
+@toolset.tool(
+    title="Remove a video from a muse.ai collection", read_only=False, destructive=True, idempotent=True
+)
+async def museai_remove_from_collection(
+    scid: Scid, svid: Svid, ctx: Context
+) -> Annotated[CallToolResult, Membership]:
+    """Removes a video from a muse.ai collection (the video itself stays). Free."""
+    await client_of(ctx).remove_from_collection(scid, svid)
+    await _changed(ctx, uris=(f"museai://collections/{scid}",))
+    return model_result(
+        Membership(scid=scid, svid=svid, member=False), f"muse.ai: {svid} removed from {scid}"
+    )
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+class SearchResult(BaseModel):
+    query: str
+    scope: str
+    hits: list[SearchHit]
+
+
+@toolset.tool(title="Search inside muse.ai videos", read_only=True)
+async def museai_search(
+    query: Annotated[str, Field(min_length=1, max_length=500)],
+    ctx: Context,
+    scope: Literal["owned", "channel", "collection", "video"] = "owned",
+    target_id: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="Channel id, scid or svid for those scopes",
+        ),
+    ] = None,
+) -> Annotated[CallToolResult, SearchResult]:
+    """Searches inside muse.ai videos and returns the matching videos with the seconds where each match
+    occurs. Prefixes pick a modality: s: speech, f: faces, t: on-screen text, o: objects, a: actions,
+    z: sounds, n: title, d: description (e.g. "s:moon o:car"); plain words search everything. Scope
+    'owned' searches the account; channel, collection and video scopes search public items by
+    target_id. Free."""
+    if scope != "owned" and not target_id:
+        raise InputError(f"scope {scope!r} needs target_id (the {scope} id)")
+    hits = await client_of(ctx).search(query, scope, target_id)
+    view = SearchResult(query=query, scope=scope, hits=hits)
+    return model_result(
+        view, f"muse.ai search {query!r}: {len(hits)} video(s)", links=[video_link(h.svid) for h in hits[:20]]
+    )
+
+
+# -- AI jobs -----------------------------------------------------------------------------------
+
+
+def _file_args(ctx: Context, path: str) -> dict[str, Any]:
+    resolved = resolve_allowed_path(path, services(ctx).allowed_dirs)
+    stat = resolved.stat()
+    return {"path": str(resolved), "file": f"{stat.st_size}:{stat.st_mtime_ns}"}
+
+
+async def _run_job(
+    ctx: Context, kind: JobKind, args: dict[str, Any], wait_s: float, new_job: bool
+) -> CallToolResult:
+    client_of(ctx)
+    view = await services(ctx).engine.run(
+        "museai", OPERATIONS[kind], args, new_job=new_job, wait_s=wait_s, progress=progress_of(ctx)
+    )
+    return job_result(view, title=f"muse.ai {kind}")
+
+
+@toolset.tool(title="Transcribe speech with muse.ai", read_only=False)
+async def museai_transcribe(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[Transcript]]:
+    """Transcribes the speech in a local audio or video file with muse.ai and returns the text. Paid
+    from muse.ai AI credits; takes about as long as the audio, past wait_s it returns a job_id for
+    jobs_wait. The result is kept locally although muse.ai deletes it after an hour."""
+    return await _run_job(ctx, "speech", _file_args(ctx, path), wait_s, new_job)
+
+
+class Alignment(BaseModel):
+    words: list[AlignedWord]
+
+
+@toolset.tool(title="Align a transcript with muse.ai", read_only=False)
+async def museai_align(
+    path: LocalPath,
+    phrase: Annotated[
+        str, Field(min_length=1, max_length=100_000, description="The words spoken in the file")
+    ],
+    ctx: Context,
+    wait_s: WaitS = 45,
+    new_job: NewJob = False,
+) -> Annotated[CallToolResult, JobResult[Alignment]]:
+    """Aligns a known transcript to a local audio or video file with muse.ai, returning each word with
+    its start and end second. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    return await _run_job(ctx, "align", {**_file_args(ctx, path), "phrase": phrase}, wait_s, new_job)
+
+
+@toolset.tool(title="Detect sounds with muse.ai", read_only=False)
+async def museai_detect_sounds(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[Sounds]]:
+    """Finds speech, music, silence, laughter and applause segments (start/end seconds) in a local audio
+    or video file with muse.ai. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    return await _run_job(ctx, "sounds", _file_args(ctx, path), wait_s, new_job)
+
+
+@toolset.tool(title="Detect colors with muse.ai", read_only=False)
+async def museai_detect_colors(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[Colors]]:
+    """Measures the share of each named colour in a local image with muse.ai. Paid from muse.ai AI credits;
+    usually seconds, past wait_s it returns a job_id for jobs_wait."""
+    return await _run_job(ctx, "colors", _file_args(ctx, path), wait_s, new_job)
+
+
+@toolset.tool(title="Detect faces with muse.ai", read_only=False)
+async def museai_detect_faces(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[Faces]]:
+    """Finds faces in a local video with muse.ai, grouped by person, with when (seconds) and where
+    (fractions of the frame) each appears. Paid from muse.ai AI credits; past wait_s it returns a job_id."""
+    return await _run_job(ctx, "faces", _file_args(ctx, path), wait_s, new_job)
+
+
+@toolset.tool(title="Detect objects with muse.ai", read_only=False)
+async def museai_detect_objects(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[ObjectBoxes]]:
+    """Finds objects in a local image with muse.ai: each label with its boxes (fractions of the frame)
+    and confidence. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    return await _run_job(ctx, "objects", _file_args(ctx, path), wait_s, new_job)
+
+
+@toolset.tool(title="Detect text with muse.ai", read_only=False)
+async def museai_detect_text(
+    path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
+) -> Annotated[CallToolResult, JobResult[TextBoxes]]:
+    """Reads the text in a local image with muse.ai: each word with its boxes (fractions of the frame).
+    Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    return await _run_job(ctx, "text", _file_args(ctx, path), wait_s, new_job)
+
+
+@toolset.tool(title="List the muse.ai face database", read_only=True)
+async def museai_list_faces(ctx: Context) -> Annotated[CallToolResult, FaceDatabase]:
+    """Lists the account's muse.ai face database: detected people (with labels) and deleted or ignored
+    faces. Free."""
+    db = await client_of(ctx).faces_db()
+    return model_result(
+        db, f"muse.ai faces: {len(db.detected)} people, {len(db.deleted)} deleted, {len(db.ignored)} ignored"
+    )
+
+
+class FaceChange(BaseModel):
+    label: str | None = Field(None, max_length=200, description="Name the person")
+    delete: bool | None = None
+    ignore: bool | None = None
+    purge: bool | None = Field(None, description="Remove permanently")
+
+
+class FacesModified(BaseModel):
+    changed: list[str]
+
+
+@toolset.tool(title="Update the muse.ai face database", read_only=False, destructive=True, idempotent=True)
+async def museai_update_faces(
+    changes: Annotated[
+        dict[Annotated[str, Field(pattern=r"^[A-Fa-f0-9]{8,128}$")], FaceChange],
+        Field(min_length=1, max_length=500, description="Face or cluster id → change"),
+    ],
+    ctx: Context,
+) -> Annotated[CallToolResult, FacesModified]:
+    """Labels, deletes, ignores or purges faces in the muse.ai face database; purge cannot be undone.
+    Free."""
+    body = {k: v.model_dump(exclude_none=True) for k, v in changes.items()}
+    if not all(body.values()):
+        raise InputError("each change needs at least one of label, delete, ignore, purge")
+    await client_of(ctx).modify_faces(body)
+    return model_result(FacesModified(changed=list(body)), f"muse.ai faces: {len(body)} change(s) applied")
+
+
+class KeyFile(BaseModel):
+    key_file: str = Field(description="File (readable only by you) holding the new key")
+    key_hint: str
+
+
+@toolset.tool(title="Create a muse.ai API key", read_only=False)
+async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFile]:
+    """Creates an additional muse.ai API key from the current one. The key is written to a private file
+    under the mediamux state folder, never into the conversation. Free."""
+    key = await client_of(ctx).create_key()
+    path = write_key_file(services(ctx).settings.home, "museai", key)
+    return model_result(
+        KeyFile(key_file=str(path), key_hint="…" + key[-4:]), f"muse.ai: new key saved to {path}"
+    )
+
+
+def write_key_file(home: Path, provider: str, key: str) -> Path:
+    folder = home.expanduser() / "keys"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{provider}-key-{secrets.token_hex(4)}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return path
+
+
+# -- beyond the API: subtitles from speech ------------------------------------------------------
+
+
+class AutoSubtitles(BaseModel):
+    status: Literal["completed", "running", "failed"]
+    svid: str
+    subtitle_id: str | None = None
+    name: str | None = None
+    cues: int = 0
+    vtt: str | None = Field(
+        None, description="The WebVTT text (cut after 20 000 characters; the file has it all)"
+    )
+    vtt_path: str | None = None
+    jobs: list[str] = Field(default_factory=list, description="The transcription and alignment job ids")
+    note: str | None = None
+
+
+def _ts(seconds: float) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def build_vtt(
+    words: list[AlignedWord], *, max_words: int = 8, max_span_s: float = 4.0, gap_s: float = 0.8
+) -> tuple[str, int]:
+    """Word timings → WebVTT cues: a new cue after a pause, or when a cue gets too long to read."""
+    cues: list[list[AlignedWord]] = []
+    for word in words:
+        text = word.word.strip()
+        if not text:
+            continue
+        current = cues[-1] if cues else None
+        if (
+            current is None
+            or len(current) >= max_words
+            or word.end - current[0].start > max_span_s
+            or word.start - current[-1].end > gap_s
+        ):
+            cues.append([word])
+        else:
+            current.append(word)
+    lines = ["WEBVTT", ""]
+    for i, cue in enumerate(cues, 1):
+        lines += [
+            str(i),
+            f"{_ts(cue[0].start)} --> {_ts(cue[-1].end)}",
+            " ".join(w.word.strip() for w in cue),
+            "",
+        ]
+    return "\n".join(lines), len(cues)
+
+
+@toolset.tool(title="Subtitle a muse.ai video automatically", read_only=False)
+async def museai_auto_subtitles(
+    svid: Svid,
+    ctx: Context,
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w .()-]+$")] = "Auto",
+    wait_s: WaitS = 45,
+) -> Annotated[CallToolResult, AutoSubtitles]:
+    """Makes subtitles for a muse.ai video: transcribes its audio, aligns the words to the audio, builds
+    WebVTT cues from the word timings and uploads them as a new subtitle track. Paid from muse.ai AI credits
+    for two jobs; takes roughly the video's length. Past wait_s it returns status 'running'; calling it
+    again resumes the same jobs without paying again."""
+    svc = services(ctx)
+    client = client_of(ctx)
+    video = await client.get_video(svid)
+    if not video.url:
+        raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
+    transport = svc.transports["museai"]
+    media: SavedOutput = await download_output(
+        svc.downloads,
+        video.url,
+        svc.output_dir,
+        trusted_origins=[transport.origin],
+        max_bytes=svc.settings.max_download_mb * 1024 * 1024,
+    )
+    deadline = svc.clock.monotonic() + wait_s
+    file_args = {"path": media.path, "file": media.sha256}
+    speech = await svc.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress_of(ctx))
+    jobs = [speech.job_id]
+    if speech.status != "completed":
+        return _auto_pending(svid, speech.status, jobs, speech.error.message if speech.error else None)
+    text = (speech.result or {}).get("text", "")
+    if not text.strip():
+        return _auto_pending(svid, "failed", jobs, "no speech was found in the video")
+    remaining = max(0.0, deadline - svc.clock.monotonic())
+    align = await svc.engine.run(
+        "museai", "align", {**file_args, "phrase": text}, wait_s=remaining, progress=progress_of(ctx)
+    )
+    jobs.append(align.job_id)
+    if align.status != "completed":
+        return _auto_pending(svid, align.status, jobs, align.error.message if align.error else None)
+    words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
+    vtt, count = build_vtt(words)
+    vtt_path = svc.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
+    vtt_path.write_text(vtt, encoding="utf-8")
+    ref = await client.upload_subtitles(svid, vtt_path, [svc.output_dir], name=name)
+    await _changed(ctx, uris=(f"museai://videos/{svid}",))
+    view = AutoSubtitles(
+        status="completed",
+        svid=svid,
+        subtitle_id=ref["id"],
+        name=ref["name"],
+        cues=count,
+        vtt=vtt[:20_000],
+        vtt_path=str(vtt_path),
+        jobs=jobs,
+    )
+    return model_result(
+        view,
+        f"muse.ai: subtitles {ref['id']} ({count} cues) added to {svid}",
+        links=[subtitle_link(svid, ref["id"], ref["name"])],
+    )
+
+
+def _auto_pending(svid: str, status: str, jobs: list[str], problem: str | None) -> CallToolResult:
+    failed = status in ("failed", "cancelled", "expired")
+    note = (
+        problem
+        if failed
+        else "the speech jobs are still running; call museai_auto_subtitles again to resume them"
+    )
+    view = AutoSubtitles(status="failed" if failed else "running", svid=svid, jobs=jobs, note=note)
+    result = model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {note}")
+    result.is_error = failed
+    return result
