@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     muzaic_api_key: SecretStr | None = Field(None, validation_alias="MUZAIC_API_KEY")
     muzaic_api_url: str = Field("https://m10.muzaic.ai", validation_alias="MUZAIC_API_URL")
+    # Muzaic bills in tokens (1 per second of audio) and publishes no dollar price; with this set,
+    # token charges are also reported, and budgeted, in dollars.
+    muzaic_usd_per_token: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_MUZAIC_USD_PER_TOKEN")
 
     mixpeek_api_key: SecretStr | None = Field(None, validation_alias="MIXPEEK_API_KEY")
     mixpeek_api_base: str = Field("https://api.mixpeek.com", validation_alias="MIXPEEK_API_BASE")

@@ -911,6 +911,37 @@ async def _save(
     )
 
 
+async def save_output_bytes(data: bytes, output_dir: Path, *, media_type: str, source: str) -> SavedOutput:
+    """Save bytes a provider returned inline (base64 audio) exactly as downloads are saved: atomically,
+    content-addressed, never over a planted symlink. ``source`` names where they came from."""
+    directory = _prepare_output_dir(output_dir)
+    ext = _EXTENSIONS.get(media_type) or (mimetypes.guess_extension(media_type) or "").lower()
+    ext = ext if _SAFE_EXT.fullmatch(ext) else ".bin"
+
+    def write() -> tuple[str, Path]:
+        temp = _TempOutput(directory)
+        try:
+            temp.write(data)
+            digest = temp.hexdigest()
+            final = directory / (digest[:16] + ext)
+            temp.commit(final, len(data))
+        except BaseException:
+            temp.discard()
+            raise
+        return digest, final
+
+    digest, final = await anyio.to_thread.run_sync(write)
+    return SavedOutput(
+        name=final.name,
+        path=str(final),
+        uri=OUTPUT_URI_PREFIX + final.name,
+        size_bytes=len(data),
+        sha256=digest,
+        mime_type=media_type,
+        source_url=source,
+    )
+
+
 def output_path(output_dir: Path, name: str) -> Path:
     """For the mediamux://outputs/{name} resource: name must be a plain file name (no separators, no '..', no NUL), file must
     exist inside output_dir and not be a symlink; else FileAccessError."""

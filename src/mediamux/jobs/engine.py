@@ -19,12 +19,14 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from mediamux.clock import Clock
 from mediamux.jobs.journal import Journal
@@ -160,6 +162,8 @@ class JobEngine:
         self.budget_usd = budget_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._submitting: dict[str, anyio.Event] = {}
+        # Set by the server: where synchronous provider requests run, outliving any one tool call.
+        self.task_group: TaskGroup | None = None
         self.on_change: Callable[[JobRecord], Awaitable[None]] | None = None
 
     def register(self, driver: JobDriver) -> None:
@@ -221,23 +225,32 @@ class JobEngine:
             return await self._wait(record, driver, wait_s, report, deduplicated=True)
 
         self._submitting[record.job_id] = anyio.Event()
+        if getattr(driver, "background", False) and self.task_group is not None:
+            # One long synchronous request: it runs in the server's task group, so a client that
+            # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
+            record.provider_status = "working"
+            self.task_group.start_soon(self._submit_in_background, record, driver)
+            await report.step(f"{driver.title}: working (job {record.job_id})")
+            return await self._wait(record, driver, wait_s, report, deduplicated=False)
         try:
-            try:
-                # Free, cancellable work first (uploading local files named in the arguments).
-                submit_args = await driver.prepare(args, record.options, report)
-            except BaseException as exc:
-                self._abandon(record, exc)
-                raise
-            await report.step(f"{driver.title}: submitting")
-            # Shielded: once the request is on the wire, the provider's answer (its job id, its
-            # charge) must be recorded even if the client gives up on this call meanwhile.
-            with anyio.CancelScope(shield=True):
+            async with self._heartbeating(report, driver, record, self.clock.monotonic()):
                 try:
-                    outcome = await driver.submit(submit_args, record.options, report)
-                except ProviderError as exc:
-                    self._fail_submission(record, exc)
+                    # Free, cancellable work first (uploading local files named in the arguments).
+                    submit_args = await driver.prepare(args, record.options, report)
+                except BaseException as exc:
+                    self._abandon(record, exc)
                     raise
-                record = await self._apply(record, outcome, submitted=True)
+                record.provider_status = "submitting"
+                await report.step(f"{driver.title}: submitting")
+                # Shielded: once the request is on the wire, the provider's answer (its job id, its
+                # charge) must be recorded even if the client gives up on this call meanwhile.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        outcome = await driver.submit(submit_args, record.options, report)
+                    except ProviderError as exc:
+                        self._fail_submission(record, exc)
+                        raise
+                    record = await self._apply(record, outcome, submitted=True)
         finally:
             self._submitting.pop(record.job_id).set()
         await report.step(
@@ -295,6 +308,42 @@ class JobEngine:
             record.status = "failed"
             error_class = getattr(exc, "error_class", "invalid_input")
             record.error = JobError(error_class=error_class, message=str(exc)[:500])
+        record.updated_ts = record.completed_ts = self._wall()
+        self.journal.save(record)
+
+    async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
+        try:
+            args = await driver.prepare(record.args, record.options, _no_progress)
+            try:
+                outcome = await driver.submit(args, record.options, _no_progress)
+            except ProviderError as exc:
+                self._fail_submission(record, exc)
+                return
+            await self._apply(record, outcome, submitted=True)
+        except anyio.get_cancelled_exc_class():
+            self._cancelled_in_flight(record)  # the server is shutting down mid-request
+            raise
+        except Exception as exc:
+            logger.exception("background %s %s failed", record.provider, record.operation)
+            record.status, record.submit_state = "failed", "uncertain"
+            record.error = JobError(
+                error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
+            )
+            record.updated_ts = record.completed_ts = self._wall()
+            self.journal.save(record)
+        finally:
+            self._submitting.pop(record.job_id).set()
+
+    def _cancelled_in_flight(self, record: JobRecord) -> None:
+        """The client gave up while an unshielded submission was on the wire."""
+        record.status = "cancelled"
+        record.submit_state = "uncertain"
+        record.error = JobError(
+            error_class="provider_error",
+            message=f"the server stopped while {record.provider} was working on it; it may have charged for the "
+            "work. "
+            f"An identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true",
+        )
         record.updated_ts = record.completed_ts = self._wall()
         self.journal.save(record)
 
@@ -359,57 +408,64 @@ class JobEngine:
         deadline = start + max(0.0, wait_s)
         interval = FIRST_POLL_S
         last_problem: str | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat, report, driver, record, start)
-            try:
-                while True:
-                    if record.submit_state == "pending":
-                        record = await self._await_submission(record)
-                        if record.submit_state != "accepted":
-                            break
-                    if record.terminal:
-                        if record.status == "completed" and not record.options.get("_finalized"):
-                            record = await self._finalize(record, driver, report)
+        async with self._heartbeating(report, driver, record, start):
+            while True:
+                if record.submit_state == "pending":
+                    record = await self._await_submission(record, deadline)
+                    if record.submit_state != "accepted":
                         break
-                    remaining = deadline - self.clock.monotonic()
-                    if remaining <= 0:
-                        break
-                    await self.clock.sleep(min(interval, remaining))
-                    interval = min(MAX_POLL_S, interval * BACKOFF)
-                    assert record.provider_job_id is not None
-                    try:
-                        outcome = await driver.poll(record.provider_job_id, record.args, record.options)
-                    except NotFound as exc:
-                        outcome = Outcome(
-                            status="expired",
-                            error=JobError(error_class="not_found", message=exc.message),
-                        )
-                    except (ProviderConnectionError, ServerError, RateLimited) as exc:
-                        # The transport already retried; the job itself is fine. Keep waiting.
-                        last_problem = exc.message
-                        await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
-                        continue
-                    last_problem = None
-                    record = await self._apply(record, outcome)
-                    await report.step(self._progress_line(driver, record, start))
-            finally:
-                tg.cancel_scope.cancel()
+                if record.terminal:
+                    if record.status == "completed" and not record.options.get("_finalized"):
+                        record = await self._finalize(record, driver, report)
+                    break
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                await self.clock.sleep(min(interval, remaining))
+                interval = min(MAX_POLL_S, interval * BACKOFF)
+                assert record.provider_job_id is not None
+                try:
+                    outcome = await driver.poll(record.provider_job_id, record.args, record.options)
+                except NotFound as exc:
+                    outcome = Outcome(
+                        status="expired",
+                        error=JobError(error_class="not_found", message=exc.message),
+                    )
+                except (ProviderConnectionError, ServerError, RateLimited) as exc:
+                    # The transport already retried; the job itself is fine. Keep waiting.
+                    last_problem = exc.message
+                    await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
+                    continue
+                last_problem = None
+                record = await self._apply(record, outcome)
+                await report.step(self._progress_line(driver, record, start))
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
 
-    async def _await_submission(self, record: JobRecord) -> JobRecord:
-        """A duplicate call arrived while the original submission is still in flight."""
+    async def _await_submission(self, record: JobRecord, deadline: float) -> JobRecord:
+        """Wait, within the budget, for a submission in flight: ours running in the background, a
+        duplicate call's original, or one made by another process sharing the journal."""
         event = self._submitting.get(record.job_id)
-        if event is not None:
-            await event.wait()
-        else:
-            # Submitted by another process sharing the journal, or orphaned by a crash.
-            for _ in range(20):
-                fresh = self.journal.get(record.job_id)
-                if fresh is None or fresh.submit_state != "pending":
-                    break
-                await self.clock.sleep(0.5)
+        while (remaining := deadline - self.clock.monotonic()) > 0:
+            fresh = self.journal.get(record.job_id)
+            if fresh is None or fresh.submit_state != "pending":
+                break
+            if event is not None:
+                async with anyio.create_task_group() as tg:
+
+                    async def wake() -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(wake)
+                    await self.clock.sleep(min(remaining, 1.0))
+                    tg.cancel_scope.cancel()
+            else:
+                await self.clock.sleep(min(remaining, 0.5))
         fresh = self.journal.get(record.job_id) or record
-        if fresh.submit_state == "pending" and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S:
+        orphaned = (
+            record.job_id not in self._submitting and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S
+        )
+        if fresh.submit_state == "pending" and orphaned:
             fresh.submit_state = "uncertain"
             fresh.status = "failed"
             fresh.error = JobError(
@@ -433,6 +489,23 @@ class JobEngine:
             outcome = Outcome(status="completed", result=result)
         record.options = {**record.options, "_finalized": True}
         return await self._apply(record, outcome)
+
+    @asynccontextmanager
+    async def _heartbeating(
+        self, report: _Reporter, driver: JobDriver, record: JobRecord, start: float
+    ) -> AsyncIterator[None]:
+        """Heartbeats alongside the body; a failure of the body surfaces as itself, not as a group."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, report, driver, record, start)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def _heartbeat(self, report: _Reporter, driver: JobDriver, record: JobRecord, start: float) -> None:
         # Real time, not the injected clock: this promise is to the person watching the client, and a

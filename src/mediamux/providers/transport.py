@@ -196,6 +196,7 @@ class Transport:
         authenticated: bool = True,
         max_bytes: int = MAX_JSON_BYTES,
         ok_statuses: tuple[int, ...] = (),
+        read_timeout: float | None = None,
     ) -> ProviderResponse:
         """Send one logical request (possibly several attempts) and return the successful answer.
 
@@ -225,6 +226,7 @@ class Transport:
                     body=body,
                     authenticated=authenticated,
                     max_bytes=max_bytes,
+                    read_timeout=read_timeout,
                 )
             except ProviderConnectionError as exc:
                 retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
@@ -326,8 +328,11 @@ class Transport:
         body: BodyFactory | None,
         authenticated: bool,
         max_bytes: int,
+        read_timeout: float | None = None,
     ) -> ProviderResponse:
         current = httpx2.URL(url)
+        # A synchronous render can legitimately take minutes; everything else keeps the default.
+        timeout = httpx2.Timeout(read_timeout, connect=10.0) if read_timeout else None
         if params:
             current = current.copy_merge_params({k: v for k, v in params.items() if v is not None})
         # Judged on the method the caller asked for: a POST that a 302/303 turns into a GET must
@@ -354,6 +359,7 @@ class Transport:
                 headers=headers,
                 json=json_body if body is None and json_body is not None else None,
                 content=content,
+                timeout=timeout or httpx2.USE_CLIENT_DEFAULT,
             )
             response = await self._send(request, operation=operation, max_bytes=max_bytes)
             if response.status in (301, 302, 303, 307, 308) and "location" in response.headers:

@@ -1,7 +1,8 @@
 """Offline emulators of the four media-AI services, written from their API documents (not from our clients).
 
-``Sandbox`` bundles them and serves each on its own loopback port, like separate real hosts.
-Only the server wiring and the CLI know this package exists.
+``Sandbox`` bundles them and serves each on its own loopback port, like separate real hosts
+(muse.ai on two: its files host and its jobs host). Only the server wiring and the CLI know this
+package exists.
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from mediamux.sandbox.loopback import serve_on_loopback
+from mediamux.sandbox.mixpeek import MixpeekEmulator
 from mediamux.sandbox.muapi import MuapiEmulator
+from mediamux.sandbox.museai import MuseaiEmulator
+from mediamux.sandbox.muzaic import MuzaicEmulator
 
-SANDBOX_KEYS = {"muapi": "sandbox-muapi-key"}
+SANDBOX_KEYS = {
+    "muapi": "sandbox-muapi-key",
+    "museai": "sandbox-museai-key",
+    "muzaic": "sandbox-muzaic-key",
+    "mixpeek": "sandbox-mixpeek-key",
+}
 
 
 class Sandbox:
@@ -21,6 +30,13 @@ class Sandbox:
         self, *, now: Callable[[], float] = time.monotonic, job_seconds: float | None = None
     ) -> None:
         self.muapi = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEYS["muapi"])
+        self.museai = MuseaiEmulator(
+            now=now,
+            master_key=SANDBOX_KEYS["museai"],
+            **({"job_seconds": job_seconds} if job_seconds else {}),
+        )
+        self.muzaic = MuzaicEmulator(now=now, master_key=SANDBOX_KEYS["muzaic"])
+        self.mixpeek = MixpeekEmulator(now=now, master_key=SANDBOX_KEYS["mixpeek"])
         self.urls: dict[str, str] = {}
 
     @property
@@ -28,16 +44,37 @@ class Sandbox:
         return dict(SANDBOX_KEYS)
 
     def close(self) -> None:
-        self.muapi.close()
+        for emulator in (self.muapi, self.museai, self.muzaic, self.mixpeek):
+            emulator.close()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[dict[str, str]]:
-        """Serve every emulator on loopback; yields provider → origin URL."""
+        """Serve every emulator on loopback; yields service → origin URL."""
         async with AsyncExitStack() as stack:
-            url = await stack.enter_async_context(serve_on_loopback(self.muapi.app))
-            self.muapi.base_url = url
-            self.urls = {"muapi": url}
-            yield dict(self.urls)
+            apps = {
+                "muapi": self.muapi.app,
+                "museai": self.museai.app,
+                "museai_jobs": self.museai.jobs_app,
+                "muzaic": self.muzaic.app,
+                "mixpeek": self.mixpeek.app,
+            }
+            urls = {
+                name: await stack.enter_async_context(serve_on_loopback(app)) for name, app in apps.items()
+            }
+            self.muapi.base_url = urls["muapi"]
+            self.museai.base_url, self.museai.jobs_base_url = urls["museai"], urls["museai_jobs"]
+            self.muzaic.base_url = urls["muzaic"]
+            self.mixpeek.base_url = urls["mixpeek"]
+            self.urls = urls
+            yield dict(urls)
 
 
-__all__ = ["SANDBOX_KEYS", "MuapiEmulator", "Sandbox", "serve_on_loopback"]
+__all__ = [
+    "SANDBOX_KEYS",
+    "MixpeekEmulator",
+    "MuapiEmulator",
+    "MuseaiEmulator",
+    "MuzaicEmulator",
+    "Sandbox",
+    "serve_on_loopback",
+]

@@ -18,16 +18,26 @@ from mediamux.config import Settings
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server.notify import Notifier
+from mediamux.server.prompts import register_prompts
 from mediamux.server.services import Services, open_services, sandbox_settings
 from mediamux.tools import jobs as jobs_tools
+from mediamux.tools import mixpeek as mixpeek_tools
 from mediamux.tools import muapi as muapi_tools
 from mediamux.tools import museai as museai_tools
+from mediamux.tools import muzaic as muzaic_tools
 from mediamux.tools.base import Toolset
 
 logger = logging.getLogger("mediamux.server")
 
 TOOLSETS: dict[str, Toolset] = {
-    t.id: t for t in (museai_tools.toolset, muapi_tools.toolset, jobs_tools.toolset)
+    t.id: t
+    for t in (
+        museai_tools.toolset,
+        muzaic_tools.toolset,
+        mixpeek_tools.toolset,
+        muapi_tools.toolset,
+        jobs_tools.toolset,
+    )
 }
 
 INSTRUCTIONS = (
@@ -137,5 +147,6 @@ def build_server(
     for spec in specs:
         mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
     register_resources(mcp, settings.enabled_toolsets())
+    register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
     return mcp

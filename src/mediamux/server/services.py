@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -19,11 +20,15 @@ from mediamux.config import KEY_ENV, PROVIDER_TITLES, Settings
 from mediamux.files import parse_allowed_dirs
 from mediamux.jobs.engine import JobEngine
 from mediamux.jobs.journal import Journal
+from mediamux.jobs.mixpeek import MixpeekIndexDriver
 from mediamux.jobs.muapi import MuapiGenerateDriver
 from mediamux.jobs.museai import MuseaiJobDriver
+from mediamux.jobs.muzaic import MuzaicDriver
 from mediamux.providers.errors import ProviderError
+from mediamux.providers.mixpeek import MixpeekClient
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.museai import JOB_KINDS, MuseaiClient
+from mediamux.providers.muzaic import MuzaicClient
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
 from mediamux.server.notify import Notifier
 
@@ -54,6 +59,9 @@ class Services:
     transports: dict[str, Transport] = field(default_factory=dict)
     muapi: MuapiClient | None = None
     museai: MuseaiClient | None = None
+    muzaic: MuzaicClient | None = None
+    mixpeek: MixpeekClient | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
     notifier: Notifier | None = None
     sandbox_urls: dict[str, str] = field(default_factory=dict)
     task_group: TaskGroup | None = None
@@ -173,9 +181,36 @@ async def open_services(
                 svc.museai = MuseaiClient(files, jobs)
                 for kind in JOB_KINDS:
                     engine.register(MuseaiJobDriver(svc.museai, kind, allowed_dirs=allowed))
-        # Background work (ingest watchers) ends with the server: cancelled before clients close.
+        if "mixpeek" in enabled or settings.api_key("mixpeek") is not None:
+            transport = provider_transport(settings, "mixpeek", clock=clock, retry=retry)
+            stack.push_async_callback(transport.aclose)
+            svc.transports["mixpeek"] = transport
+            if transport.has_key:
+                svc.mixpeek = MixpeekClient(transport)
+                engine.register(MixpeekIndexDriver(svc.mixpeek, "index_url", allowed_dirs=allowed))
+                engine.register(MixpeekIndexDriver(svc.mixpeek, "index_file", allowed_dirs=allowed))
+        if "muzaic" in enabled or settings.api_key("muzaic") is not None:
+            transport = provider_transport(settings, "muzaic", clock=clock, retry=retry)
+            stack.push_async_callback(transport.aclose)
+            svc.transports["muzaic"] = transport
+            if transport.has_key:
+                svc.muzaic = MuzaicClient(transport)
+                for operation in ("generate_music", "create_soundtrack", "regenerate"):
+                    engine.register(
+                        MuzaicDriver(
+                            svc.muzaic,
+                            operation,
+                            output_dir=output_dir,
+                            downloads=downloads,
+                            max_download_bytes=settings.max_download_mb * 1024 * 1024,
+                            usd_per_token=settings.muzaic_usd_per_token,
+                        )
+                    )
+        # Background work (ingest watchers, synchronous renders) ends with the server: cancelled
+        # before the clients and the journal close.
         svc.task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(svc.task_group.cancel_scope.cancel)
+        engine.task_group = svc.task_group
         yield svc
 
 
@@ -185,6 +220,12 @@ def sandbox_settings(settings: Settings, urls: dict[str, str], keys: dict[str, s
     if "muapi" in urls:
         update["muapi_base_url"] = urls["muapi"].rstrip("/") + "/api/v1"
         update["muapi_api_key"] = SecretStr(keys["muapi"])
+    if "muzaic" in urls:
+        update["muzaic_api_url"] = urls["muzaic"].rstrip("/")
+        update["muzaic_api_key"] = SecretStr(keys["muzaic"])
+    if "mixpeek" in urls:
+        update["mixpeek_api_base"] = urls["mixpeek"].rstrip("/")
+        update["mixpeek_api_key"] = SecretStr(keys["mixpeek"])
     if "museai" in urls:
         update["museai_base_url"] = urls["museai"].rstrip("/") + "/api"
         update["museai_jobs_url"] = urls["museai_jobs"].rstrip("/")

@@ -215,6 +215,8 @@ def job_summary(view: JobResult[Any], title: str) -> str:
         parts.append(f"{view.elapsed_s:.1f} s")
     if view.cost.refunded:
         parts.append(f"{money(view.cost.usd)} refunded")
+    elif view.cost.usd is None and view.cost.tokens is not None:
+        parts.append(f"{view.cost.tokens:g} tokens")
     else:
         parts.append(money(view.cost.usd))
     result = view.result if isinstance(view.result, dict) else {}

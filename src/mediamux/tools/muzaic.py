@@ -1,0 +1,254 @@
+"""Muzaic tools: music for video — single files, multi-region soundtracks, regeneration, tags, account."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from mediamux.jobs.models import JobResult
+from mediamux.jobs.muzaic import MusicResult
+from mediamux.providers.errors import MissingCredentials
+from mediamux.providers.muzaic import Account, MuzaicClient, TagCatalog
+from mediamux.tools.base import (
+    InputError,
+    NewJob,
+    Toolset,
+    WaitS,
+    job_result,
+    model_result,
+    progress_of,
+    services,
+)
+
+toolset = Toolset(
+    id="muzaic",
+    title="Muzaic",
+    description="AI music for video: single files, multi-region soundtracks with keyframes, regeneration.",
+)
+
+MAX_DURATION_S = 1200  # the documented singleFile limit
+
+Level = Annotated[int, Field(ge=1, le=9)]
+
+
+def _check_keyframes(frames: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    if len(frames) < 2:
+        raise ValueError("a keyframe curve needs at least two points: [[0, value], …, [100, value]]")
+    positions = [p for p, _ in frames]
+    if positions[0] != 0 or positions[-1] != 100:
+        raise ValueError(
+            f"keyframes must start at 0 % and end at 100 % (got {positions[0]:g} … {positions[-1]:g})"
+        )
+    if any(b <= a for a, b in itertools.pairwise(positions)):
+        raise ValueError("keyframe positions must increase from 0 to 100")
+    return frames
+
+
+Keyframes = Annotated[
+    list[tuple[Annotated[float, Field(ge=0, le=100)], Level]],
+    AfterValidator(_check_keyframes),
+    Field(min_length=2, max_length=100),
+]
+Curve = Annotated[
+    Level | Keyframes,
+    Field(description="1–9 for the whole piece, or keyframes [[percent, value], …] from 0 to 100 %"),
+]
+Tempo = Annotated[Level, Field(description="1 (very slow) – 9 (very fast); constant, no keyframes")]
+TagIds = Annotated[
+    list[Annotated[int, Field(ge=1)]], Field(max_length=10, description="Tag ids from muzaic_list_tags")
+]
+Normalize = Annotated[
+    Literal["none", "auto", "high"] | bool | None,
+    Field(description="Loudness normalisation; unset keeps Muzaic's default"),
+]
+
+
+class Params(BaseModel):
+    intensity: Curve | None = Field(None, description="1 calm – 9 high energy")
+    tempo: Tempo | None = None
+    rhythm: Curve | None = Field(None, description="1 simple – 9 complex")
+    tone: Curve | None = Field(None, description="1 dark – 9 bright")
+    variance: Curve | None = Field(None, description="1 repetitive – 9 diverse")
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            k: (v if isinstance(v, int) else [list(f) for f in v])
+            for k, v in self.model_dump().items()
+            if v is not None
+        }
+
+
+class Region(BaseModel):
+    time: Annotated[float, Field(ge=0, description="Start, seconds")]
+    duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S, description="Seconds")]
+    tags: TagIds | None = None
+    params: Params | None = None
+    source_hash: Annotated[
+        str | None,
+        Field(pattern=r"^[A-Za-z0-9_-]{8,128}$", description="Hash of earlier music to copy/extend"),
+    ] = None
+    action: Literal["generate", "copy", "regenerate", "extend", "silence"] = "generate"
+    method: Literal["strict", "auto_adjust", "adjust_start", "adjust_end", "smart"] | None = None
+
+    @model_validator(mode="after")
+    def _needs_source(self) -> Region:
+        if self.action in ("copy", "regenerate", "extend") and not self.source_hash:
+            raise ValueError(f"action {self.action!r} needs source_hash (the hash of earlier music)")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        region: dict[str, Any] = {"time": self.time, "duration": self.duration, "action": self.action}
+        if self.tags:
+            region["tags"] = self.tags
+        if self.params and (params := self.params.wire()):
+            region["params"] = params
+        if self.source_hash:
+            region["sourceHash"] = self.source_hash
+        if self.method:
+            region["method"] = self.method
+        return region
+
+
+def client_of(ctx: Context) -> MuzaicClient:
+    client = services(ctx).muzaic
+    if client is None:
+        raise MissingCredentials(
+            "Muzaic: no API key is configured; set MUZAIC_API_KEY (from adminpanel.muzaic.ai), or run mediamux "
+            "with --sandbox",
+            provider="muzaic",
+            operation="request",
+        )
+    return client
+
+
+async def _catalog(ctx: Context) -> TagCatalog:
+    """Tags change rarely and are free to read: fetched once per server process."""
+    svc = services(ctx)
+    catalog = svc.cache.get("muzaic_tags")
+    if catalog is None:
+        catalog = await client_of(ctx).get_tags()
+        svc.cache["muzaic_tags"] = catalog
+    return catalog
+
+
+async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:
+    """Unknown tags are refused before anything is paid for; conflicting ones are reported."""
+    if not any(tag_lists):
+        return []
+    catalog = await _catalog(ctx)
+    known = {t.id: t.name for t in catalog.tags}
+    unknown = sorted({t for tags in tag_lists for t in tags if t not in known})
+    if unknown:
+        raise InputError(
+            f"unknown Muzaic tag id(s) {unknown}; muzaic_list_tags lists the {len(known)} valid ones"
+        )
+    warnings = []
+    for tags in tag_lists:
+        for conflict in catalog.conflicts_among(tags):
+            a, b = conflict.tags
+            warnings.append(f"tags {known[a]} ({a}) and {known[b]} ({b}) conflict; the result may be muddled")
+    return warnings
+
+
+@toolset.tool(title="List Muzaic tags", read_only=True)
+async def muzaic_list_tags(ctx: Context) -> Annotated[CallToolResult, TagCatalog]:
+    """Lists Muzaic's music tags (style, mood, genre, cultural) with their ids and the pairs that
+    conflict. Free; read once per server session."""
+    catalog = await _catalog(ctx)
+    return model_result(
+        catalog, f"Muzaic: {len(catalog.tags)} tags, {len(catalog.conflicts)} conflicting pairs"
+    )
+
+
+async def _run(
+    ctx: Context, operation: str, args: dict[str, Any], warnings: list[str], wait_s: float, new_job: bool
+) -> CallToolResult:
+    client_of(ctx)
+    view = await services(ctx).engine.run(
+        "muzaic",
+        operation,
+        args,
+        options={"warnings": warnings},
+        new_job=new_job,
+        wait_s=wait_s,
+        progress=progress_of(ctx),
+    )
+    return job_result(view, title=f"Muzaic {operation.replace('_', ' ')}")
+
+
+@toolset.tool(title="Generate music with Muzaic", read_only=False)
+async def muzaic_generate_music(
+    duration: Annotated[int, Field(ge=1, le=MAX_DURATION_S, description="Seconds of music")],
+    ctx: Context,
+    tags: TagIds | None = None,
+    intensity: Curve | None = None,
+    tempo: Tempo | None = None,
+    rhythm: Curve | None = None,
+    tone: Curve | None = None,
+    variance: Curve | None = None,
+    normalize: Normalize = None,
+    wait_s: WaitS = 45,
+    new_job: NewJob = False,
+) -> Annotated[CallToolResult, JobResult[MusicResult]]:
+    """Composes one piece of music of the given length with Muzaic, shaped by tags and by intensity,
+    tempo, rhythm, tone and variance (constant levels or keyframe curves), and saves the audio file.
+    Paid in Muzaic tokens: 1 token per second of audio. Rendering takes roughly 5–10 s per minute of
+    music; past wait_s it returns status 'running' with a job_id for jobs_wait, and the render goes on."""
+    params = Params(intensity=intensity, tempo=tempo, rhythm=rhythm, tone=tone, variance=variance).wire()
+    warnings = await _tag_warnings(ctx, [tags or []])
+    args: dict[str, Any] = {"duration": duration, "tags": tags or [], "params": params}
+    if normalize is not None:
+        args["normalize"] = normalize
+    return await _run(ctx, "generate_music", args, warnings, wait_s, new_job)
+
+
+@toolset.tool(title="Create a Muzaic soundtrack", read_only=False)
+async def muzaic_create_soundtrack(
+    regions: Annotated[list[Region], Field(min_length=1, max_length=50)],
+    ctx: Context,
+    normalize: Normalize = None,
+    wait_s: WaitS = 45,
+    new_job: NewJob = False,
+) -> Annotated[CallToolResult, JobResult[MusicResult]]:
+    """Composes a multi-region soundtrack with Muzaic: each region has a start time and length, tags,
+    parameters or keyframes, and can generate new music, copy, extend or regenerate earlier music by
+    its hash, or be silence; gaps between regions are silent. Paid in Muzaic tokens, 1 per second of
+    audio; past wait_s it returns a job_id for jobs_wait while the render goes on."""
+    ordered = sorted(regions, key=lambda r: r.time)
+    for before, after in itertools.pairwise(ordered):
+        if after.time < before.time + before.duration - 1e-6:
+            raise InputError(
+                f"regions overlap: one starts at {after.time:g} s before the previous one ends at "
+                f"{before.time + before.duration:g} s"
+            )
+    warnings = await _tag_warnings(ctx, [r.tags or [] for r in regions])
+    args: dict[str, Any] = {"regions": [r.wire() for r in ordered]}
+    if normalize is not None:
+        args["normalize"] = normalize
+    return await _run(ctx, "create_soundtrack", args, warnings, wait_s, new_job)
+
+
+@toolset.tool(title="Regenerate Muzaic music from a hash", read_only=False)
+async def muzaic_regenerate(
+    hash: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,128}$", description="Hash from an earlier result")],
+    ctx: Context,
+    wait_s: WaitS = 45,
+    new_job: NewJob = False,
+) -> Annotated[CallToolResult, JobResult[MusicResult]]:
+    """Renders again the music behind a Muzaic hash (from an earlier generation or soundtrack region)
+    and saves the audio file. Paid in Muzaic tokens, 1 per second of audio; past wait_s it returns a
+    job_id for jobs_wait."""
+    return await _run(ctx, "regenerate", {"hash": hash}, [], wait_s, new_job)
+
+
+@toolset.tool(title="Muzaic account", read_only=True)
+async def muzaic_get_account(ctx: Context) -> Annotated[CallToolResult, Account]:
+    """Reads the Muzaic account: tokens remaining and used, plan. Free. The account's secret key,
+    which Muzaic echoes, is never passed on."""
+    account = await client_of(ctx).account()
+    remaining = f"{account.tokens_remaining:g}" if account.tokens_remaining is not None else "unknown"
+    return model_result(account, f"Muzaic: {remaining} tokens remaining")
