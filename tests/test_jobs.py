@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from tests.test_muapi_tools import call, text
 
 from mediamux.clock import FakeClock
 from mediamux.jobs.engine import JobEngine, Outcome
 from mediamux.jobs.journal import Journal
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.test_muapi_tools import call, text
 
 IMAGE = {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}}
 VIDEO = {"endpoint": "kling-v2.1-master-t2v", "params": {"prompt": "rain on a window", "duration": 5}}

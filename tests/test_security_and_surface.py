@@ -12,14 +12,14 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from tests.conftest import FAST_RETRY, LogSink
-from tests.test_muapi_tools import call, text
 
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
 from mediamux.sandbox import MuapiEmulator, serve_on_loopback
 from mediamux.server.app import MediamuxServer, build_server
 from mediamux.server.logs import RedactSecrets, configure_logging
+from tests.conftest import FAST_RETRY, LogSink
+from tests.test_muapi_tools import call, text
 
 CANARY = "CANARY-muapi-7f3a9c2e41"
 TOKEN_CANARY = "CANARY-http-token-55aa"

@@ -556,11 +556,12 @@ async def test_private_videos_are_invisible_without_a_key_and_unlisted_ones_reac
         f"/api/files/videos/{video['svid']}",
         f"/api/files/info/{video['svid']}",
         f"/api/files/i/speech/{video['svid']}",
-        f"/w/{video['fid']}/data",
-        f"/w/{video['fid']}/thumbnails/thumbnail.jpg",
     ):
         assert (await anon.get(path)).status_code == 404, path
         assert (await api.get(path)).status_code == 200, path
+    # Data URLs are CDN capability URLs: the 64-hex fid is the secret, no Key is involved.
+    for path in (f"/w/{video['fid']}/data", f"/w/{video['fid']}/thumbnails/thumbnail.jpg"):
+        assert (await anon.get(path)).status_code == 200, path
     await set_video(api, video["fid"], visibility="unlisted")
     got = await anon.get(f"/api/files/videos/{video['svid']}")
     assert got.status_code == 200

@@ -36,6 +36,7 @@ from mediamux.providers.errors import (
     NotFound,
     ProviderConnectionError,
     ProviderError,
+    ProviderResponseError,
     RateLimited,
     ServerError,
 )
@@ -48,6 +49,7 @@ MAX_POLL_S = 8.0
 BACKOFF = 1.5
 # A job row whose submission never recorded an outcome (the process died mid-request).
 ORPHAN_SUBMIT_S = 600.0
+EARLY_404_S = 30.0
 
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
 
@@ -162,12 +164,19 @@ class JobEngine:
         self.budget_usd = budget_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._submitting: dict[str, anyio.Event] = {}
+        self._locks: dict[str, anyio.Lock] = {}
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
         self.on_change: Callable[[JobRecord], Awaitable[None]] | None = None
 
     def register(self, driver: JobDriver) -> None:
         self._drivers[(driver.provider, driver.operation)] = driver
+
+    def _job_lock(self, job_id: str) -> anyio.Lock:
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = anyio.Lock()
+        return lock
 
     def driver_for(self, record: JobRecord) -> JobDriver:
         driver = self._drivers.get((record.provider, record.operation))
@@ -237,11 +246,11 @@ class JobEngine:
                 try:
                     # Free, cancellable work first (uploading local files named in the arguments).
                     submit_args = await driver.prepare(args, record.options, report)
+                    record.provider_status = "submitting"
+                    await report.step(f"{driver.title}: submitting")
                 except BaseException as exc:
                     self._abandon(record, exc)
                     raise
-                record.provider_status = "submitting"
-                await report.step(f"{driver.title}: submitting")
                 # Shielded: once the request is on the wire, the provider's answer (its job id, its
                 # charge) must be recorded even if the client gives up on this call meanwhile.
                 with anyio.CancelScope(shield=True):
@@ -250,6 +259,21 @@ class JobEngine:
                     except ProviderError as exc:
                         self._fail_submission(record, exc)
                         raise
+                    except Exception as exc:
+                        # Our own failure to read an answer the provider did send: the job may
+                        # exist and be billed, so it must not look like a free retry.
+                        logger.exception(
+                            "%s %s: unexpected failure after sending", record.provider, record.operation
+                        )
+                        unexpected = ProviderResponseError(
+                            f"{driver.title} {record.operation}: the provider's answer could not be read "
+                            f"({type(exc).__name__})",
+                            provider=record.provider,
+                            operation=record.operation,
+                            maybe_sent=True,
+                        )
+                        self._fail_submission(record, unexpected)
+                        raise unexpected from None
                     record = await self._apply(record, outcome, submitted=True)
         finally:
             self._submitting.pop(record.job_id).set()
@@ -414,30 +438,46 @@ class JobEngine:
                     record = await self._await_submission(record, deadline)
                     if record.submit_state != "accepted":
                         break
-                if record.terminal:
-                    if record.status == "completed" and not record.options.get("_finalized"):
-                        record = await self._finalize(record, driver, report)
-                    break
+                # One poller per job at a time: concurrent waiters (a duplicate call, jobs_wait from
+                # another client) take turns and each starts from the journal's latest state, so
+                # none overwrites another's progress or saves the outputs twice.
+                async with self._job_lock(record.job_id):
+                    record = self.journal.get(record.job_id) or record
+                    if record.terminal:
+                        if record.status == "completed" and not record.options.get("_finalized"):
+                            record = await self._finalize(record, driver, report)
+                        break
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     break
                 await self.clock.sleep(min(interval, remaining))
                 interval = min(MAX_POLL_S, interval * BACKOFF)
-                assert record.provider_job_id is not None
-                try:
-                    outcome = await driver.poll(record.provider_job_id, record.args, record.options)
-                except NotFound as exc:
-                    outcome = Outcome(
-                        status="expired",
-                        error=JobError(error_class="not_found", message=exc.message),
-                    )
-                except (ProviderConnectionError, ServerError, RateLimited) as exc:
-                    # The transport already retried; the job itself is fine. Keep waiting.
-                    last_problem = exc.message
-                    await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
-                    continue
-                last_problem = None
-                record = await self._apply(record, outcome)
+                async with self._job_lock(record.job_id):
+                    record = self.journal.get(record.job_id) or record
+                    if record.terminal:
+                        continue
+                    assert record.provider_job_id is not None
+                    try:
+                        outcome = await driver.poll(record.provider_job_id, record.args, record.options)
+                    except NotFound as exc:
+                        if self._wall() - record.submitted_ts < EARLY_404_S:
+                            # A job can take a moment to become visible after it is accepted.
+                            last_problem = exc.message
+                            continue
+                        outcome = Outcome(
+                            status="expired",
+                            error=JobError(error_class="not_found", message=exc.message),
+                        )
+                    except (ProviderConnectionError, ServerError, RateLimited, ProviderResponseError) as exc:
+                        # The transport already retried; the job itself is fine. Keep waiting, and
+                        # never faster than the provider asked.
+                        last_problem = exc.message
+                        if exc.retry_after_s:
+                            interval = max(interval, exc.retry_after_s)
+                        await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
+                        continue
+                    last_problem = None
+                    record = await self._apply(record, outcome)
                 await report.step(self._progress_line(driver, record, start))
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mediamux.jobs.models import ACTIVE_STATUSES, JobError, JobRecord
+from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
 from mediamux.providers.cost import Cost
 
 SCHEMA = """
@@ -119,7 +119,12 @@ class Journal:
         return record, True
 
     def save(self, record: JobRecord) -> None:
+        """Write a job's state; a finished job is never overwritten by an older, unfinished copy
+        (another process, or a waiter that read the row before it finished)."""
         with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+            if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
+                return
             db.execute(
                 f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                 _values(record),

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
 from mediamux.providers.cost import Cost
@@ -49,11 +49,32 @@ class Submission(_Tolerant):
     outputs: list[Any] = Field(default_factory=list)
     cost: Cost = Field(default_factory=Cost)
 
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_text(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
 
 class Prediction(_Tolerant):
     id: str | None = None
     status: str = "unknown"
     outputs: list[Any] = Field(default_factory=list)
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @field_validator("status", "id", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
     error: Any = None
     has_nsfw_contents: list[bool] | None = None
     created_at: str | None = None
@@ -183,14 +204,14 @@ class MuapiClient:
         self.t = transport
 
     @staticmethod
-    def check_endpoint(endpoint: str) -> str:
+    def check_endpoint(endpoint: str, operation: str = "generate") -> str:
         endpoint = endpoint.strip().strip("/")
         if not ENDPOINT_RE.fullmatch(endpoint) or ".." in endpoint:
             raise InvalidRequest(
-                f"MuAPI generate: {endpoint!r} is not a model endpoint slug (letters, digits, '.', '_', '-', "
+                f"MuAPI {operation}: {endpoint!r} is not a model endpoint slug (letters, digits, '.', '_', '-', "
                 "'/' between parts, e.g. 'flux-dev-image'); use muapi_list_models to find one",
                 provider="muapi",
-                operation="generate",
+                operation=operation,
             )
         return endpoint
 
@@ -199,8 +220,6 @@ class MuapiClient:
     ) -> Submission:
         endpoint = self.check_endpoint(endpoint)
         body = dict(params)
-        if webhook_url:
-            body["webhook_url"] = webhook_url
         response = await self.t.request(
             "POST",
             endpoint,
@@ -233,7 +252,7 @@ class MuapiClient:
         data = self.t.parse_json(response, "get_result") if response.status != 400 else response.json()
         if response.status == 400:
             status = normalize_status(data.get("status")) if isinstance(data, dict) else ""
-            if status not in ("queued", "running"):
+            if status not in ("queued", "running", "completed", "failed", "cancelled"):
                 raise self.t.status_error(response, "get_result")
         if not isinstance(data, dict):
             raise self.t.malformed("get_result", "expected an object")
@@ -342,7 +361,9 @@ class MuapiClient:
         return models
 
     async def get_model(self, name: str) -> ModelInfo:
-        data = await self.t.get_json(f"models/{_seg(name)}", operation="get_model")
+        data = await self.t.get_json(
+            f"models/{self.check_endpoint(name, 'get_model')}", operation="get_model"
+        )
         try:
             return ModelInfo.model_validate(data)
         except ValidationError:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
 
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.mixpeek import MixpeekEmulator
@@ -31,9 +34,7 @@ class Sandbox:
     ) -> None:
         self.muapi = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEYS["muapi"])
         self.museai = MuseaiEmulator(
-            now=now,
-            master_key=SANDBOX_KEYS["museai"],
-            **({"job_seconds": job_seconds} if job_seconds else {}),
+            now=now, master_key=SANDBOX_KEYS["museai"], job_seconds=job_seconds or 3.0
         )
         self.muzaic = MuzaicEmulator(now=now, master_key=SANDBOX_KEYS["muzaic"])
         self.mixpeek = MixpeekEmulator(now=now, master_key=SANDBOX_KEYS["mixpeek"])
@@ -50,23 +51,39 @@ class Sandbox:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[dict[str, str]]:
         """Serve every emulator on loopback; yields service → origin URL."""
-        async with AsyncExitStack() as stack:
-            apps = {
-                "muapi": self.muapi.app,
-                "museai": self.museai.app,
-                "museai_jobs": self.museai.jobs_app,
-                "muzaic": self.muzaic.app,
-                "mixpeek": self.mixpeek.app,
-            }
-            urls = {
-                name: await stack.enter_async_context(serve_on_loopback(app)) for name, app in apps.items()
-            }
+        apps = {
+            "muapi": self.muapi.app,
+            "museai": self.museai.app,
+            "museai_jobs": self.museai.jobs_app,
+            "muzaic": self.muzaic.app,
+            "mixpeek": self.mixpeek.app,
+        }
+        urls: dict[str, str] = {}
+        stop = anyio.Event()
+
+        async def serve(name: str, app: Any, ready: anyio.Event) -> None:
+            async with serve_on_loopback(app) as url:
+                urls[name] = url
+                ready.set()
+                await stop.wait()
+
+        # Started and stopped together: each server needs a moment to wind down, and five of them
+        # in sequence would make every test and every demo start noticeably slower to exit.
+        async with anyio.create_task_group() as tg:
+            started = {name: anyio.Event() for name in apps}
+            for name, app in apps.items():
+                tg.start_soon(serve, name, app, started[name])
+            for event in started.values():
+                await event.wait()
             self.muapi.base_url = urls["muapi"]
             self.museai.base_url, self.museai.jobs_base_url = urls["museai"], urls["museai_jobs"]
             self.muzaic.base_url = urls["muzaic"]
             self.mixpeek.base_url = urls["mixpeek"]
-            self.urls = urls
-            yield dict(urls)
+            self.urls = dict(urls)
+            try:
+                yield dict(urls)
+            finally:
+                stop.set()
 
 
 __all__ = [

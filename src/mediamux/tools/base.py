@@ -113,7 +113,12 @@ def guarded(fn: F) -> F:
         except InputError as exc:
             return error_result("invalid_input", str(exc))
         except ValidationError as exc:
-            return error_result("invalid_input", _validation_message(exc))
+            # Arguments are validated by the SDK before the tool runs; a ValidationError in the
+            # body means an answer we could not read, not the caller's mistake.
+            logger.warning("unreadable data in %s: %s", fn.__name__, _validation_message(exc))
+            return error_result(
+                "provider_error", f"the provider's answer could not be read ({_validation_message(exc)})"
+            )
 
     # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
