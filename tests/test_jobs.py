@@ -302,3 +302,53 @@ async def test_the_server_keeps_answering_ping_and_other_calls_while_a_job_is_po
                 tg.cancel_scope.cancel()
 
     assert not balance.is_error
+
+
+async def test_an_identical_retry_after_the_budget_is_reached_still_returns_the_paid_job(
+    make_server: Callable[..., MediamuxServer], sandbox: Sandbox
+) -> None:
+    async with Client(make_server(MEDIAMUX_BUDGET_USD="0.003")) as client:
+        first = await call(client, "muapi_generate", IMAGE)
+        retry = await call(client, "muapi_generate", IMAGE)
+        other = await call(client, "muapi_generate", {**IMAGE, "params": {"prompt": "a crane"}})
+
+    assert not retry.is_error, text(retry)
+    assert retry.structured_content["job_id"] == first.structured_content["job_id"]
+    assert other.is_error and other.meta["mediamux/error"]["class"] == "budget"
+    assert sandbox.muapi.submissions == 1
+
+
+async def test_a_duplicate_that_asks_to_save_outputs_gets_them_saved(
+    client: Client, sandbox: Sandbox
+) -> None:
+    unsaved = (await call(client, "muapi_generate", {**IMAGE, "save_outputs": False})).structured_content
+    saved = (await call(client, "muapi_generate", {**IMAGE, "save_outputs": True})).structured_content
+
+    assert unsaved["result"]["saved"] == []
+    assert saved["job_id"] == unsaved["job_id"] and saved["deduplicated"] is True
+    assert len(saved["result"]["saved"]) == 1
+    assert sandbox.muapi.submissions == 1
+
+
+class BrokenAnswerDriver(StallingDriver):
+    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: Any) -> Outcome:
+        raise RuntimeError("could not parse")  # the provider answered; we failed to read it
+
+
+async def test_an_unreadable_submission_answer_is_recorded_as_possibly_charged(tmp_path: Path) -> None:
+    from mediamux.providers.errors import ProviderResponseError
+
+    journal = Journal(tmp_path / "j.sqlite3")
+    engine = JobEngine(journal, clock=FakeClock())
+    engine.register(BrokenAnswerDriver())
+
+    with anyio.fail_after(10), pytest.raises(ProviderResponseError, match="could not be read"):
+        await engine.run("muapi", "generate", {"x": 1})
+    with anyio.fail_after(10):
+        retry = await engine.run("muapi", "generate", {"x": 1})
+
+    assert retry.deduplicated and retry.status == "failed"
+    assert retry.error is not None and "may have reached" in retry.error.message
+    [record] = journal.list()
+    assert record.submit_state == "uncertain"
+    journal.close()

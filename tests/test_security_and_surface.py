@@ -246,3 +246,39 @@ def test_keys_are_secret_in_settings(make_settings: Callable[..., Settings]) -> 
 
     assert CANARY not in repr(settings) and CANARY not in settings.model_dump_json()
     assert settings.secrets() == [CANARY]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".env", ".git/config", "notes.txt", "id_rsa", "secrets/.hidden.png"],
+)
+async def test_uploads_refuse_hidden_and_non_media_files_inside_allowed_folders(
+    client: Client, sandbox: Any, files_dir: Path, name: str
+) -> None:
+    target = files_dir / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("AWS_SECRET_ACCESS_KEY=canary")
+
+    upload = await call(client, "muapi_upload_file", {"path": name})
+    generate = await call(
+        client, "muapi_generate", {"endpoint": "ai-image-upscale", "params": {"image_url": name}}
+    )
+
+    assert upload.is_error and generate.is_error
+    assert sandbox.muapi.requests == []
+
+
+async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
+    make_server: Callable[..., MediamuxServer], sandbox: Any, home: Path
+) -> None:
+    (home / "keys").mkdir(parents=True)
+    (home / "keys" / "leak.png").write_bytes(b"\x89PNG\r\n\x1a\nkey")
+    (home / "outputs").mkdir(parents=True)
+    (home / "outputs" / "ok.png").write_bytes(b"\x89PNG\r\n\x1a\nfine")
+    async with Client(make_server(MEDIAMUX_ALLOWED_DIRS=str(home))) as client:
+        refused = await call(client, "muapi_upload_file", {"path": str(home / "keys" / "leak.png")})
+        allowed = await call(client, "muapi_upload_file", {"path": str(home / "outputs" / "ok.png")})
+
+    assert refused.is_error and "state folder" in text(refused)
+    assert not allowed.is_error, text(allowed)
+    assert [p for _, p in sandbox.muapi.requests] == ["/api/v1/upload_file"]

@@ -261,6 +261,50 @@ def _fd_path(fd: int) -> str | None:
     return None
 
 
+MEDIA_KINDS: tuple[str, ...] = ("image", "video", "audio")
+
+
+def check_uploadable(
+    path: Path,
+    *,
+    roots: Sequence[Path],
+    kinds: Sequence[str] = MEDIA_KINDS,
+    extensions: Sequence[str] = (),
+    protected: Sequence[Path] = (),
+    exempt: Sequence[Path] = (),
+) -> Path:
+    """Refuse to send a confined path to a third party unless it is plainly media.
+
+    Uploads leave the machine and usually become public URLs, so a prompt-injected request for
+    ``.env``, ``.git/config`` or a key file must fail even inside the allowed folders: hidden files
+    and folders below the folder the user allowed (``roots``) never go, the state folder never goes
+    (except ``exempt`` ones, the outputs), and the file's type must be one of ``kinds`` (by its
+    name) or have one of ``extensions``.
+    """
+    real = Path(os.path.realpath(path))
+    containing = [
+        Path(os.path.realpath(r)) for r in (*exempt, *roots) if _within(str(real), os.path.realpath(r))
+    ]
+    below = (
+        real.relative_to(max(containing, key=lambda r: len(r.parts))).parts if containing else real.parts[1:]
+    )
+    if any(part.startswith(".") for part in below):
+        raise PathNotAllowed(f"{path} is a hidden file or inside a hidden folder; those are never uploaded")
+    in_exempt = any(_within(str(real), os.path.realpath(e)) for e in exempt)
+    if not in_exempt and any(_within(str(real), os.path.realpath(p)) for p in protected):
+        raise PathNotAllowed(
+            f"{path} is inside mediamux's state folder; only files in its outputs can be uploaded"
+        )
+    guessed = mimetypes.guess_type(real.name)[0] or ""
+    if guessed.split("/")[0] in kinds or real.suffix.lower() in extensions:
+        return real
+    allowed = "/".join(kinds) + (f" or {', '.join(extensions)}" if extensions else "")
+    raise PathNotAllowed(
+        f"{real.name} does not look like {allowed or 'an accepted type'} (by its name); only media files are "
+        "uploaded to providers"
+    )
+
+
 def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
     """Open for reading, defeating TOCTOU swaps: open with O_NOFOLLOW (and O_NONBLOCK off), then check the
     opened fd (os.fstat + re-resolving /proc/self/fd/N or comparing st_dev/st_ino with a fresh os.stat of the

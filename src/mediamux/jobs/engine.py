@@ -211,13 +211,20 @@ class JobEngine:
         """
         driver = self._drivers[(provider, operation)]
         report = _Reporter(progress or _no_progress)
-        self._check_budget(driver, args)
         now = self._wall()
+        key = dedup_key(provider, operation, args)
+        window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
+        # An identical recent job is returned before the budget is consulted: returning it costs
+        # nothing, and a client re-sending a request whose stream broke must not be refused.
+        existing = self.journal.find_duplicate(key, window) if window is not None else None
+        if existing is not None:
+            return await self._reuse(existing, driver, options or {}, wait_s, report)
+        self._check_budget(driver, args)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
             operation=operation,
-            dedup_key=dedup_key(provider, operation, args),
+            dedup_key=key,
             args=args,
             options=options or {},
             status="queued",
@@ -225,13 +232,9 @@ class JobEngine:
             submitted_ts=now,
             updated_ts=now,
         )
-        window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
         record, created = self.journal.claim(record, window_start_ts=window)
         if not created:
-            await report.step(f"{driver.title}: an identical job {record.job_id} is already {record.status}")
-            if record.submit_state == "uncertain":
-                return self._view(record, deduplicated=True)
-            return await self._wait(record, driver, wait_s, report, deduplicated=True)
+            return await self._reuse(record, driver, options or {}, wait_s, report)
 
         self._submitting[record.job_id] = anyio.Event()
         if getattr(driver, "background", False) and self.task_group is not None:
@@ -283,6 +286,20 @@ class JobEngine:
             + f", {record.status}"
         )
         return await self._wait(record, driver, wait_s, report, deduplicated=False)
+
+    async def _reuse(
+        self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: _Reporter
+    ) -> JobResult[Any]:
+        await report.step(f"{driver.title}: an identical job {record.job_id} is already {record.status}")
+        # The caller may want more done with the same paid result (save_outputs, say): finish
+        # the job again with those options rather than hand back less than was asked for.
+        wanted = {k: v for k, v in options.items() if v and not record.options.get(k)}
+        if wanted:
+            record.options = {k: v for k, v in {**record.options, **wanted}.items() if k != "_finalized"}
+            self.journal.save(record)
+        if record.submit_state == "uncertain":
+            return self._view(record, deduplicated=True)
+        return await self._wait(record, driver, wait_s, report, deduplicated=True)
 
     async def wait(
         self, job_id: str, *, wait_s: float = 45.0, progress: ProgressFn | None = None

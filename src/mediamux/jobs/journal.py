@@ -104,19 +104,30 @@ class Journal:
         """
         with self._write() as db:
             if window_start_ts is not None:
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE dedup_key = ? AND submitted_ts >= ? "
-                    "AND (status IN ('queued', 'running', 'completed') OR submit_state = 'uncertain') "
-                    "ORDER BY submitted_ts DESC LIMIT 1",
-                    (record.dedup_key, window_start_ts),
-                ).fetchone()
-                if row is not None:
-                    return _record(row), False
+                existing = self._duplicate(db, record.dedup_key, window_start_ts)
+                if existing is not None:
+                    return existing, False
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                 _values(record),
             )
         return record, True
+
+    def find_duplicate(self, dedup_key: str, window_start_ts: float) -> JobRecord | None:
+        with self._lock:
+            return self._duplicate(self._db, dedup_key, window_start_ts)
+
+    @staticmethod
+    def _duplicate(db: sqlite3.Connection, dedup_key: str, window_start_ts: float) -> JobRecord | None:
+        """The job an identical request inside the window should return: one that is running,
+        finished well, or whose outcome is unknown (it may have been paid for)."""
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE dedup_key = ? AND submitted_ts >= ? "
+            "AND (status IN ('queued', 'running', 'completed') OR submit_state = 'uncertain') "
+            "ORDER BY submitted_ts DESC LIMIT 1",
+            (dedup_key, window_start_ts),
+        ).fetchone()
+        return _record(row) if row is not None else None
 
     def save(self, record: JobRecord) -> None:
         """Write a job's state; a finished job is never overwritten by an older, unfinished copy

@@ -14,13 +14,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from mediamux.files import FileAccessError
+from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
 from mediamux.jobs.engine import JobsError, ProgressFn
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
@@ -151,6 +152,22 @@ def error_result(error_class: str, message: str, retry_after_s: float | None = N
 def services(ctx: Context) -> Services:
     svc: Services = ctx.request_context.lifespan_context  # type: ignore[assignment]
     return svc
+
+
+def upload_path(
+    ctx: Context, raw: str, *, kinds: tuple[str, ...] = MEDIA_KINDS, extensions: tuple[str, ...] = ()
+) -> Path:
+    """A local file a tool may send to a provider: confined to the allowed folders, and media."""
+    svc = services(ctx)
+    path = resolve_allowed_path(raw, svc.allowed_dirs)
+    return check_uploadable(
+        path,
+        roots=svc.allowed_dirs,
+        kinds=kinds,
+        extensions=extensions,
+        protected=[svc.settings.home],
+        exempt=[svc.output_dir],
+    )
 
 
 def progress_of(ctx: Context) -> ProgressFn:

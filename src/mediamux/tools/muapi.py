@@ -11,7 +11,6 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mediamux.files import resolve_allowed_path
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
@@ -26,6 +25,7 @@ from mediamux.tools.base import (
     model_result,
     progress_of,
     services,
+    upload_path,
 )
 
 toolset = Toolset(
@@ -99,7 +99,7 @@ async def muapi_generate(
     params = dict(params)
     fingerprints: dict[str, str] = {}
     for key, index, raw in local_inputs(params):
-        path = resolve_allowed_path(raw, svc.allowed_dirs)
+        path = upload_path(ctx, raw)
         stat = path.stat()
         fingerprints[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
         if index is None:
@@ -176,7 +176,7 @@ async def muapi_upload_file(
     time grows with file size. muapi_generate also accepts local paths directly."""
     svc = services(ctx)
     client = client_of(ctx)
-    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    resolved = upload_path(ctx, path)
     report = progress_of(ctx)
 
     async def on_bytes(sent: int, total: int) -> None:

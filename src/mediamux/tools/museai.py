@@ -11,7 +11,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, Field
 
-from mediamux.files import SavedOutput, download_output, resolve_allowed_path
+from mediamux.files import SavedOutput, download_output
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS
 from mediamux.providers.errors import MissingCredentials
@@ -39,6 +39,7 @@ from mediamux.tools.base import (
     model_result,
     progress_of,
     services,
+    upload_path,
 )
 
 toolset = Toolset(
@@ -137,7 +138,7 @@ async def museai_upload_video(
     storage plan. Time grows with file size. Unset visibility keeps muse.ai's default."""
     svc = services(ctx)
     client = client_of(ctx)
-    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    resolved = upload_path(ctx, path)
     report = progress_of(ctx)
 
     async def on_bytes(sent: int, total: int) -> None:
@@ -251,7 +252,9 @@ async def museai_cut_clip(
     clip = await client.cut(svid, start, end)
     await _changed(ctx, listing=True)
     if clip.ingesting and wait_ready:
-        clip = await _wait_ready(ctx, clip.svid, wait_s)
+        ready = await _wait_ready(ctx, clip.svid, wait_s)
+        # A re-read video no longer says what it was cut from; keep that from the cut's answer.
+        clip = ready.model_copy(update={k: getattr(clip, k) for k in ("cut_svid", "cut_start", "cut_end")})
     elif clip.ingesting:
         services(ctx).watch_ingest(clip.svid)
     state = "ingesting" if clip.ingesting else "ready"
@@ -283,7 +286,7 @@ async def museai_set_cover(
         source = f"frame at {time:g} s"
     else:
         svc = services(ctx)
-        resolved = resolve_allowed_path(image_path or "", svc.allowed_dirs)
+        resolved = upload_path(ctx, image_path or "", kinds=("image",))
         await client.set_cover_image(fid, resolved, svc.allowed_dirs)
         source = resolved.name
     return model_result(CoverSet(fid=fid, source=source), f"muse.ai: cover set from {source}")
@@ -318,7 +321,7 @@ async def museai_upload_subtitles(
 ) -> Annotated[CallToolResult, SubtitleRef]:
     """Adds a WebVTT subtitle track from a local .vtt file to a muse.ai video. Free."""
     svc = services(ctx)
-    resolved = resolve_allowed_path(path, svc.allowed_dirs)
+    resolved = upload_path(ctx, path, kinds=(), extensions=(".vtt",))
     ref = await client_of(ctx).upload_subtitles(svid, resolved, svc.allowed_dirs, name=name or resolved.stem)
     view = SubtitleRef(svid=svid, subtitle_id=ref["id"], name=ref["name"])
     await _changed(ctx, uris=(f"museai://videos/{svid}",))
@@ -518,7 +521,7 @@ async def museai_search(
 
 
 def _file_args(ctx: Context, path: str) -> dict[str, Any]:
-    resolved = resolve_allowed_path(path, services(ctx).allowed_dirs)
+    resolved = upload_path(ctx, path)
     stat = resolved.stat()
     return {"path": str(resolved), "file": f"{stat.st_size}:{stat.st_mtime_ns}"}
 
