@@ -74,6 +74,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "MEDIAMUX_HTTP_ALLOWED_HOSTS lists the names clients use (e.g. myhost:8765)",
             file=sys.stderr,
         )
+    if not token:
+        print(
+            "mediamux: no MEDIAMUX_HTTP_TOKEN: any program on this machine can call the server and spend "
+            "provider credits. Set a token for anything but a quick local trial.",
+            file=sys.stderr,
+        )
     app = build_http_app(server, settings, host=args.host, port=args.port)
     print(
         f"mediamux {__version__}: Streamable HTTP on http://{args.host}:{args.port}/mcp "
@@ -320,7 +326,7 @@ async def _login_museai(settings: Any, email: str, password: str) -> Path:
     from mediamux.clock import SystemClock
     from mediamux.providers.museai import MuseaiClient
     from mediamux.server.services import provider_transport
-    from mediamux.tools.museai import write_key_file
+    from mediamux.tools.base import write_key_file
 
     clock = SystemClock()
     files = provider_transport(settings, "museai", clock=clock)

@@ -36,13 +36,6 @@ class Cost(BaseModel):
             )
         )
 
-    @property
-    def charged_usd(self) -> float | None:
-        """What the ledger counts: nothing once refunded."""
-        if self.usd is None:
-            return None
-        return 0.0 if self.refunded else self.usd
-
     def merged_with(self, newer: Cost) -> Cost:
         """A later report about the same job: newer figures win, older ones fill the gaps."""
         data = self.model_dump()

@@ -12,6 +12,8 @@ import functools
 import inspect
 import json
 import logging
+import os
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +170,17 @@ def upload_path(
         protected=[svc.settings.home],
         exempt=[svc.output_dir],
     )
+
+
+def write_key_file(home: Path, provider: str, key: str) -> Path:
+    """A newly created provider key goes to a file only its owner can read, never into a result."""
+    folder = home.expanduser() / "keys"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{provider}-key-{secrets.token_hex(4)}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return path
 
 
 def progress_of(ctx: Context) -> ProgressFn:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
@@ -26,6 +24,7 @@ from mediamux.tools.base import (
     progress_of,
     services,
     upload_path,
+    write_key_file,
 )
 
 toolset = Toolset(
@@ -259,12 +258,7 @@ async def muapi_create_key(
     folder, never into the conversation; the result gives the file path. Free."""
     svc = services(ctx)
     created = await client_of(ctx).create_key(name, is_test)
-    folder = svc.settings.home.expanduser() / "keys"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"muapi-key-{created.id}-{secrets.token_hex(3)}.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(created.api_key + "\n")
+    path = write_key_file(svc.settings.home, "muapi", created.api_key)
     view = CreatedKeyView(
         id=created.id,
         name=created.name,

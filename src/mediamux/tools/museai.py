@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -40,6 +37,7 @@ from mediamux.tools.base import (
     progress_of,
     services,
     upload_path,
+    write_key_file,
 )
 
 toolset = Toolset(
@@ -662,16 +660,6 @@ async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFi
     return model_result(
         KeyFile(key_file=str(path), key_hint="…" + key[-4:]), f"muse.ai: new key saved to {path}"
     )
-
-
-def write_key_file(home: Path, provider: str, key: str) -> Path:
-    folder = home.expanduser() / "keys"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"{provider}-key-{secrets.token_hex(4)}.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return path
 
 
 # -- beyond the API: subtitles from speech ------------------------------------------------------
