@@ -1,4 +1,4 @@
-# Shared by scripts/demo.sh and scripts/test.sh: a project virtualenv with mediamux installed.
+# Shared by scripts/run.sh and scripts/test.sh: a project virtualenv with mediamux installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
