@@ -352,3 +352,19 @@ async def test_an_unreadable_submission_answer_is_recorded_as_possibly_charged(t
     [record] = journal.list()
     assert record.submit_state == "uncertain"
     journal.close()
+
+
+async def test_a_slow_output_download_does_not_hold_the_call_past_its_budget(
+    client: Client, sandbox: Sandbox
+) -> None:
+    sandbox.muapi.faults.add(method="GET", path=r"^/cdn/outputs/", kind="hang")
+
+    first = await call(client, "muapi_generate", {**IMAGE, "wait_s": 5})
+
+    data = first.structured_content
+    assert data["status"] == "completed" and data["result"]["saved"] == []
+    assert "still being saved" in data["note"]
+    sandbox.muapi.faults.release.set()
+    done = await call(client, "jobs_wait", {"job_id": data["job_id"], "wait_s": 30})
+    assert len(done.structured_content["result"]["saved"]) == 1
+    assert done.structured_content["note"] is None

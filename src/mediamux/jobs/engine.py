@@ -165,6 +165,7 @@ class JobEngine:
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._submitting: dict[str, anyio.Event] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._finalizing: dict[str, anyio.Event] = {}
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
         self.on_change: Callable[[JobRecord], Awaitable[None]] | None = None
@@ -306,7 +307,8 @@ class JobEngine:
     ) -> JobResult[Any]:
         record = self.get_record(job_id)
         report = _Reporter(progress or _no_progress)
-        if record.terminal or record.submit_state in ("rejected", "uncertain"):
+        unfinished = record.status == "completed" and not record.options.get("_finalized")
+        if (record.terminal and not unfinished) or record.submit_state in ("rejected", "uncertain"):
             return self._view(record)
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
@@ -460,10 +462,10 @@ class JobEngine:
                 # none overwrites another's progress or saves the outputs twice.
                 async with self._job_lock(record.job_id):
                     record = self.journal.get(record.job_id) or record
-                    if record.terminal:
-                        if record.status == "completed" and not record.options.get("_finalized"):
-                            record = await self._finalize(record, driver, report)
-                        break
+                if record.terminal:
+                    if record.status == "completed" and not record.options.get("_finalized"):
+                        record = await self._finalize_within(record, driver, deadline)
+                    break
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     break
@@ -529,6 +531,32 @@ class JobEngine:
             self.journal.save(fresh)
         return fresh
 
+    async def _finalize_within(self, record: JobRecord, driver: JobDriver, deadline: float) -> JobRecord:
+        """Finish a completed job (save its outputs) in the server's task group, waiting for it only
+        within the caller's budget: a large download must neither break the wait budget nor be
+        restarted by every later jobs_wait."""
+        job_id = record.job_id
+        event = self._finalizing.get(job_id)
+        if event is None:
+            event = self._finalizing[job_id] = anyio.Event()
+
+            async def work() -> None:
+                try:
+                    async with self._job_lock(job_id):
+                        fresh = self.journal.get(job_id) or record
+                        if not fresh.options.get("_finalized"):
+                            await self._finalize(fresh, driver, _Reporter(_no_progress))
+                finally:
+                    self._finalizing.pop(job_id).set()
+
+            if self.task_group is None:
+                await work()
+            else:
+                self.task_group.start_soon(work)
+        with anyio.move_on_after(max(0.0, deadline - self.clock.monotonic())):
+            await event.wait()
+        return self.journal.get(job_id) or record
+
     async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
         outcome = Outcome(status="completed", result=record.result, cost=Cost())
         try:
@@ -579,6 +607,11 @@ class JobEngine:
     ) -> JobResult[Any]:
         end = record.completed_ts if record.completed_ts is not None else self._wall()
         note = None
+        if record.status == "completed" and not record.options.get("_finalized"):
+            note = (
+                f"finished; its outputs are still being saved. Call jobs_wait with job_id {record.job_id} "
+                "for the saved files (nothing is charged again)"
+            )
         if not record.terminal:
             note = (
                 f"still {record.status}; call jobs_wait with job_id {record.job_id} to keep waiting "
