@@ -97,7 +97,11 @@ async def _demo(home: Path) -> None:
     from mcp import Client, StdioServerParameters
 
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.update({"MEDIAMUX_HOME": str(home), "MEDIAMUX_ALLOWED_DIRS": str(home)})
+    # Media the tour uploads lives beside the state folder, not in it: files in the state
+    # folder (journal, keys) are never sent to a provider.
+    media = home / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    env.update({"MEDIAMUX_HOME": str(home / "state"), "MEDIAMUX_ALLOWED_DIRS": str(media)})
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "mediamux", "serve", "--sandbox"], env=env
     )
@@ -108,8 +112,12 @@ async def _demo(home: Path) -> None:
     async def progress(progress: float, total: float | None, message: str | None) -> None:
         say(f"    … {message}")
 
+    from mediamux.sandbox.media import wav_sequence_bytes
+
+    clip = media / "moon-speech.wav"
+    clip.write_bytes(wav_sequence_bytes([(1.0, 440.0), (0.4, None), (1.2, 250.0), (0.4, None), (1.0, 330.0)]))
     say(f"mediamux {__version__} demo — every provider is a built-in emulator: no keys, no charges.")
-    say(f"State folder: {home}\n")
+    say(f"State folder: {home / 'state'}\n")
     with anyio.fail_after(180):
         async with Client(params) as client:
             tools = (await client.list_tools()).tools
@@ -163,10 +171,54 @@ async def _demo(home: Path) -> None:
             )
             say(f"   {_first_line(result)}")
 
+            names = {t.name for t in tools}
+            if "museai_upload_video" in names:
+                say("8. muse.ai: uploading a short clip, then searching inside it by what is said:")
+                result = await client.call_tool(
+                    "museai_upload_video",
+                    {"path": str(clip), "title": "Moon speech", "visibility": "public"},
+                    progress_callback=progress,
+                )
+                svid = (result.structured_content or {}).get("svid", "")
+                await client.call_tool(
+                    "museai_update_video",
+                    {
+                        "fid": (result.structured_content or {}).get("fid", ""),
+                        "description": "transcript: we choose to go to the moon in this decade",
+                    },
+                )
+                result = await client.call_tool("museai_search", {"query": "s:moon"})
+                say(f"   {_first_line(result)}: {json.dumps((result.structured_content or {}).get('hits'))}")
+                result = await client.call_tool(
+                    "museai_auto_subtitles", {"svid": svid}, progress_callback=progress
+                )
+                vtt = (result.structured_content or {}).get("vtt") or ""
+                say(f"   {_first_line(result)}; first cue: {' / '.join(vtt.splitlines()[3:5])}")
+            if "muzaic_generate_music" in names:
+                say("9. Muzaic: 12 seconds of dreamy ambient music for it (tags 5 and 10, intensity rising):")
+                result = await client.call_tool(
+                    "muzaic_generate_music",
+                    {"duration": 12, "tags": [5, 10], "intensity": [[0, 2], [100, 7]]},
+                    progress_callback=progress,
+                )
+                say(f"   {_first_line(result)}")
+            if "mixpeek_index_url" in names:
+                say("10. Mixpeek: indexing a video URL into a collection, then a semantic search:")
+                result = await client.call_tool(
+                    "mixpeek_index_url",
+                    {"url": "https://media.example.com/demo/aussie_agility.mp4", "collection_id": "demo"},
+                    progress_callback=progress,
+                )
+                say(f"   {_first_line(result)}")
+                result = await client.call_tool(
+                    "mixpeek_search", {"query": "dog jumping over a bar", "collection_ids": ["demo"]}
+                )
+                say(f"   {_first_line(result)}")
+
             costs = await client.read_resource("mediamux://costs")
             text = getattr(costs.contents[0], "text", "{}")
             session = json.loads(text).get("session", {})
-            say(f"8. mediamux://costs — this session spent ${session.get('usd', 0):.4f} (sandbox money).")
+            say(f"11. mediamux://costs — this session spent ${session.get('usd', 0):.4f} (sandbox money).")
     say("\nNext: add the server to your host (README), or run `mediamux serve --sandbox` and connect to it.")
 
 

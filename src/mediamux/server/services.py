@@ -154,6 +154,7 @@ async def open_services(
             allowed_dirs=allowed,
             output_dir=output_dir,
             downloads=downloads,
+            notifier=notifier,
         )
         enabled = settings.enabled_toolsets()
         if "muapi" in enabled or settings.api_key("muapi") is not None:

@@ -95,6 +95,15 @@ async def _changed(ctx: Context, *, uris: tuple[str, ...] = (), listing: bool = 
         await notifier.resources_changed()
 
 
+async def _changed_fid(ctx: Context, fid: str) -> None:
+    """A change made by fid: subscribers know the video by svid, so look it up (one free read)."""
+    notifier = services(ctx).notifier
+    if notifier is None:
+        return
+    svids = [v.svid for v in await client_of(ctx).list_videos() if v.fid == fid]
+    await _changed(ctx, uris=tuple(f"museai://videos/{svid}" for svid in svids), listing=True)
+
+
 async def _wait_ready(ctx: Context, svid: str, wait_s: float) -> Video:
     """Poll the video until muse.ai stops ingesting it, or the wait budget runs out."""
     svc = services(ctx)
@@ -212,7 +221,7 @@ async def museai_update_video(
     if not changes:
         raise InputError("nothing to change: give at least one of title, description, visibility, domains")
     await client_of(ctx).update_video(fid, changes)
-    await _changed(ctx, listing=True)
+    await _changed_fid(ctx, fid)
     return model_result(
         Updated(fid=fid, changed=changes), f"muse.ai: updated {fid[:12]}… ({', '.join(changes)})"
     )
@@ -287,6 +296,7 @@ async def museai_set_cover(
         resolved = upload_path(ctx, image_path or "", kinds=("image",))
         await client.set_cover_image(fid, resolved, svc.allowed_dirs)
         source = resolved.name
+    await _changed_fid(ctx, fid)
     return model_result(CoverSet(fid=fid, source=source), f"muse.ai: cover set from {source}")
 
 
