@@ -16,14 +16,15 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mediamux.files import FileAccessError, output_path
 from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import NotFound, ProviderError
+from mediamux.resources.mixpeek import register_mixpeek_resources
 
 if TYPE_CHECKING:
     from mediamux.providers.museai import MuseaiClient
     from mediamux.server.app import MediamuxServer
     from mediamux.server.services import Services
 
-# Hosts accept results of about 1 MiB; base64 adds a third. Bigger outputs are read from disk by path.
-MAX_INLINE_OUTPUT_BYTES = 8 * 1024 * 1024
+# Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path.
+MAX_INLINE_OUTPUT_BYTES = 768 * 1024
 OUTPUTS_PREFIX = "mediamux://outputs/"
 
 
@@ -103,6 +104,9 @@ def register_resources(server: MediamuxServer, toolsets: list[str]) -> None:
     if "museai" in toolsets:
         register_museai_resources(server, svc)
 
+    if "mixpeek" in toolsets:
+        register_mixpeek_resources(server, svc)
+
     if "muapi" in toolsets:
 
         @server.resource(
@@ -124,8 +128,10 @@ def register_resources(server: MediamuxServer, toolsets: list[str]) -> None:
                 raise ResourceError(exc.message) from None
             data = p.model_dump(
                 mode="json",
-                include={"id", "status", "outputs", "error", "has_nsfw_contents", "created_at", "cost"},
+                include={"id", "status", "outputs", "has_nsfw_contents", "created_at", "cost"},
             )
+            # Provider text is relayed scrubbed, as the tools do.
+            data["error"] = s.muapi.t.scrub(p.error_message) if p.error_message else None
             return _dump(data)
 
 
