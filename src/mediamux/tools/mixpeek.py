@@ -171,7 +171,7 @@ async def mixpeek_index_url(
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
     """Indexes a video or image URL with Mixpeek (segments with transcript, description, on-screen text,
-    embeddings) and waits for the task: returns the asset id and a summary of its features. Uses the
+    embeddings) and waits for the task: returns the asset id and a summary of its features. Paid from the
     Mixpeek plan's credits; Mixpeek reports no per-request charge, so cost stays empty. Takes about as
     long as the video; past wait_s it returns a job_id for jobs_wait. An identical call within the
     duplicate window returns the earlier job."""
@@ -195,8 +195,8 @@ async def mixpeek_index_file(
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
     """Uploads a local video or image to Mixpeek (streamed, with byte progress) and indexes it like
-    mixpeek_index_url, returning the asset id and a summary of its features. Uses the Mixpeek plan's
-    credits; no per-request charge is reported. Upload time grows with file size (2 GB at most); past
+    mixpeek_index_url, returning the asset id and a summary of its features. Paid from the Mixpeek
+    plan's credits; no per-request charge is reported. Upload time grows with file size (2 GB at most); past
     wait_s it returns a job_id for jobs_wait."""
     svc = services(ctx)
     resolved = resolve_allowed_path(path, svc.allowed_dirs)
