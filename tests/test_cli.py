@@ -68,3 +68,32 @@ def test_a_configuration_error_names_the_variable(monkeypatch: pytest.MonkeyPatc
 
     with pytest.raises(SystemExit, match="MEDIAMUX_TOOLSETS"):
         main(["jobs"])
+
+
+async def test_login_museai_writes_a_new_key_to_a_private_file_and_never_prints_it(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    import anyio
+
+    from mediamux.sandbox import MuseaiEmulator, serve_on_loopback
+
+    emulator = MuseaiEmulator(login_email="me@example.com", login_password="correct horse")
+    async with serve_on_loopback(emulator.app) as url:
+        monkeypatch.setenv("MEDIAMUX_HOME", str(home))
+        monkeypatch.setenv("MUSEAI_BASE_URL", f"{url}/api")
+        monkeypatch.setattr("getpass.getpass", lambda prompt="": "correct horse")
+        code = await anyio.to_thread.run_sync(main, ["login", "museai", "--email", "me@example.com"])
+        monkeypatch.setattr("getpass.getpass", lambda prompt="": "wrong")
+        refused = await anyio.to_thread.run_sync(main, ["login", "museai", "--email", "me@example.com"])
+    emulator.close()
+
+    out = capsys.readouterr()
+    assert code == 0 and refused == 1
+    [key_file] = (home / "keys").iterdir()
+    key = key_file.read_text().strip()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key and key not in out.out and key not in out.err
+    assert "MUSEAI_API_KEY" in out.out
+    assert "correct horse" not in out.out + out.err
