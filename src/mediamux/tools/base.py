@@ -172,6 +172,12 @@ def upload_path(
     )
 
 
+def fingerprint(path: Path) -> str:
+    """Part of a job's duplicate key for a local input: an edited file is a new request."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def write_key_file(home: Path, provider: str, key: str) -> Path:
     """A newly created provider key goes to a file only its owner can read, never into a result."""
     folder = home.expanduser() / "keys"

@@ -9,7 +9,6 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, Field
 
-from mediamux.files import resolve_allowed_path
 from mediamux.jobs.mixpeek import IndexedAsset, IndexOperation
 from mediamux.jobs.models import JobResult
 from mediamux.providers.errors import MissingCredentials, ProviderError
@@ -34,10 +33,12 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
+    fingerprint,
     job_result,
     model_result,
     progress_of,
     services,
+    upload_path,
 )
 
 toolset = Toolset(
@@ -198,12 +199,10 @@ async def mixpeek_index_file(
     mixpeek_index_url, returning the asset id and a summary of its features. Paid from the Mixpeek
     plan's credits; no per-request charge is reported. Upload time grows with file size (2 GB at most); past
     wait_s it returns a job_id for jobs_wait."""
-    svc = services(ctx)
-    resolved = resolve_allowed_path(path, svc.allowed_dirs)
-    stat = resolved.stat()
+    resolved = upload_path(ctx, path, kinds=("video", "image"))
     args = {
         "path": str(resolved),
-        "file": f"{stat.st_size}:{stat.st_mtime_ns}",  # a changed file is a new request, not a duplicate
+        "file": fingerprint(resolved),
         **_index_args(collection_id, metadata, video_settings, image_settings, prevent_duplicate),
     }
     return await _run_index(ctx, "index_file", args, wait_s, new_job)

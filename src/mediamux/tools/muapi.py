@@ -19,6 +19,7 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
+    fingerprint,
     job_result,
     model_result,
     progress_of,
@@ -99,8 +100,7 @@ async def muapi_generate(
     fingerprints: dict[str, str] = {}
     for key, index, raw in local_inputs(params):
         path = upload_path(ctx, raw)
-        stat = path.stat()
-        fingerprints[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        fingerprints[str(path)] = fingerprint(path)
         if index is None:
             params[key] = str(path)
         else:

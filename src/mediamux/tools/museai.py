@@ -32,6 +32,7 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
+    fingerprint,
     job_result,
     model_result,
     progress_of,
@@ -530,8 +531,7 @@ async def museai_search(
 
 def _file_args(ctx: Context, path: str) -> dict[str, Any]:
     resolved = upload_path(ctx, path)
-    stat = resolved.stat()
-    return {"path": str(resolved), "file": f"{stat.st_size}:{stat.st_mtime_ns}"}
+    return {"path": str(resolved), "file": fingerprint(resolved)}
 
 
 async def _run_job(
