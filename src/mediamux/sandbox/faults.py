@@ -274,3 +274,27 @@ async def _drop(send: Send) -> None:
     )
     await send({"type": "http.response.body", "body": _DROP_PARTIAL_BODY, "more_body": True})
     raise DeliberateDrop()
+
+
+class RequestLog:
+    """Outermost middleware of every emulator: each request is logged, faulted ones too, so tests
+    can assert exactly what reached the "provider" (or that nothing did)."""
+
+    def __init__(
+        self,
+        app: Any,
+        log: list[tuple[str, str]],
+        prefix: str = "",
+        on_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.log = log
+        self.prefix = prefix
+        self.on_request = on_request
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.log.append((scope["method"], f"{self.prefix}{scope['path']}"))
+            if self.on_request is not None:
+                self.on_request()
+        await self.app(scope, receive, send)

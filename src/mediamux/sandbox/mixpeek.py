@@ -105,7 +105,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, Scope, Send
+from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, RequestLog, Scope, Send
 from mediamux.sandbox.media import seed_digest
 
 TaskStatus = Literal["INITIALIZING", "DOWNLOADING", "PROCESSING", "DONE", "FAILED"]
@@ -593,7 +593,7 @@ class MixpeekEmulator:
         return Starlette(
             routes=routes,
             middleware=[
-                Middleware(_RequestLog, emulator=self),
+                Middleware(RequestLog, log=self.requests),
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_BearerGate, emulator=self),
             ],
@@ -1261,19 +1261,6 @@ def _grouped_results(
 # ---------------------------------------------------------------------------------------------------------
 # Middleware
 # ---------------------------------------------------------------------------------------------------------
-
-
-class _RequestLog:
-    """Outermost: every request is logged, faulted ones too."""
-
-    def __init__(self, app: ASGIApp, emulator: MixpeekEmulator) -> None:
-        self.app = app
-        self.emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.emulator.requests.append((scope["method"], scope["path"]))
-        await self.app(scope, receive, send)
 
 
 class _BearerGate:

@@ -83,7 +83,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Message, Receive, Scope, Send
+from mediamux.sandbox.faults import (
+    ASGIApp,
+    FaultMiddleware,
+    FaultPlan,
+    Message,
+    Receive,
+    RequestLog,
+    Scope,
+    Send,
+)
 from mediamux.sandbox.media import EXTENSIONS, MediaKind, media_for
 
 logger = logging.getLogger(__name__)
@@ -828,7 +837,7 @@ class MuapiEmulator:
         return Starlette(
             routes=routes,
             middleware=[
-                Middleware(_RequestLog, emulator=self),
+                Middleware(RequestLog, log=self.requests, on_request=self._advance_all),
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_ApiGate, emulator=self),
             ],
@@ -1208,20 +1217,6 @@ class MuapiEmulator:
 # ---------------------------------------------------------------------------------------------------------
 # Middleware and small helpers
 # ---------------------------------------------------------------------------------------------------------
-
-
-class _RequestLog:
-    """Outermost: every request is logged (faulted ones too) and job states are brought up to `now()`."""
-
-    def __init__(self, app: ASGIApp, emulator: MuapiEmulator) -> None:
-        self.app = app
-        self.emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.emulator.requests.append((scope["method"], scope["path"]))
-            self.emulator._advance_all()
-        await self.app(scope, receive, send)
 
 
 class _ApiGate:

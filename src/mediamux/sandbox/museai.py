@@ -161,7 +161,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, Scope, Send
+from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, RequestLog, Scope, Send
 from mediamux.sandbox.media import (
     PNG_SIGNATURE,
     color_for,
@@ -642,7 +642,7 @@ class MuseaiEmulator:
         return Starlette(
             routes=routes,
             middleware=[
-                Middleware(_RequestLog, emulator=self, prefix=prefix),
+                Middleware(RequestLog, log=self.requests, prefix=prefix, on_request=self.advance),
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_KeyGate, emulator=self),
             ],
@@ -1467,21 +1467,6 @@ class MuseaiEmulator:
 # ---------------------------------------------------------------------------------------------------------
 # Middleware and helpers
 # ---------------------------------------------------------------------------------------------------------
-
-
-class _RequestLog:
-    """Outermost: every request is logged (faulted ones too) and state is brought up to ``now()``."""
-
-    def __init__(self, app: ASGIApp, emulator: MuseaiEmulator, prefix: str) -> None:
-        self.app = app
-        self.emulator = emulator
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.emulator.requests.append((scope["method"], f"{self.prefix}{scope['path']}"))
-            self.emulator.advance()
-        await self.app(scope, receive, send)
 
 
 class _KeyGate:

@@ -99,7 +99,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Gate, Receive, Scope, Send
+from mediamux.sandbox.faults import (
+    ASGIApp,
+    FaultMiddleware,
+    FaultPlan,
+    Gate,
+    Receive,
+    RequestLog,
+    Scope,
+    Send,
+)
 from mediamux.sandbox.media import WAV_U8_SILENCE, melody_pcm_u8, seed_digest, wav_u8_bytes, wav_u8_rate_for
 
 Generation = Literal["old", "new"]
@@ -374,7 +383,7 @@ class MuzaicEmulator:
         return Starlette(
             routes=routes,
             middleware=[
-                Middleware(_RequestLog, emulator=self),
+                Middleware(RequestLog, log=self.requests),
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_KeyGate, emulator=self),
             ],
@@ -887,19 +896,6 @@ def narration_prediction(text: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # Middleware
 # ---------------------------------------------------------------------------------------------------------
-
-
-class _RequestLog:
-    """Outermost: every request is logged, faulted ones too."""
-
-    def __init__(self, app: ASGIApp, emulator: MuzaicEmulator) -> None:
-        self.app = app
-        self.emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.emulator.requests.append((scope["method"], scope["path"]))
-        await self.app(scope, receive, send)
 
 
 class _KeyGate:
