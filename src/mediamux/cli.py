@@ -245,7 +245,8 @@ async def _doctor(settings: Any) -> int:
 
     problems = 0
     print(f"mediamux {__version__} — {'SANDBOX (built-in emulators)' if settings.sandbox else 'live'} mode")
-    async with running_services(settings, sandbox=default_sandbox(settings)) as svc:
+    sandbox = default_sandbox(settings)
+    async with running_services(settings, sandbox=sandbox) as svc:
         eff = svc.settings
         for provider in PROVIDERS:
             key = eff.api_key(provider)
@@ -276,6 +277,8 @@ async def _doctor(settings: Any) -> int:
             f"spent all time ${svc.journal.spent_usd():.4f}"
         )
         print(f"  jobs           {len(svc.journal.list(status='active', limit=1000))} active in the journal")
+    if sandbox is not None:
+        sandbox.close()
     return 1 if problems else 0
 
 

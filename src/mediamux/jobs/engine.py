@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -165,6 +166,7 @@ class JobEngine:
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._submitting: dict[str, anyio.Event] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._rng = random.Random()
         self._finalizing: dict[str, anyio.Event] = {}
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
@@ -469,7 +471,8 @@ class JobEngine:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     break
-                await self.clock.sleep(min(interval, remaining))
+                # Jittered, so many jobs started together do not poll the provider in lockstep bursts.
+                await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
                 interval = min(MAX_POLL_S, interval * BACKOFF)
                 async with self._job_lock(record.job_id):
                     record = self.journal.get(record.job_id) or record

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     refunded INTEGER,
     recorded_ts REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

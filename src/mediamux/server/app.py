@@ -117,6 +117,8 @@ def build_server(
     """The composition root. ``sandbox`` (a ``mediamux.sandbox.Sandbox``) is served on loopback for the
     server's lifetime and every emulated provider is pointed at it; with ``settings.sandbox`` and no
     instance given, a default one is created."""
+    # A sandbox this server made for itself is its to clean up; one passed in (tests) is the caller's.
+    owned = sandbox is None and settings.sandbox
     sandbox = sandbox or default_sandbox(settings)
     if sandbox is not None and not settings.sandbox:
         settings = settings.model_copy(update={"sandbox": True})
@@ -131,6 +133,8 @@ def build_server(
                 yield svc
             finally:
                 mcp.services = None
+        if owned:
+            sandbox.close()
 
     notifier = Notifier()
     mcp = MediamuxServer(
