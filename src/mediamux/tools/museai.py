@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mediamux.files import SavedOutput, download_output
 from mediamux.jobs.models import JobResult
@@ -629,6 +629,8 @@ async def museai_list_faces(ctx: Context) -> Annotated[CallToolResult, FaceDatab
 
 
 class FaceChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     label: str | None = Field(None, max_length=200, description="Name the person")
     delete: bool | None = None
     ignore: bool | None = None
