@@ -8,6 +8,7 @@ under test is always an executable ``mediamux`` (the project's own ``.venv`` unl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -109,7 +110,9 @@ def wait_until_healthy(server: HttpServer, timeout_s: float = SPAWN_TIMEOUT_S) -
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"/healthz did not answer within {timeout_s} s:\n{server.stderr()}")
-        time.sleep(READY_POLL_S)
+        # Waiting on the process itself: it returns at once if the server dies while starting.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=READY_POLL_S)
 
 
 def start_http_server(mediamux_bin: Path, root: Path, token: str) -> HttpServer:

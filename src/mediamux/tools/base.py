@@ -172,7 +172,7 @@ def upload_path(
     )
 
 
-def fingerprint(path: Path) -> str:
+def file_stamp(path: Path) -> str:
     """Part of a job's duplicate key for a local input: an edited file is a new request."""
     stat = path.stat()
     return f"{stat.st_size}:{stat.st_mtime_ns}"

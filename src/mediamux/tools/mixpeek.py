@@ -33,7 +33,7 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
-    fingerprint,
+    file_stamp,
     job_result,
     model_result,
     progress_of,
@@ -202,7 +202,7 @@ async def mixpeek_index_file(
     resolved = upload_path(ctx, path, kinds=("video", "image"))
     args = {
         "path": str(resolved),
-        "file": fingerprint(resolved),
+        "file": file_stamp(resolved),
         **_index_args(collection_id, metadata, video_settings, image_settings, prevent_duplicate),
     }
     return await _run_index(ctx, "index_file", args, wait_s, new_job)

@@ -19,7 +19,7 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
-    fingerprint,
+    file_stamp,
     job_result,
     model_result,
     progress_of,
@@ -100,7 +100,7 @@ async def muapi_generate(
     fingerprints: dict[str, str] = {}
     for key, index, raw in local_inputs(params):
         path = upload_path(ctx, raw)
-        fingerprints[str(path)] = fingerprint(path)
+        fingerprints[str(path)] = file_stamp(path)
         if index is None:
             params[key] = str(path)
         else:

@@ -32,7 +32,7 @@ from mediamux.tools.base import (
     NewJob,
     Toolset,
     WaitS,
-    fingerprint,
+    file_stamp,
     job_result,
     model_result,
     progress_of,
@@ -531,7 +531,7 @@ async def museai_search(
 
 def _file_args(ctx: Context, path: str) -> dict[str, Any]:
     resolved = upload_path(ctx, path)
-    return {"path": str(resolved), "file": fingerprint(resolved)}
+    return {"path": str(resolved), "file": file_stamp(resolved)}
 
 
 async def _run_job(
