@@ -368,3 +368,27 @@ async def test_a_slow_output_download_does_not_hold_the_call_past_its_budget(
     done = await call(client, "jobs_wait", {"job_id": data["job_id"], "wait_s": 30})
     assert len(done.structured_content["result"]["saved"]) == 1
     assert done.structured_content["note"] is None
+
+
+async def test_progress_only_increases_and_never_passes_its_total_across_two_uploads(
+    client: Client, files_dir: Path
+) -> None:
+    (files_dir / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a" * 3_000_000)
+    (files_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"b" * 2_000_000)
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, total))
+
+    result = await call(
+        client,
+        "muapi_generate",
+        {"endpoint": "nano-banana-edit", "params": {"prompt": "merge", "images_list": ["a.png", "b.png"]}},
+        progress_callback=on_progress,
+    )
+
+    assert not result.is_error, text(result)
+    values = [v for v, _ in seen]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert all(v <= t for v, t in seen if t is not None)
+    assert sum(1 for _, t in seen if t is not None) >= 2

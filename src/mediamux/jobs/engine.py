@@ -115,19 +115,34 @@ async def _no_progress(progress: float, total: float | None, message: str) -> No
 
 
 class _Reporter:
-    """Progress with a strictly increasing counter, and a count of notifications sent."""
+    """Progress that only ever increases, as MCP requires, across steps and byte transfers.
+
+    Job steps count up by one. A transfer reports (bytes sent, size); a second transfer in the
+    same job starts again from zero, so its bytes are shown on top of where progress already is,
+    with the total moved up by the same amount: increasing, and never past its total.
+    """
 
     def __init__(self, fn: ProgressFn) -> None:
         self._fn = fn
         self._n = 0.0
+        self._base = 0.0
+        self._last_bytes = -1.0
         self.sent = 0
 
     async def __call__(self, progress: float, total: float | None, message: str) -> None:
-        # Byte progress from uploads passes real numbers; job steps just count.
-        self._n = progress if total is not None and progress > self._n else self._n + 1
+        shown_total: float | None = None
+        if total is not None:
+            if progress <= self._last_bytes:  # a new transfer has begun
+                self._base = self._n
+            self._last_bytes = progress
+            value, shown_total = self._base + progress, self._base + total
+        else:
+            self._last_bytes = -1.0
+            value = self._n + 1
+        self._n = max(value, self._n + 1e-6)
         self.sent += 1
         try:
-            await self._fn(self._n, total, message)
+            await self._fn(self._n, shown_total, message)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception:  # a client that cannot take progress must not break the job
