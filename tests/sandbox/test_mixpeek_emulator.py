@@ -16,6 +16,7 @@ import pytest
 
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.mixpeek import MixpeekEmulator, fulltext_score, semantic_score, unreachable_reason
+from tests.sandbox.conftest import FakeNow
 
 KEY = "sandbox-mixpeek-key"
 ORIGIN = "http://mixpeek.test"
@@ -36,22 +37,6 @@ QUICKSTART_SETTINGS = [
         },
     }
 ]
-
-
-class FakeNow:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def now() -> FakeNow:
-    return FakeNow()
 
 
 @pytest.fixture

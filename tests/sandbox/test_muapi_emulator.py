@@ -21,25 +21,10 @@ from mediamux.sandbox.faults import Message, Receive, Scope, Send
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.media import color_for
 from mediamux.sandbox.muapi import CATALOG, MuapiEmulator
+from tests.sandbox.conftest import FakeNow
 
 MASTER = "sandbox-muapi-key"
 ORIGIN = "http://muapi.test"
-
-
-class FakeNow:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def now() -> FakeNow:
-    return FakeNow()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from mediamux.sandbox.museai import (
     classify_color,
     pitch_word,
 )
+from tests.sandbox.conftest import FakeNow
 
 KEY = "sandbox-museai-key"
 ORIGIN = "http://muse.test"
@@ -48,22 +49,6 @@ JOB_SECONDS = 3.0
 # "echo" for 1 s, half a second of silence, "charlie" for 1 s, half a second of silence.
 SPEECH_WAV = wav_sequence_bytes([(1.0, 440.0), (0.5, None), (1.0, 250.0), (0.5, None)])
 TONE_THEN_SILENCE = wav_sequence_bytes([(1.0, 440.0), (1.0, None)])
-
-
-class FakeNow:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def now() -> FakeNow:
-    return FakeNow()
 
 
 @pytest.fixture

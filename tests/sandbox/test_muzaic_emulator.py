@@ -17,26 +17,11 @@ import pytest
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.media import wav_info
 from mediamux.sandbox.muzaic import TAGS, MuzaicEmulator
+from tests.sandbox.conftest import FakeNow
 
 KEY = "sandbox-muzaic-key"
 ORIGIN = "http://muzaic.test"
 HEX32 = re.compile(r"[0-9a-f]{32}")
-
-
-class FakeNow:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def now() -> FakeNow:
-    return FakeNow()
 
 
 @pytest.fixture
