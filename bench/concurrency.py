@@ -34,7 +34,8 @@ from bench.common import (
     reset_peak,
 )
 from mediamux.jobs.engine import BACKOFF, FIRST_POLL_S, MAX_POLL_S
-from mediamux.sandbox import MuapiEmulator, serve_on_loopback
+from mediamux.sandbox.loopback import serve_on_loopback
+from mediamux.sandbox.muapi import MuapiEmulator
 
 ENDPOINT = "flux-schnell-image"
 WAIT_S = 120.0

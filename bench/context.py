@@ -32,7 +32,8 @@ from bench.common import (
     mediamux_cmd,
     mediamux_env,
 )
-from mediamux.server.app import TOOLSETS
+from mediamux.config import toolset_ids
+from mediamux.server.app import toolset as toolset_of
 
 VENVS = OUT / "venvs"
 INSTALL_TIMEOUT_S = 600.0
@@ -195,7 +196,7 @@ async def run(cfg: Config) -> Section:
     mine = await _list(
         mediamux_cmd("--sandbox"), mediamux_env(cfg.work / "context"), log_path("context-mediamux"), "auto"
     )
-    owner = {spec.name: ts.id for ts in TOOLSETS.values() for spec in ts.specs}
+    owner = {spec.name: ts for ts in toolset_ids() for spec in toolset_of(ts).specs}
     official = {spec.toolset: await _official(spec, cfg) for spec in OFFICIAL}
     answered = [listing for listing in official.values() if listing.tools]
 
@@ -204,7 +205,7 @@ async def run(cfg: Config) -> Section:
 
     official_mean = {ts: mean_visible(listing.tools) for ts, listing in official.items() if listing.tools}
     section = Section()
-    for toolset in TOOLSETS:
+    for toolset in toolset_ids():
         ours = [t for t in mine if owner.get(t["name"]) == toolset]
         section.rows += _rows_for(toolset, ours, official.get(toolset), count)
 

@@ -14,7 +14,8 @@ import sys
 
 import anyio
 
-from mediamux.sandbox import MuseaiEmulator, serve_on_loopback
+from mediamux.sandbox.loopback import serve_on_loopback
+from mediamux.sandbox.museai import MuseaiEmulator
 
 
 async def serve_museai() -> None:

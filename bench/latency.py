@@ -35,7 +35,8 @@ from bench.common import (
     mediamux_env,
     percentile,
 )
-from mediamux.sandbox import MuapiEmulator, serve_on_loopback
+from mediamux.sandbox.loopback import serve_on_loopback
+from mediamux.sandbox.muapi import MuapiEmulator
 
 TOOL = "muapi_get_balance"
 BLOCKS = 10

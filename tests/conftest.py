@@ -15,6 +15,7 @@ from mcp import Client
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
 from mediamux.providers.transport import RetryConfig
+from mediamux.registry import make_sandbox
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer, build_server
 
@@ -59,7 +60,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def sandbox(clock: FakeClock) -> Any:
-    box = Sandbox(now=clock.monotonic)
+    box = make_sandbox(now=clock.monotonic)
     yield box
     box.close()
 

@@ -77,7 +77,8 @@ async def test_login_museai_writes_a_new_key_to_a_private_file_and_never_prints_
 
     import anyio
 
-    from mediamux.sandbox import MuseaiEmulator, serve_on_loopback
+    from mediamux.sandbox.loopback import serve_on_loopback
+    from mediamux.sandbox.museai import MuseaiEmulator
 
     emulator = MuseaiEmulator(login_email="me@example.com", login_password="correct horse")
     async with serve_on_loopback(emulator.app) as url:

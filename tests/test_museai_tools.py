@@ -25,6 +25,7 @@ from mcp_types import ResourceListChangedNotification, ResourceUpdatedNotificati
 
 from mediamux.clock import FakeClock
 from mediamux.providers.errors import NotFound
+from mediamux.providers.museai import MuseaiClient
 from mediamux.sandbox import Sandbox
 from mediamux.sandbox.media import mp4_bytes, png_bytes, png_stripes_bytes, wav_sequence_bytes
 from mediamux.server.app import MediamuxServer
@@ -556,9 +557,10 @@ async def test_a_transcript_fetched_before_muse_ai_deletes_it_is_still_served_fr
     for view in (got, waited):
         assert view["status"] == "completed" and view["result"] == {"text": "echo charlie"}
     # muse.ai itself has forgotten it.
-    assert server.services is not None and server.services.museai is not None
+    assert server.services is not None
+    museai = server.services.clients.require("museai", MuseaiClient)
     with anyio.fail_after(10), pytest.raises(NotFound):
-        await server.services.museai.get_job("speech", done["provider_job_id"])
+        await museai.get_job("speech", done["provider_job_id"])
     assert done["provider_job_id"] not in sandbox.museai.jobs
 
 

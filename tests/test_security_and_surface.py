@@ -15,7 +15,8 @@ from mcp import Client
 
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
-from mediamux.sandbox import MuapiEmulator, serve_on_loopback
+from mediamux.sandbox.loopback import serve_on_loopback
+from mediamux.sandbox.muapi import MuapiEmulator
 from mediamux.server.app import MediamuxServer, build_server
 from mediamux.server.logs import RedactSecrets, configure_logging
 from tests.conftest import FAST_RETRY, LogSink
@@ -225,11 +226,12 @@ def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_pro
 ) -> None:
     assert make_settings().enabled_toolsets() == ["jobs"]
     assert make_settings(MUAPI_API_KEY="k").enabled_toolsets() == ["muapi", "jobs"]
+    # Registry order (mediamux.registry), then jobs.
     assert make_settings(MEDIAMUX_SANDBOX="1").enabled_toolsets() == [
+        "muapi",
         "museai",
         "muzaic",
         "mixpeek",
-        "muapi",
         "jobs",
     ]
 

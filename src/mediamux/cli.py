@@ -240,7 +240,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _doctor(settings: Any) -> int:
-    from mediamux.config import KEY_ENV, PROVIDER_TITLES, PROVIDERS
+    from mediamux import registry
     from mediamux.server.app import default_sandbox, running_services
 
     problems = 0
@@ -248,26 +248,25 @@ async def _doctor(settings: Any) -> int:
     sandbox = default_sandbox(settings)
     async with running_services(settings, sandbox=sandbox) as svc:
         eff = svc.settings
-        for provider in PROVIDERS:
-            key = eff.api_key(provider)
-            state = "key set" if key is not None else f"no key ({KEY_ENV[provider]} unset)"
-            line = f"  {PROVIDER_TITLES[provider]:<8} {state}"
-            transport = svc.transports.get(provider)
-            if provider == "muapi" and svc.muapi is not None:
-                try:
-                    with anyio.fail_after(20):
-                        balance, _ = await svc.muapi.balance()
-                    line += f"; reachable at {transport.base_url if transport else '?'}; balance ${balance.balance:.2f}"
-                except Exception as exc:  # report, don't crash: this is a diagnosis
-                    problems += 1
-                    line += f"; NOT reachable: {exc}"
-            elif key is not None:
-                line += "; reachability check arrives with this provider's tools"
+        for spec in registry.PROVIDERS.values():
+            client = svc.clients.get(spec.id)
+            if client is None:
+                print(f"  {spec.title:<8} no key ({spec.key_env} unset)")
+                continue
+            line = f"  {spec.title:<8} key set"
+            try:
+                # One cheap authenticated call per provider: a wrong key or URL shows here, not mid-task.
+                with anyio.fail_after(20):
+                    found = await spec.health(client)
+                line += f"; reachable at {eff.base_url(spec.id, spec.hosts[0].name)}; {found}"
+            except Exception as exc:  # report, don't crash: this is a diagnosis
+                problems += 1
+                line += f"; NOT reachable: {exc}"
             print(line)
         print(f"  state folder   {eff.home.expanduser()} (journal {eff.state_db.name})")
-        print(f"  output folder  {svc.output_dir}")
+        print(f"  output folder  {svc.files.output_dir}")
         print(
-            f"  allowed dirs   {os.pathsep.join(str(p) for p in svc.allowed_dirs)}  (MEDIAMUX_ALLOWED_DIRS)"
+            f"  allowed dirs   {os.pathsep.join(str(p) for p in svc.files.allowed_dirs)}  (MEDIAMUX_ALLOWED_DIRS)"
         )
         print(
             f"  toolsets       {', '.join(eff.enabled_toolsets())}{' (read-only)' if eff.read_only else ''}"
@@ -296,12 +295,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 async def _tools(settings: Any, as_json: bool) -> int:
     from mcp import Client
 
-    from mediamux.server.app import TOOLSETS, build_server
+    from mediamux.server.app import build_server
+    from mediamux.server.app import toolset as toolset_of
 
     server = build_server(settings)
     async with Client(server) as client:
         tools = (await client.list_tools()).tools
-    owner = {spec.name: ts.id for ts in TOOLSETS.values() for spec in ts.specs}
+    owner = {spec.name: t for t in settings.enabled_toolsets() for spec in toolset_of(t).specs}
     rows = []
     for tool in tools:
         full = tool.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -10,28 +10,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ProviderName = Literal["museai", "muzaic", "mixpeek", "muapi"]
-PROVIDERS: tuple[ProviderName, ...] = ("museai", "muzaic", "mixpeek", "muapi")
-TOOLSETS: tuple[str, ...] = (*PROVIDERS, "jobs")
+from mediamux import registry
+from mediamux.registry.spec import ProviderSettings
 
-PROVIDER_TITLES: dict[str, str] = {
-    "museai": "muse.ai",
-    "muzaic": "Muzaic",
-    "mixpeek": "Mixpeek",
-    "muapi": "MuAPI",
-}
+JOBS_TOOLSET = "jobs"
 
-KEY_ENV: dict[str, str] = {
-    "museai": "MUSEAI_API_KEY",
-    "muzaic": "MUZAIC_API_KEY",
-    "mixpeek": "MIXPEEK_API_KEY",
-    "muapi": "MUAPI_API_KEY",
-}
+
+def toolset_ids() -> tuple[str, ...]:
+    return (*registry.provider_ids(), JOBS_TOOLSET)
 
 
 def _default_home() -> Path:
@@ -48,21 +39,16 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
-    museai_api_key: SecretStr | None = Field(None, validation_alias="MUSEAI_API_KEY")
-    museai_base_url: str = Field("https://muse.ai/api", validation_alias="MUSEAI_BASE_URL")
-    museai_jobs_url: str = Field("https://api.muse.ai", validation_alias="MUSEAI_JOBS_URL")
+    # Each provider's variables live in its own settings class (see mediamux.registry), read
+    # from the same keyword arguments and environment as this object.
+    _init: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _providers: dict[str, ProviderSettings] = PrivateAttr(default_factory=dict)
 
-    muzaic_api_key: SecretStr | None = Field(None, validation_alias="MUZAIC_API_KEY")
-    muzaic_api_url: str = Field("https://m10.muzaic.ai", validation_alias="MUZAIC_API_URL")
-    # Muzaic bills in tokens (1 per second of audio) and publishes no dollar price; with this set,
-    # token charges are also reported, and budgeted, in dollars.
-    muzaic_usd_per_token: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_MUZAIC_USD_PER_TOKEN")
-
-    mixpeek_api_key: SecretStr | None = Field(None, validation_alias="MIXPEEK_API_KEY")
-    mixpeek_api_base: str = Field("https://api.mixpeek.com", validation_alias="MIXPEEK_API_BASE")
-
-    muapi_api_key: SecretStr | None = Field(None, validation_alias="MUAPI_API_KEY")
-    muapi_base_url: str = Field("https://api.muapi.ai/api/v1", validation_alias="MUAPI_BASE_URL")
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._init = {k: v for k, v in values.items() if not k.startswith("_")}
+        # Read now, so a bad provider variable is a start-up error like any other.
+        self._providers = {p: spec.settings(**self._init) for p, spec in registry.PROVIDERS.items()}
 
     home: Path = Field(default_factory=_default_home, validation_alias="MEDIAMUX_HOME")
     allowed_dirs: str | None = Field(None, validation_alias="MEDIAMUX_ALLOWED_DIRS")
@@ -95,11 +81,11 @@ class Settings(BaseSettings):
     def _known_toolsets(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
-        unknown = [t for t in v if t not in (*TOOLSETS, "all")]
+        unknown = [t for t in v if t not in (*toolset_ids(), "all")]
         if unknown:
             raise ValueError(
                 f"MEDIAMUX_TOOLSETS names unknown toolset(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(TOOLSETS)} or 'all'"
+                f"choose from {', '.join(toolset_ids())} or 'all'"
             )
         return v
 
@@ -109,13 +95,6 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
-
-    @field_validator(
-        "muapi_base_url", "museai_base_url", "museai_jobs_url", "muzaic_api_url", "mixpeek_api_base"
-    )
-    @classmethod
-    def _strip_slash(cls, v: str) -> str:
-        return v.rstrip("/")
 
     @field_validator("http_token", mode="before")
     @classmethod
@@ -140,24 +119,44 @@ class Settings(BaseSettings):
     def state_db(self) -> Path:
         return self.home.expanduser().resolve() / "mediamux.sqlite3"
 
+    def provider(self, provider_id: str) -> ProviderSettings:
+        """That provider's own settings (key, base URLs, extras), read from the same sources."""
+        found = self._providers.get(provider_id)
+        if found is None:
+            found = registry.get(provider_id).settings(**self._init)
+            # Replaced, not mutated: model_copy shares the private dict between copies.
+            self._providers = {**self._providers, provider_id: found}
+        return found
+
+    def with_provider(self, provider_id: str, **update: Any) -> Settings:
+        """A copy in which one provider's settings are changed (the sandbox points them at emulators)."""
+        copy = self.model_copy()
+        copy._providers = {
+            **self._providers,
+            provider_id: self.provider(provider_id).model_copy(update=update),
+        }
+        return copy
+
     def api_key(self, provider: str) -> SecretStr | None:
-        key: SecretStr | None = getattr(self, f"{provider}_api_key")
-        if key is not None and not key.get_secret_value().strip():
-            return None
-        return key
+        return self.provider(provider).key()
+
+    def base_url(self, provider: str, host: str) -> str:
+        spec = registry.get(provider)
+        field = next(h.url_field for h in spec.hosts if h.name == host)
+        return str(getattr(self.provider(provider), field)).rstrip("/")
 
     def configured_providers(self) -> list[str]:
-        return [p for p in PROVIDERS if self.api_key(p) is not None]
+        return [p for p in registry.provider_ids() if self.api_key(p) is not None]
 
     def enabled_toolsets(self) -> list[str]:
         """Explicit MEDIAMUX_TOOLSETS wins; otherwise every provider with a key (all in sandbox), plus jobs."""
         if self.toolsets and "all" not in self.toolsets:
-            return [t for t in TOOLSETS if t in self.toolsets]
+            return [t for t in toolset_ids() if t in self.toolsets]
         if self.toolsets or self.sandbox:
-            return list(TOOLSETS)
-        return [*self.configured_providers(), "jobs"]
+            return list(toolset_ids())
+        return [*self.configured_providers(), JOBS_TOOLSET]
 
     def secrets(self) -> list[str]:
         """Every secret value this process holds, for the log redaction filter."""
-        values = [self.api_key(p) for p in PROVIDERS] + [self.http_token]
+        values = [self.api_key(p) for p in registry.provider_ids()] + [self.http_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]

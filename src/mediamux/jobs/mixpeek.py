@@ -103,6 +103,7 @@ def summarize(features: AssetFeatures) -> FeaturesSummary:
 
 class MixpeekIndexDriver:
     provider = "mixpeek"
+    mode: Literal["poll", "background"] = "poll"
     title = "Mixpeek"
 
     def __init__(
@@ -168,7 +169,7 @@ class MixpeekIndexDriver:
                 mode="json"
             )
         elif status == "failed":
-            reason = self.client.t.scrub(task.error_message or "no reason given")
+            reason = self.client.scrub(task.error_message or "no reason given")
             outcome.error = JobError(
                 error_class="provider_error", message=f"Mixpeek indexing failed: {reason}"
             )

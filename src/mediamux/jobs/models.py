@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
 
+from mediamux import registry
 from mediamux.providers.cost import Cost
+
+
+def _known_provider(value: str) -> str:
+    if value not in registry.PROVIDERS:
+        raise ValueError(f"unknown provider {value!r}; one of {', '.join(registry.provider_ids())}")
+    return value
+
+
+class _ProviderEnum:
+    """Shown as the enum of the registered providers, read when a schema is made (so a provider
+    registered after import, a plug-in's or a test's, is part of the tools' schemas too)."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: Any, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"enum": list(registry.provider_ids()), "type": "string"}
+
+
+ProviderId = Annotated[str, AfterValidator(_known_provider), _ProviderEnum()]
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled", "expired"]
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -31,7 +52,7 @@ class JobResult(BaseModel, Generic[R]):
     model_config = ConfigDict(populate_by_name=True)
 
     job_id: str = Field(description="mediamux job id, stable across restarts; pass it to jobs_wait")
-    provider: Literal["muapi", "museai", "muzaic", "mixpeek"]
+    provider: ProviderId
     operation: str
     provider_job_id: str | None = Field(
         None, description="The provider's own id (request_id, task_id, job id)"
@@ -74,6 +95,7 @@ class JobRecord(BaseModel):
     updated_ts: float
     completed_ts: float | None = None
     polls: int = 0
+    finalized: bool = Field(False, description="Outputs saved: nothing is left to do for a completed job")
 
     @property
     def terminal(self) -> bool:

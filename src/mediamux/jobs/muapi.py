@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from pydantic import BaseModel, Field
@@ -59,6 +59,7 @@ class MuapiGeneration(BaseModel):
 
 class MuapiGenerateDriver:
     provider = "muapi"
+    mode: Literal["poll", "background"] = "poll"
     operation = "generate"
 
     def __init__(
@@ -116,7 +117,7 @@ class MuapiGenerateDriver:
         if status == "completed":
             outcome.result = self._result(args, p.output_urls, p.has_nsfw_contents)
         elif status == "failed":
-            reason = self.client.t.scrub(p.error_message or "no reason given")
+            reason = self.client.scrub(p.error_message or "no reason given")
             outcome.error = JobError(error_class="provider_error", message=f"MuAPI job failed: {reason}")
         elif status == "cancelled":
             outcome.error = JobError(error_class="provider_error", message="MuAPI cancelled the job")
@@ -128,7 +129,7 @@ class MuapiGenerateDriver:
         result = MuapiGeneration.model_validate(outcome.result or {"endpoint": args["endpoint"]})
         if not options.get("save_outputs") or not result.outputs:
             return outcome
-        trusted = [self.client.t.origin]
+        trusted = [self.client.origin]
         saved: list[SavedOutput] = []
         try:
             for i, url in enumerate(result.outputs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mediamux.jobs.engine import Outcome, ProgressFn
 from mediamux.jobs.models import JobError
@@ -36,6 +36,7 @@ STATUS = {
 
 class MuseaiJobDriver:
     provider = "museai"
+    mode: Literal["poll", "background"] = "poll"
     title = "muse.ai"
 
     def __init__(self, client: MuseaiClient, kind: JobKind, *, allowed_dirs: Sequence[Path]) -> None:

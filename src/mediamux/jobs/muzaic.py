@@ -50,7 +50,7 @@ def requested_seconds(operation: str, args: dict[str, Any]) -> float | None:
 class MuzaicDriver:
     provider = "muzaic"
     title = "Muzaic"
-    background = True
+    mode: Literal["poll", "background"] = "background"
 
     def __init__(
         self,
@@ -135,7 +135,7 @@ class MuzaicDriver:
                         self.downloads,
                         generation.audio.url,
                         self.output_dir,
-                        trusted_origins=[self.client.t.origin],
+                        trusted_origins=[self.client.origin],
                         max_bytes=self.max_download_bytes,
                     )
                 )

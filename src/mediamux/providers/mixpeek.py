@@ -503,6 +503,15 @@ class MixpeekClient:
     def __init__(self, transport: Transport) -> None:
         self.t = transport
 
+    @property
+    def origin(self) -> str:
+        """Where this provider serves from: its own output URLs are trusted for downloads."""
+        return self.t.origin
+
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Provider text made safe to relay: no key in any form, cut to ``limit`` characters."""
+        return self.t.scrub(text, limit)
+
     async def index_url(
         self,
         url: str,

@@ -203,6 +203,15 @@ class MuapiClient:
     def __init__(self, transport: Transport) -> None:
         self.t = transport
 
+    @property
+    def origin(self) -> str:
+        """Where this provider serves from: its own output URLs are trusted for downloads."""
+        return self.t.origin
+
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Provider text made safe to relay: no key in any form, cut to ``limit`` characters."""
+        return self.t.scrub(text, limit)
+
     @staticmethod
     def check_endpoint(endpoint: str, operation: str = "generate") -> str:
         endpoint = endpoint.strip().strip("/")

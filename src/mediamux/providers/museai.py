@@ -338,6 +338,15 @@ class MuseaiClient:
         self.files = files
         self.jobs = jobs
 
+    @property
+    def origin(self) -> str:
+        """Where this provider serves from: its own output URLs are trusted for downloads."""
+        return self.files.origin
+
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Provider text made safe to relay: no key in any form, cut to ``limit`` characters."""
+        return self.files.scrub(text, limit)
+
     # -- keys ----------------------------------------------------------------------------------
 
     async def login(self, email: str, password: str) -> str:

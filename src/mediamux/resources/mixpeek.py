@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
+from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.providers.errors import NotFound, ProviderError
-
-if TYPE_CHECKING:
-    from mediamux.server.app import MediamuxServer
-    from mediamux.server.services import Services
+from mediamux.providers.mixpeek import MixpeekClient
+from mediamux.resources import client
 
 # One read gives a reader the whole of a typical asset; longer ones page with the tool.
 ASSET_PAGE_SIZE = 100
 
 
-def register_mixpeek_resources(server: MediamuxServer, svc: Callable[[], Services]) -> None:
+def register_mixpeek_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "mixpeek://assets/{asset_id}",
         name="mixpeek_asset",
@@ -27,11 +25,9 @@ def register_mixpeek_resources(server: MediamuxServer, svc: Callable[[], Service
         description=f"An indexed asset's features (its first {ASSET_PAGE_SIZE} segments), read live from Mixpeek",
     )
     async def asset(asset_id: str) -> str:
-        client = svc().mixpeek
-        if client is None:
-            raise ResourceError("Mixpeek is not configured; set MIXPEEK_API_KEY")
+        mixpeek = client("mixpeek", MixpeekClient)
         try:
-            features = await client.get_asset_features(asset_id, page=1, page_size=ASSET_PAGE_SIZE)
+            features = await mixpeek.get_asset_features(asset_id, page=1, page_size=ASSET_PAGE_SIZE)
         except NotFound:
             raise ResourceNotFoundError(f"no Mixpeek asset {asset_id}") from None
         except ProviderError as exc:

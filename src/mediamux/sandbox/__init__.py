@@ -1,63 +1,58 @@
-"""Offline emulators of the four media-AI services, written from their API documents (not from our clients).
+"""Offline emulators of the media-AI services, written from their API documents (not from our clients).
 
-``Sandbox`` bundles them and serves each on its own loopback port, like separate real hosts
-(muse.ai on two: its files host and its jobs host). Only the server wiring and the CLI know this
-package exists.
+``Sandbox`` serves a set of emulators, each host on its own loopback port like separate real hosts
+(muse.ai on two: its files host and its jobs host). It knows no service by name: the server wiring
+builds the emulators (``mediamux.registry.make_sandbox``) and only it and the CLI know this package
+exists.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from mediamux.sandbox.loopback import serve_on_loopback
-from mediamux.sandbox.mixpeek import MixpeekEmulator
-from mediamux.sandbox.muapi import MuapiEmulator
-from mediamux.sandbox.museai import MuseaiEmulator
-from mediamux.sandbox.muzaic import MuzaicEmulator
 
-SANDBOX_KEYS = {
-    "muapi": "sandbox-muapi-key",
-    "museai": "sandbox-museai-key",
-    "muzaic": "sandbox-muzaic-key",
-    "mixpeek": "sandbox-mixpeek-key",
-}
+
+@dataclass
+class Emulated:
+    """One emulator and what serving it takes."""
+
+    emulator: Any
+    apps: dict[str, Any]  # host name -> ASGI app
+    key: str  # the key the emulator accepts
+    # Told the emulator's own origins once they are known (it builds absolute URLs from them).
+    bind: Callable[[Mapping[str, str]], None]
 
 
 class Sandbox:
-    def __init__(
-        self, *, now: Callable[[], float] = time.monotonic, job_seconds: float | None = None
-    ) -> None:
-        self.muapi = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEYS["muapi"])
-        self.museai = MuseaiEmulator(
-            now=now, master_key=SANDBOX_KEYS["museai"], job_seconds=job_seconds or 3.0
-        )
-        self.muzaic = MuzaicEmulator(now=now, master_key=SANDBOX_KEYS["muzaic"])
-        self.mixpeek = MixpeekEmulator(now=now, master_key=SANDBOX_KEYS["mixpeek"])
+    def __init__(self, emulators: Mapping[str, Emulated]) -> None:
+        self.emulators = dict(emulators)
         self.urls: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # sandbox.muapi, sandbox.museai, ...: the emulator itself, for tests and the bench to inspect.
+        emulators = self.__dict__.get("emulators", {})
+        if name in emulators:
+            return emulators[name].emulator
+        raise AttributeError(name)
 
     @property
     def keys(self) -> dict[str, str]:
-        return dict(SANDBOX_KEYS)
+        return {name: e.key for name, e in self.emulators.items()}
 
     def close(self) -> None:
-        for emulator in (self.muapi, self.museai, self.muzaic, self.mixpeek):
-            emulator.close()
+        for e in self.emulators.values():
+            e.emulator.close()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[dict[str, str]]:
-        """Serve every emulator on loopback; yields service → origin URL."""
-        apps = {
-            "muapi": self.muapi.app,
-            "museai": self.museai.app,
-            "museai_jobs": self.museai.jobs_app,
-            "muzaic": self.muzaic.app,
-            "mixpeek": self.mixpeek.app,
-        }
+        """Serve every emulator on loopback; yields host name → origin URL."""
+        apps = {host: app for e in self.emulators.values() for host, app in e.apps.items()}
         urls: dict[str, str] = {}
         stop = anyio.Event()
 
@@ -75,10 +70,8 @@ class Sandbox:
                 tg.start_soon(serve, name, app, started[name])
             for event in started.values():
                 await event.wait()
-            self.muapi.base_url = urls["muapi"]
-            self.museai.base_url, self.museai.jobs_base_url = urls["museai"], urls["museai_jobs"]
-            self.muzaic.base_url = urls["muzaic"]
-            self.mixpeek.base_url = urls["mixpeek"]
+            for e in self.emulators.values():
+                e.bind(urls)
             self.urls = dict(urls)
             try:
                 yield dict(urls)
@@ -86,12 +79,4 @@ class Sandbox:
                 stop.set()
 
 
-__all__ = [
-    "SANDBOX_KEYS",
-    "MixpeekEmulator",
-    "MuapiEmulator",
-    "MuseaiEmulator",
-    "MuzaicEmulator",
-    "Sandbox",
-    "serve_on_loopback",
-]
+__all__ = ["Emulated", "Sandbox", "serve_on_loopback"]

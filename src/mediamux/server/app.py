@@ -12,33 +12,27 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import InputRequiredResult
 from pydantic import AnyUrl
 
-from mediamux import __version__
+from mediamux import __version__, registry
 from mediamux.clock import Clock
-from mediamux.config import Settings
+from mediamux.config import JOBS_TOOLSET, Settings
+from mediamux.context import Services, services, serving
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
-from mediamux.server.services import Services, open_services, sandbox_settings
-from mediamux.tools import jobs as jobs_tools
-from mediamux.tools import mixpeek as mixpeek_tools
-from mediamux.tools import muapi as muapi_tools
-from mediamux.tools import museai as museai_tools
-from mediamux.tools import muzaic as muzaic_tools
+from mediamux.server.services import open_services, sandbox_settings
 from mediamux.tools.base import Toolset
 
 logger = logging.getLogger("mediamux.server")
 
-TOOLSETS: dict[str, Toolset] = {
-    t.id: t
-    for t in (
-        museai_tools.toolset,
-        muzaic_tools.toolset,
-        mixpeek_tools.toolset,
-        muapi_tools.toolset,
-        jobs_tools.toolset,
-    )
-}
+
+def toolset(toolset_id: str) -> Toolset:
+    if toolset_id == JOBS_TOOLSET:
+        from mediamux.tools.jobs import toolset as jobs
+
+        return jobs
+    return registry.get(toolset_id).toolset()
+
 
 INSTRUCTIONS = (
     "mediamux gives typed access to media-AI providers (MuAPI generation; muse.ai, Muzaic and Mixpeek "
@@ -49,6 +43,8 @@ INSTRUCTIONS = (
 
 
 class MediamuxServer(MCPServer[Services]):
+    # The running services, for /healthz and diagnostics only: tools and resources get theirs from
+    # the request (mediamux.context.services), never from here.
     services: Services | None = None
 
     async def read_resource(
@@ -56,20 +52,21 @@ class MediamuxServer(MCPServer[Services]):
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         # Saved outputs are images, audio and video: serve each with its own media type, which a
         # single template registration cannot express.
-        if str(uri).startswith(OUTPUTS_PREFIX) and self.services is not None:
-            data, mime = read_output(self.services, str(uri))
+        if context is None:
+            return await super().read_resource(uri, context)
+        svc = services(context)
+        if str(uri).startswith(OUTPUTS_PREFIX):
+            data, mime = read_output(svc, str(uri))
             return [ReadResourceContents(content=data, mime_type=mime)]
-        return await super().read_resource(uri, context)
+        with serving(svc):
+            return await super().read_resource(uri, context)
 
 
 def selected_tools(settings: Settings) -> list[Any]:
     enabled = settings.enabled_toolsets()
     specs = []
     for toolset_id in enabled:
-        toolset = TOOLSETS.get(toolset_id)
-        if toolset is None:
-            continue
-        for spec in toolset.specs:
+        for spec in toolset(toolset_id).specs:
             # Read-only wins over an explicit toolset list: nothing that spends, creates or deletes.
             if settings.read_only and not spec.read_only:
                 continue
@@ -95,16 +92,13 @@ async def running_services(
         svc = await stack.enter_async_context(
             open_services(effective, clock=clock, retry=retry, notifier=notifier)
         )
-        svc.sandbox_urls = dict(sandbox.urls) if sandbox is not None else {}
         yield svc
 
 
 def default_sandbox(settings: Settings) -> Any:
     if not settings.sandbox:
         return None
-    from mediamux.sandbox import Sandbox
-
-    return Sandbox()
+    return registry.make_sandbox()
 
 
 def build_server(
@@ -150,7 +144,11 @@ def build_server(
     specs = selected_tools(settings)
     for spec in specs:
         mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
-    register_resources(mcp, settings.enabled_toolsets())
+    register_resources(mcp)
+    for toolset_id in settings.enabled_toolsets():
+        resources = registry.get(toolset_id).resources if toolset_id != JOBS_TOOLSET else None
+        if resources is not None:
+            resources(mcp)
     register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
     return mcp

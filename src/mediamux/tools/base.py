@@ -17,24 +17,23 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from mediamux.context import services
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
 from mediamux.jobs.engine import JobsError, ProgressFn
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
 from mediamux.providers.errors import ProviderError
 
-if TYPE_CHECKING:
-    from mediamux.server.services import Services
-
 logger = logging.getLogger("mediamux.tools")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+C = TypeVar("C")
 
 ERROR_META_KEY = "mediamux/error"
 COST_META_KEY = "mediamux/cost"
@@ -151,24 +150,24 @@ def error_result(error_class: str, message: str, retry_after_s: float | None = N
     )
 
 
-def services(ctx: Context) -> Services:
-    svc: Services = ctx.request_context.lifespan_context  # type: ignore[assignment]
-    return svc
+def provider_client(ctx: Context, provider: str, kind: type[C]) -> C:
+    """The provider's client, or a MissingCredentials error naming the variable to set."""
+    return services(ctx).clients.require(provider, kind)
 
 
 def upload_path(
     ctx: Context, raw: str, *, kinds: tuple[str, ...] = MEDIA_KINDS, extensions: tuple[str, ...] = ()
 ) -> Path:
     """A local file a tool may send to a provider: confined to the allowed folders, and media."""
-    svc = services(ctx)
-    path = resolve_allowed_path(raw, svc.allowed_dirs)
+    files = services(ctx).files
+    path = resolve_allowed_path(raw, files.allowed_dirs)
     return check_uploadable(
         path,
-        roots=svc.allowed_dirs,
+        roots=files.allowed_dirs,
         kinds=kinds,
         extensions=extensions,
-        protected=[svc.settings.home],
-        exempt=[svc.output_dir],
+        protected=files.protected,
+        exempt=[files.output_dir],
     )
 
 

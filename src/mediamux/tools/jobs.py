@@ -9,7 +9,7 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mediamux.jobs.engine import iso
-from mediamux.jobs.models import JobResult
+from mediamux.jobs.models import JobResult, ProviderId
 from mediamux.tools.base import Toolset, WaitS, job_result, model_result, progress_of, services
 
 toolset = Toolset(
@@ -63,7 +63,7 @@ async def jobs_list(
         Literal["active", "queued", "running", "completed", "failed", "cancelled", "expired"] | None,
         Field(description="'active' = queued or running"),
     ] = None,
-    provider: Literal["muapi", "museai", "muzaic", "mixpeek"] | None = None,
+    provider: ProviderId | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> Annotated[CallToolResult, JobList]:
     """Lists recent jobs from the local journal, newest first, with status and cost. Free and instant."""

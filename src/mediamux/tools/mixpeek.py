@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from mediamux.jobs.mixpeek import IndexedAsset, IndexOperation
 from mediamux.jobs.models import JobResult
-from mediamux.providers.errors import MissingCredentials, ProviderError
+from mediamux.providers.errors import ProviderError
 from mediamux.providers.mixpeek import (
     ID_RE,
     KEY_PATTERN,
@@ -37,6 +37,7 @@ from mediamux.tools.base import (
     job_result,
     model_result,
     progress_of,
+    provider_client,
     services,
     upload_path,
 )
@@ -94,14 +95,7 @@ PreventDuplicate = Annotated[
 
 
 def client_of(ctx: Context) -> MixpeekClient:
-    client = services(ctx).mixpeek
-    if client is None:
-        raise MissingCredentials(
-            "Mixpeek: no API key is configured; set MIXPEEK_API_KEY (or run mediamux with --sandbox)",
-            provider="mixpeek",
-            operation="request",
-        )
-    return client
+    return provider_client(ctx, "mixpeek", MixpeekClient)
 
 
 def asset_link(asset_id: str) -> ResourceLink:
@@ -236,7 +230,7 @@ def _task_view(
         status=normalize_status(raw_status),
         provider_status=raw_status,
         asset_id=asset_id,
-        error=client.t.scrub(error) if error else None,
+        error=client.scrub(error) if error else None,
         job_id=job.job_id if job else None,
     )
 
@@ -273,7 +267,7 @@ async def mixpeek_cancel_task(task_id: TaskId, ctx: Context) -> Annotated[CallTo
     base = _task_view(ctx, client, task_id, status, asset_id, error)
     message = answer.get("message")
     view = CancelView(
-        **base.model_dump(), message=client.t.scrub(str(message)) if message is not None else None
+        **base.model_dump(), message=client.scrub(str(message)) if message is not None else None
     )
     return model_result(
         view, f"Mixpeek task {task_id}: cancel requested · now {view.provider_status or 'unknown'}"

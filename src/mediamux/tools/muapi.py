@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
-from mediamux.providers.errors import MissingCredentials
 from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient, normalize_status
 from mediamux.tools.base import (
     InputError,
@@ -23,6 +22,7 @@ from mediamux.tools.base import (
     job_result,
     model_result,
     progress_of,
+    provider_client,
     services,
     upload_path,
     write_key_file,
@@ -49,14 +49,7 @@ Endpoint = Annotated[
 
 
 def client_of(ctx: Context) -> MuapiClient:
-    client = services(ctx).muapi
-    if client is None:
-        raise MissingCredentials(
-            "MuAPI: no API key is configured; set MUAPI_API_KEY (or run mediamux with --sandbox)",
-            provider="muapi",
-            operation="request",
-        )
-    return client
+    return provider_client(ctx, "muapi", MuapiClient)
 
 
 @toolset.tool(title="Generate with a MuAPI model", read_only=False, open_world=True)
@@ -149,7 +142,7 @@ async def muapi_get_result(
         status=normalize_status(p.status),
         provider_status=p.status,
         outputs=p.output_urls,
-        error=client.t.scrub(p.error_message) if p.error_message else None,
+        error=client.scrub(p.error_message) if p.error_message else None,
         has_nsfw_contents=p.has_nsfw_contents,
         cost=p.cost,
         job_id=job.job_id if job else None,
@@ -181,7 +174,7 @@ async def muapi_upload_file(
     async def on_bytes(sent: int, total: int) -> None:
         await report(sent, total, f"MuAPI: uploading {resolved.name} ({sent}/{total} bytes)")
 
-    url = await client.upload_file(resolved, svc.allowed_dirs, on_progress=on_bytes)
+    url = await client.upload_file(resolved, svc.files.allowed_dirs, on_progress=on_bytes)
     view = UploadedFile(url=url, filename=resolved.name, size_bytes=resolved.stat().st_size)
     return model_result(view, f"MuAPI: uploaded {resolved.name} → {url}")
 

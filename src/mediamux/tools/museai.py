@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from mediamux.files import SavedOutput, download_output
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS
-from mediamux.providers.errors import MissingCredentials
 from mediamux.providers.museai import (
     AlignedWord,
     Collection,
@@ -36,6 +35,7 @@ from mediamux.tools.base import (
     job_result,
     model_result,
     progress_of,
+    provider_client,
     services,
     upload_path,
     write_key_file,
@@ -68,15 +68,7 @@ WaitReady = Annotated[
 
 
 def client_of(ctx: Context) -> MuseaiClient:
-    client = services(ctx).museai
-    if client is None:
-        raise MissingCredentials(
-            "muse.ai: no API key is configured; set MUSEAI_API_KEY (mediamux login museai creates one), "
-            "or run mediamux with --sandbox",
-            provider="museai",
-            operation="request",
-        )
-    return client
+    return provider_client(ctx, "museai", MuseaiClient)
 
 
 def video_link(svid: str) -> ResourceLink:
@@ -105,6 +97,16 @@ async def _changed_fid(ctx: Context, fid: str) -> None:
     await _changed(ctx, uris=tuple(f"museai://videos/{svid}" for svid in svids), listing=True)
 
 
+def _watch_ingest(ctx: Context, svid: str) -> None:
+    """Tell subscribers when the video finishes ingesting, after this call has returned."""
+    client = client_of(ctx)
+
+    async def ingested() -> bool:
+        return not (await client.get_video(svid)).ingesting
+
+    services(ctx).watcher.watch(f"museai://videos/{svid}", ingested)
+
+
 async def _wait_ready(ctx: Context, svid: str, wait_s: float) -> Video:
     """Poll the video until muse.ai stops ingesting it, or the wait budget runs out."""
     svc = services(ctx)
@@ -120,7 +122,7 @@ async def _wait_ready(ctx: Context, svid: str, wait_s: float) -> Video:
             return video
         remaining = deadline - svc.clock.monotonic()
         if remaining <= 0:
-            svc.watch_ingest(svid)
+            _watch_ingest(ctx, svid)
             return video
         step += 1
         await report(step, None, f"muse.ai: {svid} is still ingesting")
@@ -153,7 +155,7 @@ async def museai_upload_video(
         await report(sent, total, f"muse.ai: uploading {resolved.name} ({sent}/{total} bytes)")
 
     video = await client.upload_video(
-        resolved, svc.allowed_dirs, visibility=visibility, collection=collection, on_progress=on_bytes
+        resolved, svc.files.allowed_dirs, visibility=visibility, collection=collection, on_progress=on_bytes
     )
     if title and video.fid:
         await client.update_video(video.fid, {"title": title})
@@ -162,7 +164,7 @@ async def museai_upload_video(
     if video.ingesting:
         video = await _wait_ready(ctx, video.svid, wait_s) if wait_ready else video
         if video.ingesting:
-            svc.watch_ingest(video.svid)
+            _watch_ingest(ctx, video.svid)
     state = "ingesting" if video.ingesting else "ready"
     return model_result(
         video, f"muse.ai: uploaded {resolved.name} as {video.svid} ({state})", links=[video_link(video.svid)]
@@ -264,7 +266,7 @@ async def museai_cut_clip(
         # A re-read video no longer says what it was cut from; keep that from the cut's answer.
         clip = ready.model_copy(update={k: getattr(clip, k) for k in ("cut_svid", "cut_start", "cut_end")})
     elif clip.ingesting:
-        services(ctx).watch_ingest(clip.svid)
+        _watch_ingest(ctx, clip.svid)
     state = "ingesting" if clip.ingesting else "ready"
     return model_result(
         clip,
@@ -295,7 +297,7 @@ async def museai_set_cover(
     else:
         svc = services(ctx)
         resolved = upload_path(ctx, image_path or "", kinds=("image",))
-        await client.set_cover_image(fid, resolved, svc.allowed_dirs)
+        await client.set_cover_image(fid, resolved, svc.files.allowed_dirs)
         source = resolved.name
     await _changed_fid(ctx, fid)
     return model_result(CoverSet(fid=fid, source=source), f"muse.ai: cover set from {source}")
@@ -331,7 +333,9 @@ async def museai_upload_subtitles(
     """Adds a WebVTT subtitle track from a local .vtt file to a muse.ai video. Free."""
     svc = services(ctx)
     resolved = upload_path(ctx, path, kinds=(), extensions=(".vtt",))
-    ref = await client_of(ctx).upload_subtitles(svid, resolved, svc.allowed_dirs, name=name or resolved.stem)
+    ref = await client_of(ctx).upload_subtitles(
+        svid, resolved, svc.files.allowed_dirs, name=name or resolved.stem
+    )
     view = SubtitleRef(svid=svid, subtitle_id=ref["id"], name=ref["name"])
     await _changed(ctx, uris=(f"museai://videos/{svid}",))
     return model_result(
@@ -745,13 +749,12 @@ async def museai_auto_subtitles(
     video = await client.get_video(svid)
     if not video.url:
         raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
-    transport = svc.transports["museai"]
     media: SavedOutput = await download_output(
-        svc.downloads,
+        svc.files.downloads,
         video.url,
-        svc.output_dir,
-        trusted_origins=[transport.origin],
-        max_bytes=svc.settings.max_download_mb * 1024 * 1024,
+        svc.files.output_dir,
+        trusted_origins=[client.origin],
+        max_bytes=svc.files.max_download_bytes,
     )
     deadline = svc.clock.monotonic() + wait_s
     file_args = {"path": media.path, "file": media.sha256}
@@ -771,9 +774,9 @@ async def museai_auto_subtitles(
         return _auto_pending(svid, align.status, jobs, align.error.message if align.error else None)
     words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
     vtt, count = build_vtt(words)
-    vtt_path = svc.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
+    vtt_path = svc.files.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
     vtt_path.write_text(vtt, encoding="utf-8")
-    ref = await client.upload_subtitles(svid, vtt_path, [svc.output_dir], name=name)
+    ref = await client.upload_subtitles(svid, vtt_path, [svc.files.output_dir], name=name)
     await _changed(ctx, uris=(f"museai://videos/{svid}",))
     view = AutoSubtitles(
         status="completed",

@@ -11,7 +11,6 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muzaic import MusicResult
-from mediamux.providers.errors import MissingCredentials
 from mediamux.providers.muzaic import Account, MuzaicClient, TagCatalog
 from mediamux.tools.base import (
     InputError,
@@ -21,6 +20,7 @@ from mediamux.tools.base import (
     job_result,
     model_result,
     progress_of,
+    provider_client,
     services,
 )
 
@@ -114,25 +114,12 @@ class Region(BaseModel):
 
 
 def client_of(ctx: Context) -> MuzaicClient:
-    client = services(ctx).muzaic
-    if client is None:
-        raise MissingCredentials(
-            "Muzaic: no API key is configured; set MUZAIC_API_KEY (from adminpanel.muzaic.ai), or run mediamux "
-            "with --sandbox",
-            provider="muzaic",
-            operation="request",
-        )
-    return client
+    return provider_client(ctx, "muzaic", MuzaicClient)
 
 
 async def _catalog(ctx: Context) -> TagCatalog:
     """Tags change rarely and are free to read: fetched once per server process."""
-    svc = services(ctx)
-    catalog = svc.cache.get("muzaic_tags")
-    if catalog is None:
-        catalog = await client_of(ctx).get_tags()
-        svc.cache["muzaic_tags"] = catalog
-    return catalog
+    return await services(ctx).memoized("muzaic_tags", client_of(ctx).get_tags)
 
 
 async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:

@@ -1,0 +1,89 @@
+"""muse.ai: video hosting, collections, subtitles, in-video search and AI jobs, on two hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, SecretStr
+
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+
+if TYPE_CHECKING:
+    from mediamux.jobs.engine import JobDriver
+    from mediamux.providers.transport import Transport
+    from mediamux.sandbox import Emulated
+    from mediamux.tools.base import Toolset
+
+SANDBOX_KEY = "sandbox-museai-key"
+
+
+class MuseaiSettings(ProviderSettings):
+    api_key: SecretStr | None = Field(None, validation_alias="MUSEAI_API_KEY")
+    base_url: str = Field("https://muse.ai/api", validation_alias="MUSEAI_BASE_URL")
+    jobs_url: str = Field("https://api.muse.ai", validation_alias="MUSEAI_JOBS_URL")
+
+
+def _client(transports: Mapping[str, Transport]) -> Any:
+    from mediamux.providers.museai import MuseaiClient
+
+    return MuseaiClient(transports["museai"], transports["museai_jobs"])
+
+
+def _drivers(client: Any, ctx: DriverContext) -> Iterable[JobDriver]:
+    from mediamux.jobs.museai import MuseaiJobDriver
+    from mediamux.providers.museai import JOB_KINDS
+
+    for kind in JOB_KINDS:
+        yield MuseaiJobDriver(client, kind, allowed_dirs=ctx.allowed_dirs)
+
+
+async def _health(client: Any) -> str:
+    collections = await client.list_collections()
+    return f"{len(collections)} collection(s)"
+
+
+def _toolset() -> Toolset:
+    from mediamux.tools.museai import toolset
+
+    return toolset
+
+
+def _resources(server: Any) -> None:
+    from mediamux.resources.museai import register_museai_resources
+
+    register_museai_resources(server)
+
+
+def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+    from mediamux.sandbox import Emulated
+    from mediamux.sandbox.museai import MuseaiEmulator
+
+    emulator = MuseaiEmulator(now=now, master_key=SANDBOX_KEY, job_seconds=job_seconds or 3.0)
+
+    def bind(urls: Mapping[str, str]) -> None:
+        emulator.base_url, emulator.jobs_base_url = urls["museai"], urls["museai_jobs"]
+
+    return Emulated(emulator, {"museai": emulator.app, "museai_jobs": emulator.jobs_app}, SANDBOX_KEY, bind)
+
+
+SPEC = ProviderSpec(
+    id="museai",
+    title="muse.ai",
+    key_env="MUSEAI_API_KEY",
+    settings=MuseaiSettings,
+    hosts=(
+        Host("museai", "base_url", "Key", sandbox_path="/api"),
+        Host("museai_jobs", "jobs_url", "Key"),
+    ),
+    client=_client,
+    health=_health,
+    toolset=_toolset,
+    drivers=_drivers,
+    resources=_resources,
+    emulator=_emulator,
+    key_hint=" (mediamux login museai creates one)",
+    advice={
+        "insufficient_credits": "the muse.ai account is out of credits; add credits in muse.ai's billing settings",
+    },
+)

@@ -1,0 +1,87 @@
+"""Muzaic: music for video — single files, multi-region soundtracks, regeneration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import Field, SecretStr
+
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+
+if TYPE_CHECKING:
+    from mediamux.jobs.engine import JobDriver
+    from mediamux.providers.transport import Transport
+    from mediamux.sandbox import Emulated
+    from mediamux.tools.base import Toolset
+
+SANDBOX_KEY = "sandbox-muzaic-key"
+
+
+class MuzaicSettings(ProviderSettings):
+    api_key: SecretStr | None = Field(None, validation_alias="MUZAIC_API_KEY")
+    api_url: str = Field("https://m10.muzaic.ai", validation_alias="MUZAIC_API_URL")
+    # Muzaic bills in tokens (1 per second of audio) and publishes no dollar price; with this set,
+    # token charges are also reported, and budgeted, in dollars.
+    usd_per_token: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_MUZAIC_USD_PER_TOKEN")
+
+
+def _client(transports: Mapping[str, Transport]) -> Any:
+    from mediamux.providers.muzaic import MuzaicClient
+
+    return MuzaicClient(transports["muzaic"])
+
+
+def _drivers(client: Any, ctx: DriverContext) -> Iterable[JobDriver]:
+    from mediamux.jobs.muzaic import MuzaicDriver
+
+    settings = cast(MuzaicSettings, ctx.settings)
+    for operation in ("generate_music", "create_soundtrack", "regenerate"):
+        yield MuzaicDriver(
+            client,
+            operation,
+            output_dir=ctx.output_dir,
+            downloads=ctx.downloads,
+            max_download_bytes=ctx.max_download_bytes,
+            usd_per_token=settings.usd_per_token,
+        )
+
+
+async def _health(client: Any) -> str:
+    account = await client.account()
+    if account.tokens_remaining is None:
+        return "account readable"
+    return f"{account.tokens_remaining:g} tokens left"
+
+
+def _toolset() -> Toolset:
+    from mediamux.tools.muzaic import toolset
+
+    return toolset
+
+
+def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+    from mediamux.sandbox import Emulated
+    from mediamux.sandbox.muzaic import MuzaicEmulator
+
+    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY)
+
+    def bind(urls: Mapping[str, str]) -> None:
+        emulator.base_url = urls["muzaic"]
+
+    return Emulated(emulator, {"muzaic": emulator.app}, SANDBOX_KEY, bind)
+
+
+SPEC = ProviderSpec(
+    id="muzaic",
+    title="Muzaic",
+    key_env="MUZAIC_API_KEY",
+    settings=MuzaicSettings,
+    hosts=(Host("muzaic", "api_url", "MuzaicAPI-Secret-Key"),),
+    client=_client,
+    health=_health,
+    toolset=_toolset,
+    drivers=_drivers,
+    emulator=_emulator,
+    key_hint=" (from adminpanel.muzaic.ai)",
+)

@@ -1,0 +1,97 @@
+"""What mediamux needs to know about one provider, in one value.
+
+A ``ProviderSpec`` names everything that used to be spread over config, services, server,
+sandbox, ``doctor`` and ``jobs``: its settings, hosts and auth header, how to build its client
+and job drivers, its toolset and resources, its emulator and a cheap health check. The parts
+that pull in heavy modules (clients, tools, emulators) are factories, imported when first
+called, so a provider that is not enabled costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from mediamux.jobs.engine import JobDriver
+    from mediamux.providers.transport import Transport
+    from mediamux.sandbox import Emulated
+    from mediamux.tools.base import Toolset
+
+
+class ProviderSettings(BaseSettings):
+    """One provider's own variables. Subclasses declare ``api_key`` and one URL field per host,
+    each with the environment name the provider's official tools use."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    api_key: SecretStr | None = None
+
+    def key(self) -> SecretStr | None:
+        """The key, or None when unset or blank (a blank variable is a common copy-paste slip)."""
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            return None
+        return self.api_key
+
+
+@dataclass(frozen=True)
+class Host:
+    """One base URL of a provider (muse.ai has two: files and jobs)."""
+
+    name: str
+    url_field: str
+    auth_header: str
+    auth_scheme: str = ""
+    # Appended to the emulator's loopback origin in sandbox mode (MuAPI lives under /api/v1).
+    sandbox_path: str = ""
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What job drivers may use besides their client: files in, files out."""
+
+    allowed_dirs: list[Path]
+    output_dir: Path
+    downloads: httpx2.AsyncClient
+    max_download_bytes: int
+    settings: ProviderSettings
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    id: str
+    title: str
+    key_env: str
+    settings: type[ProviderSettings]
+    hosts: tuple[Host, ...]
+    # transports by host name -> the provider's API client
+    client: Callable[[Mapping[str, Transport]], Any]
+    # One cheap authenticated call; returns a short phrase for `mediamux doctor` ("balance $3.20").
+    health: Callable[[Any], Awaitable[str]]
+    toolset: Callable[[], Toolset]
+    drivers: Callable[[Any, DriverContext], Iterable[JobDriver]] = lambda client, ctx: ()
+    # Registers the provider's MCP resources on a server (called with the server).
+    resources: Callable[[Any], None] | None = None
+    # Builds the provider's emulator: (now, job_seconds) -> a mounted emulator.
+    emulator: Callable[[Callable[[], float], float | None], Emulated] | None = None
+    # Said after "set KEY_ENV" when the key is missing: where to get one.
+    key_hint: str = ""
+    # error class -> what the user can do about it, appended to provider errors of that class.
+    advice: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+    def missing_key_message(self) -> str:
+        return (
+            f"{self.title}: no API key is configured; set {self.key_env}{self.key_hint}, "
+            "or run mediamux with --sandbox"
+        )
