@@ -31,6 +31,7 @@ class InstantDriver:
     provider = "muapi"  # the journal's job views accept only real provider names
     operation = "generate"
     title = "Bench"
+    mode = "poll"
 
     def __init__(self) -> None:
         self.submitted = 0

@@ -243,6 +243,7 @@ class StallingDriver:
     provider = "muapi"
     operation = "generate"
     title = "Stub"
+    mode = "poll"
 
     def __init__(self) -> None:
         self.release = anyio.Event()

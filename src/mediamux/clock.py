@@ -17,11 +17,22 @@ import anyio.lowlevel
 
 
 class Clock(Protocol):
+    """Provider time: poll intervals, wait budgets, retry delays, heartbeats' bookkeeping.
+
+    The one exception is ``wait_for``: waiting for our own in-process work (a submission or a
+    download in flight) is bounded by a budget measured on this clock, but that work is real I/O,
+    so how long to wait for it is the clock's decision, made here and nowhere else.
+    """
+
     def monotonic(self) -> float: ...
 
     def now(self) -> datetime: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    async def wait_for(self, event: anyio.Event, *, within_s: float) -> bool:
+        """Wait until ``event`` is set or ``within_s`` passes; True when it was set."""
+        ...
 
 
 class SystemClock:
@@ -33,6 +44,11 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
+
+    async def wait_for(self, event: anyio.Event, *, within_s: float) -> bool:
+        with anyio.move_on_after(max(0.0, within_s)):
+            await event.wait()
+        return event.is_set()
 
 
 class FakeClock:
@@ -58,6 +74,13 @@ class FakeClock:
 
     def now(self) -> datetime:
         return self._wall0 + timedelta(seconds=self._t - self._start)
+
+    async def wait_for(self, event: anyio.Event, *, within_s: float) -> bool:
+        # In-process work is real I/O (loopback requests to an emulator): jumping fake time would
+        # give up on it before it could possibly finish, so the budget is spent in real seconds.
+        with anyio.move_on_after(max(0.0, within_s)):
+            await event.wait()
+        return event.is_set()
 
     def advance(self, seconds: float) -> None:
         self._t += max(0.0, seconds)

@@ -24,14 +24,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from mediamux.clock import Clock
 from mediamux.jobs.journal import Journal
-from mediamux.jobs.models import TERMINAL_STATUSES, JobError, JobRecord, JobResult
+from mediamux.jobs.models import JobError, JobRecord, JobResult
+from mediamux.jobs.states import Change, Event, advance
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
@@ -87,11 +88,24 @@ class Outcome:
     error: JobError | None = None
     cost: Cost = field(default_factory=Cost)
 
+    def change(self) -> Change:
+        return Change(
+            status=self.status,
+            provider_status=self.provider_status,
+            provider_job_id=self.provider_job_id,
+            result=self.result,
+            error=self.error,
+            cost=self.cost,
+        )
+
 
 class JobDriver(Protocol):
     provider: str
     operation: str
     title: str
+    # "poll": submit returns a provider job id that is polled. "background": one long synchronous
+    # request (Muzaic renders) that runs in the server's task group, outliving the tool call.
+    mode: Literal["poll", "background"]
 
     def estimate_usd(self, args: dict[str, Any]) -> float | None: ...
 
@@ -152,6 +166,16 @@ class _Reporter:
         await self(self._n + 1, None, message)
 
 
+@dataclass
+class _Slot:
+    """What concurrent callers of one job share in this process; dropped when the last one leaves."""
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    submitted: anyio.Event | None = None  # set when this process's submission has an answer
+    finalizing: anyio.Event | None = None  # set when saving outputs has ended
+    users: int = 0
+
+
 def dedup_key(provider: str, operation: str, args: dict[str, Any]) -> str:
     canonical = json.dumps([provider, operation, args], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -179,22 +203,40 @@ class JobEngine:
         self.dedup_window_s = dedup_window_s
         self.budget_usd = budget_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
-        self._submitting: dict[str, anyio.Event] = {}
-        self._locks: dict[str, anyio.Lock] = {}
+        self._slots: dict[str, _Slot] = {}
         self._rng = random.Random()
-        self._finalizing: dict[str, anyio.Event] = {}
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
-        self.on_change: Callable[[JobRecord], Awaitable[None]] | None = None
 
     def register(self, driver: JobDriver) -> None:
         self._drivers[(driver.provider, driver.operation)] = driver
 
-    def _job_lock(self, job_id: str) -> anyio.Lock:
-        lock = self._locks.get(job_id)
-        if lock is None:
-            lock = self._locks[job_id] = anyio.Lock()
-        return lock
+    @asynccontextmanager
+    async def _slot(self, job_id: str) -> AsyncIterator[_Slot]:
+        slot = self._slots.get(job_id)
+        if slot is None:
+            slot = self._slots[job_id] = _Slot()
+        slot.users += 1
+        try:
+            yield slot
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                self._slots.pop(job_id, None)
+
+    def _transition(self, record: JobRecord, event: Event, change: Change | None = None) -> JobRecord:
+        """The only writer of a job's state: apply ``event`` (checked against jobs.states) and record it."""
+        new = advance(record, event, change, now=self._wall())
+        self.journal.save(new)
+        self.journal.record_cost(
+            new.job_id,
+            provider=new.provider,
+            operation=new.operation,
+            session_id=new.session_id,
+            cost=new.cost,
+            ts=new.updated_ts,
+        )
+        return new
 
     def driver_for(self, record: JobRecord) -> JobDriver:
         driver = self._drivers.get((record.provider, record.operation))
@@ -254,56 +296,61 @@ class JobEngine:
         if not created:
             return await self._reuse(record, driver, options or {}, wait_s, report)
 
-        self._submitting[record.job_id] = anyio.Event()
-        if getattr(driver, "background", False) and self.task_group is not None:
-            # One long synchronous request: it runs in the server's task group, so a client that
-            # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
-            record.provider_status = "working"
-            self.task_group.start_soon(self._submit_in_background, record, driver)
-            await report.step(f"{driver.title}: working (job {record.job_id})")
-            return await self._wait(record, driver, wait_s, report, deduplicated=False)
-        try:
-            async with self._heartbeating(report, driver, record, self.clock.monotonic()):
+        async with self._slot(record.job_id) as slot:
+            slot.submitted = anyio.Event()
+            if driver.mode == "background" and self.task_group is not None:
+                # One long synchronous request: it runs in the server's task group, so a client that
+                # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
+                record.provider_status = "working"
+                self.task_group.start_soon(self._submit_in_background, record, driver)
+                await report.step(f"{driver.title}: working (job {record.job_id})")
+            else:
                 try:
-                    # Free, cancellable work first (uploading local files named in the arguments).
-                    submit_args = await driver.prepare(args, record.options, report)
-                    record.provider_status = "submitting"
-                    await report.step(f"{driver.title}: submitting")
-                except BaseException as exc:
-                    self._abandon(record, exc)
+                    record = await self._submit(record, driver, report)
+                finally:
+                    slot.submitted.set()
+                await report.step(
+                    f"{driver.title}: submitted"
+                    + (f" (provider id {record.provider_job_id})" if record.provider_job_id else "")
+                    + f", {record.status}"
+                )
+            return await self._wait(record, driver, wait_s, report, deduplicated=False)
+
+    async def _submit(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
+        async with self._heartbeating(report, driver, record, self.clock.monotonic()):
+            try:
+                # Free, cancellable work first (uploading local files named in the arguments).
+                submit_args = await driver.prepare(record.args, record.options, report)
+                record.provider_status = "submitting"
+                await report.step(f"{driver.title}: submitting")
+            except BaseException as exc:
+                self._abandon(record, exc)
+                raise
+            # Shielded: once the request is on the wire, the provider's answer (its job id, its
+            # charge) must be recorded even if the client gives up on this call meanwhile.
+            with anyio.CancelScope(shield=True):
+                try:
+                    outcome = await driver.submit(submit_args, record.options, report)
+                except ProviderError as exc:
+                    self._fail_submission(record, exc)
                     raise
-                # Shielded: once the request is on the wire, the provider's answer (its job id, its
-                # charge) must be recorded even if the client gives up on this call meanwhile.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        outcome = await driver.submit(submit_args, record.options, report)
-                    except ProviderError as exc:
-                        self._fail_submission(record, exc)
-                        raise
-                    except Exception as exc:
-                        # Our own failure to read an answer the provider did send: the job may
-                        # exist and be billed, so it must not look like a free retry.
-                        logger.exception(
-                            "%s %s: unexpected failure after sending", record.provider, record.operation
-                        )
-                        unexpected = ProviderResponseError(
-                            f"{driver.title} {record.operation}: the provider's answer could not be read "
-                            f"({type(exc).__name__})",
-                            provider=record.provider,
-                            operation=record.operation,
-                            maybe_sent=True,
-                        )
-                        self._fail_submission(record, unexpected)
-                        raise unexpected from None
-                    record = await self._apply(record, outcome, submitted=True)
-        finally:
-            self._submitting.pop(record.job_id).set()
-        await report.step(
-            f"{driver.title}: submitted"
-            + (f" (provider id {record.provider_job_id})" if record.provider_job_id else "")
-            + f", {record.status}"
-        )
-        return await self._wait(record, driver, wait_s, report, deduplicated=False)
+                except Exception as exc:
+                    # Our own failure to read an answer the provider did send: the job may
+                    # exist and be billed, so it must not look like a free retry.
+                    logger.exception(
+                        "%s %s: unexpected failure after sending", record.provider, record.operation
+                    )
+                    unexpected = ProviderResponseError(
+                        f"{driver.title} {record.operation}: the provider's answer could not be read "
+                        f"({type(exc).__name__})",
+                        provider=record.provider,
+                        operation=record.operation,
+                        maybe_sent=True,
+                    )
+                    self._fail_submission(record, unexpected)
+                    raise unexpected from None
+                record = self._transition(record, Event.ACCEPTED, outcome.change())
+        return record
 
     async def _reuse(
         self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: _Reporter
@@ -313,8 +360,7 @@ class JobEngine:
         # the job again with those options rather than hand back less than was asked for.
         wanted = {k: v for k, v in options.items() if v and not record.options.get(k)}
         if wanted:
-            record.options = {k: v for k, v in {**record.options, **wanted}.items() if k != "_finalized"}
-            self.journal.save(record)
+            record = self._transition(record, Event.AMENDED, Change(options={**record.options, **wanted}))
         if record.submit_state == "uncertain":
             return self._view(record, deduplicated=True)
         return await self._wait(record, driver, wait_s, report, deduplicated=True)
@@ -324,8 +370,8 @@ class JobEngine:
     ) -> JobResult[Any]:
         record = self.get_record(job_id)
         report = _Reporter(progress or _no_progress)
-        unfinished = record.status == "completed" and not record.options.get("_finalized")
-        if (record.terminal and not unfinished) or record.submit_state in ("rejected", "uncertain"):
+        finished = record.terminal and (record.status != "completed" or record.finalized)
+        if finished or record.submit_state in ("rejected", "uncertain"):
             return self._view(record)
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
@@ -360,56 +406,55 @@ class JobEngine:
 
     def _abandon(self, record: JobRecord, exc: BaseException) -> None:
         """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""
-        record.submit_state = "rejected"
         if isinstance(exc, anyio.get_cancelled_exc_class()):
-            record.status = "cancelled"
-            record.error = JobError(error_class="invalid_input", message="cancelled before submission")
+            error = JobError(error_class="invalid_input", message="cancelled before submission")
+            self._transition(record, Event.WITHDRAWN, Change(error=error))
         else:
-            record.status = "failed"
             error_class = getattr(exc, "error_class", "invalid_input")
-            record.error = JobError(error_class=error_class, message=str(exc)[:500])
-        record.updated_ts = record.completed_ts = self._wall()
-        self.journal.save(record)
+            error = JobError(error_class=error_class, message=str(exc)[:500])
+            self._transition(record, Event.REJECTED, Change(error=error))
 
     async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
-        try:
-            args = await driver.prepare(record.args, record.options, _no_progress)
+        async with self._slot(record.job_id) as slot:
             try:
-                outcome = await driver.submit(args, record.options, _no_progress)
-            except ProviderError as exc:
-                self._fail_submission(record, exc)
-                return
-            await self._apply(record, outcome, submitted=True)
-        except anyio.get_cancelled_exc_class():
-            self._cancelled_in_flight(record)  # the server is shutting down mid-request
-            raise
-        except Exception as exc:
-            logger.exception("background %s %s failed", record.provider, record.operation)
-            record.status, record.submit_state = "failed", "uncertain"
-            record.error = JobError(
-                error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
-            )
-            record.updated_ts = record.completed_ts = self._wall()
-            self.journal.save(record)
-        finally:
-            self._submitting.pop(record.job_id).set()
+                args = await driver.prepare(record.args, record.options, _no_progress)
+                try:
+                    outcome = await driver.submit(args, record.options, _no_progress)
+                except ProviderError as exc:
+                    self._fail_submission(record, exc)
+                    return
+                self._transition(record, Event.ACCEPTED, outcome.change())
+            except anyio.get_cancelled_exc_class():
+                self._cancelled_in_flight(record)  # the server is shutting down mid-request
+                raise
+            except Exception as exc:
+                logger.exception("background %s %s failed", record.provider, record.operation)
+                error = JobError(
+                    error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
+                )
+                self._settle(record, Event.LOST, Change(error=error))
+            finally:
+                if slot.submitted is not None:
+                    slot.submitted.set()
 
     def _cancelled_in_flight(self, record: JobRecord) -> None:
-        """The client gave up while an unshielded submission was on the wire."""
-        record.status = "cancelled"
-        record.submit_state = "uncertain"
-        record.error = JobError(
+        """The server stopped while a submission it could not shield was on the wire."""
+        error = JobError(
             error_class="provider_error",
             message=f"the server stopped while {record.provider} was working on it; it may have charged for the "
             "work. "
             f"An identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true",
         )
-        record.updated_ts = record.completed_ts = self._wall()
-        self.journal.save(record)
+        self._settle(record, Event.INTERRUPTED, Change(error=error))
+
+    def _settle(self, record: JobRecord, event: Event, change: Change) -> None:
+        """End a submission that failed in a way we did not foresee, unless its answer was already
+        recorded (the failure came after): a crash here would take the server's task group down."""
+        fresh = self.journal.get(record.job_id) or record
+        if fresh.submit_state == "pending":
+            self._transition(fresh, event, change)
 
     def _fail_submission(self, record: JobRecord, exc: ProviderError) -> None:
-        record.status = "failed"
-        record.submit_state = "uncertain" if exc.maybe_sent else "rejected"
         message = exc.message
         if exc.maybe_sent:
             message = (
@@ -419,47 +464,8 @@ class JobEngine:
                 f"this record (job {record.job_id}) unless new_job is true"
             )
             exc.message = message
-        record.error = JobError(error_class=exc.error_class, message=message, retry_after_s=exc.retry_after_s)
-        record.updated_ts = record.completed_ts = self._wall()
-        self.journal.save(record)
-
-    async def _apply(self, record: JobRecord, outcome: Outcome, *, submitted: bool = False) -> JobRecord:
-        now = self._wall()
-        if submitted:
-            record.submit_state = "accepted"
-        else:
-            record.polls += 1
-        if outcome.provider_job_id:
-            record.provider_job_id = outcome.provider_job_id
-        record.provider_status = outcome.provider_status or record.provider_status
-        if outcome.status in TERMINAL_STATUSES or outcome.status in ("queued", "running"):
-            record.status = outcome.status
-        else:
-            record.status = "running"  # unknown provider word: keep waiting, report it by name
-        if outcome.result is not None:
-            record.result = outcome.result
-        if outcome.error is not None:
-            record.error = outcome.error
-        if not outcome.cost.is_empty:
-            record.cost = record.cost.merged_with(outcome.cost)
-        if record.terminal and record.completed_ts is None:
-            record.completed_ts = now
-        record.updated_ts = now
-        self.journal.save(record)
-        self.journal.record_cost(
-            record.job_id,
-            provider=record.provider,
-            operation=record.operation,
-            session_id=record.session_id,
-            cost=record.cost,
-            ts=now,
-        )
-        if self.on_change is not None:
-            try:
-                await self.on_change(record)
-            except Exception:
-                logger.debug("job change listener failed", exc_info=True)
-        return record
+        error = JobError(error_class=exc.error_class, message=message, retry_after_s=exc.retry_after_s)
+        self._transition(record, Event.LOST if exc.maybe_sent else Event.REJECTED, Change(error=error))
 
     async def _wait(
         self, record: JobRecord, driver: JobDriver, wait_s: float, report: _Reporter, *, deduplicated: bool
@@ -468,20 +474,20 @@ class JobEngine:
         deadline = start + max(0.0, wait_s)
         interval = FIRST_POLL_S
         last_problem: str | None = None
-        async with self._heartbeating(report, driver, record, start):
+        async with self._heartbeating(report, driver, record, start), self._slot(record.job_id) as slot:
             while True:
                 if record.submit_state == "pending":
-                    record = await self._await_submission(record, deadline)
+                    record = await self._await_submission(record, slot, deadline)
                     if record.submit_state != "accepted":
                         break
                 # One poller per job at a time: concurrent waiters (a duplicate call, jobs_wait from
                 # another client) take turns and each starts from the journal's latest state, so
                 # none overwrites another's progress or saves the outputs twice.
-                async with self._job_lock(record.job_id):
+                async with slot.lock:
                     record = self.journal.get(record.job_id) or record
                 if record.terminal:
-                    if record.status == "completed" and not record.options.get("_finalized"):
-                        record = await self._finalize_within(record, driver, deadline)
+                    if record.status == "completed" and not record.finalized:
+                        record = await self._finalize_within(record, driver, slot, deadline)
                     break
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
@@ -489,7 +495,7 @@ class JobEngine:
                 # Jittered, so many jobs started together do not poll the provider in lockstep bursts.
                 await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
                 interval = min(MAX_POLL_S, interval * BACKOFF)
-                async with self._job_lock(record.job_id):
+                async with slot.lock:
                     record = self.journal.get(record.job_id) or record
                     if record.terminal:
                         continue
@@ -501,10 +507,9 @@ class JobEngine:
                             # A job can take a moment to become visible after it is accepted.
                             last_problem = exc.message
                             continue
-                        outcome = Outcome(
-                            status="expired",
-                            error=JobError(error_class="not_found", message=exc.message),
-                        )
+                        error = JobError(error_class="not_found", message=exc.message)
+                        record = self._transition(record, Event.VANISHED, Change(error=error))
+                        continue
                     except (ProviderConnectionError, ServerError, RateLimited, ProviderResponseError) as exc:
                         # The transport already retried; the job itself is fine. Keep waiting, and
                         # never faster than the provider asked.
@@ -514,19 +519,16 @@ class JobEngine:
                         await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
                         continue
                     last_problem = None
-                    record = await self._apply(record, outcome)
+                    record = self._transition(record, Event.POLLED, outcome.change())
                 await report.step(self._progress_line(driver, record, start))
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
 
-    async def _await_submission(self, record: JobRecord, deadline: float) -> JobRecord:
+    async def _await_submission(self, record: JobRecord, slot: _Slot, deadline: float) -> JobRecord:
         """Wait, within the budget, for a submission in flight: ours running in the background, a
         duplicate call's original, or one made by another process sharing the journal."""
-        event = self._submitting.get(record.job_id)
-        if event is not None:
-            # Ours, in this process: the event is set by real I/O finishing, so the wait is bounded
-            # in real time (an injected test clock would otherwise race ahead of the request).
-            with anyio.move_on_after(max(0.0, deadline - self.clock.monotonic())):
-                await event.wait()
+        ours = slot.submitted
+        if ours is not None:
+            await self.clock.wait_for(ours, within_s=deadline - self.clock.monotonic())
         else:
             while (remaining := deadline - self.clock.monotonic()) > 0:
                 fresh = self.journal.get(record.job_id)
@@ -534,45 +536,45 @@ class JobEngine:
                     break
                 await self.clock.sleep(min(remaining, 0.5))
         fresh = self.journal.get(record.job_id) or record
-        orphaned = (
-            record.job_id not in self._submitting and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S
-        )
+        orphaned = slot.submitted is None and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S
         if fresh.submit_state == "pending" and orphaned:
-            fresh.submit_state = "uncertain"
-            fresh.status = "failed"
-            fresh.error = JobError(
+            error = JobError(
                 error_class="provider_error",
                 message="this job's submission never recorded an outcome (the server stopped mid-request); "
                 "it may or may not have reached the provider — check the provider's dashboard",
             )
-            fresh.updated_ts = fresh.completed_ts = self._wall()
-            self.journal.save(fresh)
+            fresh = self._transition(fresh, Event.ORPHANED, Change(error=error))
         return fresh
 
-    async def _finalize_within(self, record: JobRecord, driver: JobDriver, deadline: float) -> JobRecord:
+    async def _finalize_within(
+        self, record: JobRecord, driver: JobDriver, slot: _Slot, deadline: float
+    ) -> JobRecord:
         """Finish a completed job (save its outputs) in the server's task group, waiting for it only
         within the caller's budget: a large download must neither break the wait budget nor be
         restarted by every later jobs_wait."""
         job_id = record.job_id
-        event = self._finalizing.get(job_id)
-        if event is None:
-            event = self._finalizing[job_id] = anyio.Event()
+        if slot.finalizing is None:
+            done = slot.finalizing = anyio.Event()
 
             async def work() -> None:
-                try:
-                    async with self._job_lock(job_id):
-                        fresh = self.journal.get(job_id) or record
-                        if not fresh.options.get("_finalized"):
-                            await self._finalize(fresh, driver, _Reporter(_no_progress))
-                finally:
-                    self._finalizing.pop(job_id).set()
+                # Holds its own place in the slot, so the event outlives every waiter that gives up.
+                async with self._slot(job_id) as own:
+                    try:
+                        async with own.lock:
+                            fresh = self.journal.get(job_id) or record
+                            if fresh.status == "completed" and not fresh.finalized:
+                                await self._finalize(fresh, driver, _Reporter(_no_progress))
+                    finally:
+                        own.finalizing = None
+                        done.set()
 
             if self.task_group is None:
                 await work()
             else:
                 self.task_group.start_soon(work)
-        with anyio.move_on_after(max(0.0, deadline - self.clock.monotonic())):
-            await event.wait()
+        finalizing = slot.finalizing
+        if finalizing is not None:
+            await self.clock.wait_for(finalizing, within_s=deadline - self.clock.monotonic())
         return self.journal.get(job_id) or record
 
     async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
@@ -585,8 +587,7 @@ class JobEngine:
             result = dict(record.result or {})
             result["save_error"] = str(exc)[:300]
             outcome = Outcome(status="completed", result=result)
-        record.options = {**record.options, "_finalized": True}
-        return await self._apply(record, outcome)
+        return self._transition(record, Event.FINALIZED, outcome.change())
 
     @asynccontextmanager
     async def _heartbeating(
@@ -625,7 +626,7 @@ class JobEngine:
     ) -> JobResult[Any]:
         end = record.completed_ts if record.completed_ts is not None else self._wall()
         note = None
-        if record.status == "completed" and not record.options.get("_finalized"):
+        if record.status == "completed" and not record.finalized:
             note = (
                 f"finished; its outputs are still being saved. Call jobs_wait with job_id {record.job_id} "
                 "for the saved files (nothing is charged again)"

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_ts REAL NOT NULL,
     updated_ts REAL NOT NULL,
     completed_ts REAL,
-    polls INTEGER NOT NULL DEFAULT 0
+    polls INTEGER NOT NULL DEFAULT 0,
+    finalized INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
@@ -57,11 +58,29 @@ CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+SCHEMA_VERSION = 2
+
+# Each step takes the schema from version N to N + 1, in one transaction.
+MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: "outputs saved" was a key inside the caller's options; it is a column of its own now.
+    1: """
+ALTER TABLE jobs ADD COLUMN finalized INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET finalized = 1 WHERE json_extract(options_json, '$._finalized') = 1;
+UPDATE jobs SET options_json = json_remove(options_json, '$._finalized')
+    WHERE json_extract(options_json, '$._finalized') IS NOT NULL;
+""",
+}
+
 _COLUMNS = (
     "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
     "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
-    "updated_ts, completed_ts, polls"
+    "updated_ts, completed_ts, polls, finalized"
 )
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be used as it is; the message says what to do."""
 
 
 class Journal:
@@ -74,10 +93,48 @@ class Journal:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring a journal written by an older release up to date."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
+            row = (
+                db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if exists
+                else None
+            )
+            version = int(row[0]) if row is not None else None
+            if version is None:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version = SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"the journal {self.path} was written by a newer mediamux (schema {version}, this one reads "
+                    f"up to {SCHEMA_VERSION}); upgrade mediamux, or point MEDIAMUX_HOME at another folder"
+                )
+            while version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),)
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -109,7 +166,7 @@ class Journal:
                 if existing is not None:
                     return existing, False
             db.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
         return record, True
@@ -138,7 +195,7 @@ class Journal:
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
                 return
             db.execute(
-                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
 
@@ -254,6 +311,7 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
         r.updated_ts,
         r.completed_ts,
         r.polls,
+        int(r.finalized),
     )
 
 
@@ -277,4 +335,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         updated_ts=row["updated_ts"],
         completed_ts=row["completed_ts"],
         polls=row["polls"],
+        finalized=bool(row["finalized"]),
     )
