@@ -10,6 +10,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -141,34 +142,25 @@ class MuseaiCore:
 
     # -- storage -----------------------------------------------------------------------------------------
 
-    async def _store(self, upload: UploadFile, target: Path) -> Blob:
-        await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+    async def _receive(self, upload: UploadFile, target: Path | None = None) -> Blob:
+        """Hash a received file as it streams, keeping what analysis needs; stored at `target` when given."""
         digest = hashlib.sha256()
         size = 0
         kept = bytearray()
-        async with await anyio.open_file(target, "wb") as out:
+        async with AsyncExitStack() as stack:
+            out = None
+            if target is not None:
+                await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+                out = await stack.enter_async_context(await anyio.open_file(target, "wb"))
             while chunk := await upload.read(256 * 1024):
                 digest.update(chunk)
                 size += len(chunk)
                 if len(kept) <= ANALYSIS_MAX_BYTES:
                     kept += chunk
-                await out.write(chunk)
+                if out is not None:
+                    await out.write(chunk)
         data = bytes(kept) if size <= ANALYSIS_MAX_BYTES else None
         return Blob(digest.hexdigest(), size, bytes(kept[:65_536]), data)
-
-    async def _read(self, upload: UploadFile) -> Blob:
-        digest = hashlib.sha256()
-        size = 0
-        kept = bytearray()
-        head = b""
-        while chunk := await upload.read(256 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-            if len(head) < 65_536:
-                head += chunk[: 65_536 - len(head)]
-            if len(kept) <= ANALYSIS_MAX_BYTES:
-                kept += chunk
-        return Blob(digest.hexdigest(), size, head, bytes(kept) if size <= ANALYSIS_MAX_BYTES else None)
 
     async def _load(self, video: Video) -> bytes | None:
         if video.size > ANALYSIS_MAX_BYTES:

@@ -153,7 +153,7 @@ class FilesHost(MuseaiCore):
             scid = form_text(form, "collection")
             collection = self._collection(scid) if scid else None
             self._spend_check()
-            blob = await self._store(upload, folder / "data")
+            blob = await self._receive(upload, folder / "data")
             raw_name = upload.filename or ""
         if blob.size == 0:
             shutil.rmtree(folder, ignore_errors=True)

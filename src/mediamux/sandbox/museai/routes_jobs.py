@@ -53,7 +53,7 @@ class JobsHost(MuseaiCore):
             phrase = form_text(form, "phrase")
             if kind == "align" and not phrase.strip():
                 raise ApiError(400, "phrase_not_provided")
-            blob = await self._read(upload)
+            blob = await self._receive(upload)
             filename = upload.filename or ""
         if blob.size == 0:
             raise ApiError(400, "file_not_provided")
