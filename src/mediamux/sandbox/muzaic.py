@@ -99,6 +99,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mediamux.sandbox.common import public_origin
 from mediamux.sandbox.faults import (
     ASGIApp,
     FaultMiddleware,
@@ -407,9 +408,6 @@ class MuzaicEmulator:
             return 401, "Invalid MuzaicAPI Secret Key"
         return None
 
-    def _origin(self, request: Request) -> str:
-        return self.base_url.rstrip("/") or str(request.base_url).rstrip("/")
-
     # -- validation --------------------------------------------------------------------------------------
 
     async def _body(self, request: Request, *, allow_empty: bool) -> dict[str, Any]:
@@ -550,7 +548,7 @@ class MuzaicEmulator:
     def _mp3_field(self, request: Request, audio: Audio, name: str) -> str:
         if self.generation == "old":
             day = datetime.now(UTC).strftime("%Y-%m-%d")
-            return f"{self._origin(request)}/result/{day}/{name}.wav"
+            return f"{public_origin(self.base_url, request)}/result/{day}/{name}.wav"
         data = base64.b64encode(_render(audio.duration, audio.pieces)).decode("ascii")
         return f"data:audio/wav;base64,{data}"
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import shutil
-import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -19,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from mediamux.sandbox.common import scratch_dir
 from mediamux.sandbox.faults import FaultPlan
 from mediamux.sandbox.museai.analysis import (
     ANALYSIS_MAX_BYTES,
@@ -67,9 +65,7 @@ class MuseaiCore:
         self._by_fid: dict[str, str] = {}
         self._wall_offset = time.time() - now()
         self.faces = FacesDatabase()
-        self._root = Path(tempfile.mkdtemp(prefix="mediamux-museai-"))
-        # Removed on close() or when the emulator is collected, whichever comes first.
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
+        self._root, self._cleanup = scratch_dir(self, "mediamux-museai-")
         self.app, self.jobs_app = self._apps()
 
     def _apps(self) -> tuple[Starlette, Starlette]:
@@ -84,9 +80,6 @@ class MuseaiCore:
 
     def _wall(self) -> int:
         return int(self._wall_offset + self.now())
-
-    def _origin(self, request: Request) -> str:
-        return self.base_url.rstrip("/") or str(request.base_url).rstrip("/")
 
     def _valid_key(self, key: str) -> bool:
         return any(hmac.compare_digest(key, k) for k in self.keys)

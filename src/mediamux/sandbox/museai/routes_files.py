@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mediamux.sandbox.common import base_name, public_origin
 from mediamux.sandbox.media import PNG_SIGNATURE, color_for, png_bytes
 from mediamux.sandbox.museai.analysis import cut_wav, probe_media, sounds_map
 from mediamux.sandbox.museai.core import MuseaiCore
@@ -158,7 +159,7 @@ class FilesHost(MuseaiCore):
         if blob.size == 0:
             shutil.rmtree(folder, ignore_errors=True)
             raise ApiError(400, "file_not_provided")
-        filename = raw_name.replace("\\", "/").rsplit("/", 1)[-1] or "upload"
+        filename = base_name(raw_name) or "upload"
         probe = probe_media(blob.data, blob.size, blob.head)
         video = Video(
             svid=svid,
@@ -182,7 +183,7 @@ class FilesHost(MuseaiCore):
             collection.members[svid] = self._wall()
         self._spend()
         self.uploads += 1
-        return JSONResponse(self._upload_shape(self._origin(request), video))
+        return JSONResponse(self._upload_shape(public_origin(self.base_url, request), video))
 
     async def _cut(self, request: Request) -> Response:
         async with request.form() as form:
@@ -237,7 +238,7 @@ class FilesHost(MuseaiCore):
             ready_at=self.now() + self.job_seconds,
         )
         self._register(video)
-        shape = self._upload_shape(self._origin(request), video)
+        shape = self._upload_shape(public_origin(self.base_url, request), video)
         return JSONResponse({**shape, "cut_svid": source.svid, "cut_start": start, "cut_end": end})
 
     async def _set_video(self, request: Request) -> Response:
@@ -275,16 +276,18 @@ class FilesHost(MuseaiCore):
         return success()
 
     async def _list_videos(self, request: Request) -> Response:
-        origin = self._origin(request)
+        origin = public_origin(self.base_url, request)
         return JSONResponse([self._full_shape(origin, v, own=True) for v in self.videos.values()])
 
     async def _get_video(self, request: Request) -> Response:
         video = self._video(request.path_params["svid"], request)
-        return JSONResponse(self._full_shape(self._origin(request), video, own=authed(request)))
+        return JSONResponse(
+            self._full_shape(public_origin(self.base_url, request), video, own=authed(request))
+        )
 
     async def _info(self, request: Request) -> Response:
         video = self._video(request.path_params["svid"], request)
-        return JSONResponse(self._upload_shape(self._origin(request), video))
+        return JSONResponse(self._upload_shape(public_origin(self.base_url, request), video))
 
     async def _index(self, request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -377,7 +380,7 @@ class FilesHost(MuseaiCore):
         text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
         if not text.startswith("WEBVTT"):
             raise ApiError(400, "invalid_subtitles")
-        base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+        base = base_name(filename)
         name = base.rsplit(".", 1)[0] if "." in base else base
         subid = self._unique_id(9, lambda c: c in video.subtitles)
         video.subtitles[subid] = Subtitle(subid, name or "subtitles", text)
@@ -423,7 +426,7 @@ class FilesHost(MuseaiCore):
         return out
 
     async def _list_collections(self, request: Request) -> Response:
-        origin = self._origin(request)
+        origin = public_origin(self.base_url, request)
         full = request.query_params.get("metadata") == "full"
         out = []
         for c in self.collections.values():
@@ -447,7 +450,7 @@ class FilesHost(MuseaiCore):
 
     async def _get_collection(self, request: Request) -> Response:
         collection = self._collection(request.path_params["scid"])
-        origin = self._origin(request)
+        origin = public_origin(self.base_url, request)
         return JSONResponse(
             {
                 "name": collection.name,
