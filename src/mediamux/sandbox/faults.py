@@ -101,6 +101,36 @@ class Gate:
         await self._event.wait()
 
 
+async def wait_unless_client_leaves(
+    receive: Receive, until: Callable[[], Awaitable[None]]
+) -> tuple[bool, list[Message]]:
+    """Wait for `until()` unless the client disconnects first: (client still there, messages read meanwhile)."""
+    buffered: list[Message] = []
+    disconnected = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch_client() -> None:
+            # Reading receive() is the only way an ASGI app learns of a disconnect; other messages read
+            # meanwhile (body chunks) are handed back so that the caller can replay them to its handler.
+            nonlocal disconnected
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected = True
+                    tg.cancel_scope.cancel()
+                    return
+                buffered.append(message)
+
+        async def wait_until() -> None:
+            await until()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_client)
+        tg.start_soon(wait_until)
+        await anyio.sleep_forever()
+    return not disconnected, buffered
+
+
 class FaultPlan:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
@@ -188,34 +218,12 @@ class FaultMiddleware:
         if fault.kind == "delay":
             await anyio.sleep(fault.delay_s)
             return True, receive
-        buffered: list[Message] = []
-        disconnected = False
-        async with anyio.create_task_group() as tg:
-
-            async def watch_client() -> None:
-                # Reading receive() is the only way an ASGI app learns of a disconnect; body chunks read
-                # meanwhile are replayed to the handler afterwards.
-                nonlocal disconnected
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        disconnected = True
-                        tg.cancel_scope.cancel()
-                        return
-                    buffered.append(message)
-
-            async def wait_release() -> None:
-                await self.plan.release.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_client)
-            tg.start_soon(wait_release)
-            self.plan.parked += 1
-            try:
-                await anyio.sleep_forever()
-            finally:
-                self.plan.parked -= 1
-        if disconnected:
+        self.plan.parked += 1
+        try:
+            stayed, buffered = await wait_unless_client_leaves(receive, self.plan.release.wait)
+        finally:
+            self.plan.parked -= 1
+        if not stayed:
             return False, receive
 
         async def replay() -> Message:

@@ -105,6 +105,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mediamux.sandbox.common import Refusal, base_name, public_origin
+from mediamux.sandbox.fastapi_errors import detail, http_error, json_body, unprocessable
 from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, RequestLog, Scope, Send
 from mediamux.sandbox.media import seed_digest
 
@@ -272,20 +274,6 @@ _M = TypeVar("_M", bound=BaseModel)
 # ---------------------------------------------------------------------------------------------------------
 
 
-class _HttpProblem(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__("request problem")
-        self.response = response
-
-
-def _detail(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
-
-
-def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
 def _validation_errors(exc: PydanticValidationError, prefix: list[str | int]) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = json.loads(exc.json(include_url=False))
     for error in errors:
@@ -297,26 +285,7 @@ def _parse(model: type[_M], data: Any, prefix: list[str | int]) -> _M:
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
-        raise _HttpProblem(_unprocessable(_validation_errors(exc, prefix))) from exc
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        raise _HttpProblem(
-            _unprocessable([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
-        )
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        error = {
-            "type": "json_invalid",
-            "loc": ["body", 0],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": {"error": str(exc)},
-        }
-        raise _HttpProblem(_unprocessable([error])) from exc
+        raise Refusal(unprocessable(_validation_errors(exc, prefix))) from exc
 
 
 def _query_int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
@@ -327,8 +296,8 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int | 
         value = int(raw)
     except ValueError:
         msg = "Input should be a valid integer, unable to parse string as an integer"
-        raise _HttpProblem(
-            _unprocessable([{"type": "int_parsing", "loc": ["query", name], "msg": msg, "input": raw}])
+        raise Refusal(
+            unprocessable([{"type": "int_parsing", "loc": ["query", name], "msg": msg, "input": raw}])
         ) from None
     if value < low:
         error = {
@@ -338,7 +307,7 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int | 
             "input": raw,
             "ctx": {"ge": low},
         }
-        raise _HttpProblem(_unprocessable([error]))
+        raise Refusal(unprocessable([error]))
     if high is not None and value > high:
         error = {
             "type": "less_than_equal",
@@ -347,7 +316,7 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int | 
             "input": raw,
             "ctx": {"le": high},
         }
-        raise _HttpProblem(_unprocessable([error]))
+        raise Refusal(unprocessable([error]))
     return value
 
 
@@ -597,7 +566,7 @@ class MixpeekEmulator:
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_BearerGate, emulator=self),
             ],
-            exception_handlers={HTTPException: _http_error},
+            exception_handlers={HTTPException: http_error},
         )
 
     def authenticate(self, headers: Headers) -> bool:
@@ -608,9 +577,6 @@ class MixpeekEmulator:
             and bool(token)
             and hmac.compare_digest(token.encode(), self.master_key.encode())
         )
-
-    def _origin(self, request: Request) -> str:
-        return self.base_url.rstrip("/") or str(request.base_url).rstrip("/")
 
     @staticmethod
     def _index_id(request: Request) -> str:
@@ -657,7 +623,7 @@ class MixpeekEmulator:
         if params.asset_update is not None:
             target = self._assets.get(params.asset_update.asset_id)
             if target is None or target.index_id != index_id:
-                return _detail(404, "Asset not found")
+                return detail(404, "Asset not found")
         modality = _modality(name, content_type, params)
         video_settings = [_with_default_extractors(v) for v in params.video_settings or [VideoSetting()]]
         source = Source(
@@ -715,9 +681,9 @@ class MixpeekEmulator:
 
     async def _index_url(self, request: Request) -> Response:
         try:
-            body = await _json_body(request)
+            body = await json_body(request)
             params = _parse(IndexUrlRequest, body, ["body"])
-        except _HttpProblem as problem:
+        except Refusal as problem:
             return problem.response
         url = str(body["url"])
         return self._start(
@@ -762,10 +728,10 @@ class MixpeekEmulator:
             params: IndexUploadRequest | None = None
             try:
                 params = _parse(IndexUploadRequest, fields, ["body"])
-            except _HttpProblem as problem:
+            except Refusal as problem:
                 errors.extend(json.loads(bytes(problem.response.body))["detail"])
             if errors or params is None or not isinstance(upload, UploadFile):
-                return _unprocessable(errors)
+                return unprocessable(errors)
             digest = hashlib.sha256()
             while chunk := await upload.read(256 * 1024):
                 digest.update(chunk)
@@ -775,7 +741,7 @@ class MixpeekEmulator:
             request,
             params,
             collection_id=params.collection_id,
-            name=name.replace("\\", "/").rsplit("/", 1)[-1],
+            name=base_name(name),
             unique_hash=digest.hexdigest(),
             content_type=content_type,
             failure=None,
@@ -795,7 +761,7 @@ class MixpeekEmulator:
         self.polls[task_id] = self.polls.get(task_id, 0) + 1
         task = self._find_task(request)
         if task is None:
-            return _detail(404, "Task not found")
+            return detail(404, "Task not found")
         status = self._task_state(task)
         body: dict[str, Any] = {"task_id": task.task_id, "status": status, "asset_id": task.asset_id}
         error = task.error(status)
@@ -806,7 +772,7 @@ class MixpeekEmulator:
     async def _kill_task(self, request: Request) -> Response:
         task = self._find_task(request)
         if task is None:
-            return _detail(404, "Task not found")
+            return detail(404, "Task not found")
         if self._task_state(task) in ("DONE", "FAILED"):
             return JSONResponse({"message": "Task already finished", "task_id": task.task_id})
         task.cancelled = True
@@ -850,13 +816,13 @@ class MixpeekEmulator:
     async def _get_asset(self, request: Request) -> Response:
         asset = self._find_asset(request)
         if asset is None:
-            return _detail(404, "Asset not found")
+            return detail(404, "Asset not found")
         return JSONResponse(self._asset_json(asset))
 
     async def _get_features(self, request: Request) -> Response:
         asset = self._find_asset(request)
         if asset is None:
-            return _detail(404, "Asset not found")
+            return detail(404, "Asset not found")
         features = self.features_of(asset)
         if self.features_shape == "grouped":
             grouped: dict[str, list[dict[str, Any]]] = {"video": [], "image": [], "text": [], "audio": []}
@@ -866,11 +832,11 @@ class MixpeekEmulator:
         try:
             page = _query_int(request, "page", 1, 1, None)
             page_size = _query_int(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        except _HttpProblem as problem:
+        except Refusal as problem:
             return problem.response
         total = len(features)
         total_pages = math.ceil(total / page_size)
-        base = f"{self._origin(request)}/assets/{asset.asset_id}/features"
+        base = f"{public_origin(self.base_url, request)}/assets/{asset.asset_id}/features"
 
         def link(n: int) -> str:
             return f"{base}?{urlencode({'page': n, 'page_size': page_size})}"
@@ -894,11 +860,11 @@ class MixpeekEmulator:
 
     async def _search_text(self, request: Request) -> Response:
         try:
-            body = await _json_body(request)
+            body = await json_body(request)
             params = _parse(SearchTextRequest, body, ["body"])
             offset = _query_int(request, "offset_position", 0, 0, None)
             page_size = _query_int(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        except _HttpProblem as problem:
+        except Refusal as problem:
             return problem.response
         index_id = self._index_id(request)
         wanted = set(params.collection_ids)
@@ -929,7 +895,7 @@ class MixpeekEmulator:
         scored.sort(key=lambda d: (-d["score"], d["asset_id"], d.get("start_time") or 0.0, d["feature_id"]))
         if params.sort is not None:
             scored = _sorted_by(scored, params.sort)
-        origin = f"{self._origin(request)}/features/search/text"
+        origin = f"{public_origin(self.base_url, request)}/features/search/text"
         if params.group_by is not None:
             return JSONResponse(_grouped_results(scored, params, page_size, origin))
         total = len(scored)
@@ -1270,15 +1236,9 @@ class _BearerGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.emulator.authenticate(Headers(scope=scope)):
-            await _detail(401, "Invalid or missing API key")(scope, receive, send)
+            await detail(401, "Invalid or missing API key")(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
-        raise exc
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 __all__ = [

@@ -61,11 +61,8 @@ import math
 import mimetypes
 import re
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -83,6 +80,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from mediamux.sandbox.common import Refusal, base_name, public_origin, scratch_dir
+from mediamux.sandbox.fastapi_errors import detail, http_error, json_body, unprocessable
 from mediamux.sandbox.faults import (
     ASGIApp,
     FaultMiddleware,
@@ -490,37 +489,13 @@ def validate_inputs(model: ModelSpec, body: dict[str, Any]) -> list[ValidationEr
     return errors
 
 
-class _BadRequest(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__("bad request")
-        self.response = response
-
-
-def _unprocessable(errors: list[ValidationError]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
-def _detail(status_code: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status_code)
-
-
 async def _json_object(request: Request, *, required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        if not required:
-            return {}
-        raise _BadRequest(_unprocessable([_err("missing", ["body"], "Field required", None)]))
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _BadRequest(
-            _unprocessable(
-                [{**_err("json_invalid", ["body", 0], "JSON decode error", {}), "ctx": {"error": str(exc)}}]
-            )
-        ) from exc
+    if not required and not (await request.body()).strip():
+        return {}
+    data = await json_body(request)
     if not isinstance(data, dict):
         msg = "Input should be a valid dictionary or object to extract fields from"
-        raise _BadRequest(_unprocessable([_err("model_attributes_type", ["body"], msg, data)]))
+        raise Refusal(unprocessable([_err("model_attributes_type", ["body"], msg, data)]))
     return data
 
 
@@ -662,7 +637,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_filename(name: str | None, default: str = "upload.bin") -> str:
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = base_name(name or "")
     cleaned = _SAFE_NAME.sub("_", base).strip("._")
     return cleaned[:120] or default
 
@@ -696,10 +671,7 @@ class MuapiEmulator:
         self._presigned: dict[str, tuple[str, float]] = {}
         self._next_object = 1
         self._signing_secret = secrets.token_bytes(32)
-        self._root = Path(tempfile.mkdtemp(prefix="mediamux-muapi-"))
-        # Removed on close() or when the emulator is collected, whichever comes first, without the
-        # ResourceWarning that TemporaryDirectory's implicit cleanup raises.
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
+        self._root, self._cleanup = scratch_dir(self, "mediamux-muapi-")
         self.app: Starlette = self._build_app()
 
     # -- public helpers ----------------------------------------------------------------------------------
@@ -779,9 +751,6 @@ class MuapiEmulator:
         headers.append((b"x-account-balance", f"{self.balance_usd:.4f}".encode()))
         return headers
 
-    def _origin(self, request: Request) -> str:
-        return self.base_url.rstrip("/") or str(request.base_url).rstrip("/")
-
     async def _post_webhooks(self, client: httpx2.AsyncClient, jobs: list[Job]) -> None:
         for job in jobs:
             payload = job.payload(job.final_status or "completed")
@@ -841,7 +810,7 @@ class MuapiEmulator:
                 Middleware(FaultMiddleware, plan=self.faults),
                 Middleware(_ApiGate, emulator=self),
             ],
-            exception_handlers={HTTPException: _http_error},
+            exception_handlers={HTTPException: http_error},
             lifespan=self._lifespan,
         )
 
@@ -852,20 +821,20 @@ class MuapiEmulator:
         slug = request.path_params["endpoint"].strip("/")
         model = CATALOG.get(slug)
         if model is None:
-            return _detail(404, f"Model not found: {slug}")
+            return detail(404, f"Model not found: {slug}")
         try:
             body = await _json_object(request)
-        except _BadRequest as bad:
+        except Refusal as bad:
             return bad.response
         body_webhook = body.pop("webhook_url", None)
         webhook = request.query_params.get("webhook") or body_webhook
         errors = validate_inputs(model, body)
         if errors:
-            return _unprocessable(errors)
+            return unprocessable(errors)
         is_test = bool(ctx.key and ctx.key.is_test)
         cost = Cost() if is_test else self._quote(model, body)
         if not is_test and cost.amount_usd > self.balance_usd + 1e-9:
-            return _detail(402, "Insufficient balance. Please top up your account.")
+            return detail(402, "Insufficient balance. Please top up your account.")
         if not is_test:
             self.balance_usd = round(self.balance_usd - cost.amount_usd, 6)
             self.bonus_credits -= cost.bonus_credits_used
@@ -873,7 +842,7 @@ class MuapiEmulator:
             id=str(uuid.uuid4()),
             model=model,
             inputs=body,
-            origin=self._origin(request),
+            origin=public_origin(self.base_url, request),
             created_mono=self.now(),
             created_at=_iso(datetime.now(UTC)),
             duration_s=self.job_seconds
@@ -904,7 +873,7 @@ class MuapiEmulator:
         self.polls[request_id] = self.polls.get(request_id, 0) + 1
         job = self._jobs.get(request_id)
         if job is None:
-            return _detail(404, "Prediction not found")
+            return detail(404, "Prediction not found")
         status = self._advance(job)
         _ctx(request).cost = job.cost
         return JSONResponse({**job.payload(status), "cost": job.cost.as_dict()})
@@ -912,20 +881,22 @@ class MuapiEmulator:
     async def _upload_file(self, request: Request) -> Response:
         ctx = _ctx(request)
         if not (ctx.key and ctx.key.is_test) and self.balance_usd <= 0:
-            return _detail(402, "Insufficient balance. Uploads require a positive account balance.")
+            return detail(402, "Insufficient balance. Uploads require a positive account balance.")
         async with request.form(max_files=1) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                return _unprocessable([_err("missing", ["body", "file"], "Field required", None)])
+                return unprocessable([_err("missing", ["body", "file"], "Field required", None)])
             name = safe_filename(upload.filename)
             limit = self._upload_limit(name, upload.content_type)
             incoming = self._root / "incoming" / uuid.uuid4().hex
             digest = await _spool(upload, incoming, limit)
             if digest is None:
-                return _detail(413, f"File too large: the limit for this file type is {limit // MB} MB")
+                return detail(413, f"File too large: the limit for this file type is {limit // MB} MB")
         target = self._root / "uploads" / digest[:16] / name
         await _move(incoming, target)
-        return JSONResponse({"url": f"{self._origin(request)}/cdn/uploads/{digest[:16]}/{name}"})
+        return JSONResponse(
+            {"url": f"{public_origin(self.base_url, request)}/cdn/uploads/{digest[:16]}/{name}"}
+        )
 
     def _upload_limit(self, name: str, content_type: str | None) -> int:
         # Clients often send application/octet-stream, so the file name counts as much as the part's type.
@@ -935,7 +906,7 @@ class MuapiEmulator:
     async def _get_upload_url(self, request: Request) -> Response:
         filename = request.query_params.get("filename")
         if not filename:
-            return _unprocessable([_err("missing", ["query", "filename"], "Field required", None)])
+            return unprocessable([_err("missing", ["query", "filename"], "Field required", None)])
         key = f"data/{ACCOUNT_ID}/{self._next_object}/{safe_filename(filename)}"
         self._next_object += 1
         expires = datetime.now(UTC) + timedelta(seconds=PRESIGN_TTL_SECONDS)
@@ -958,7 +929,9 @@ class MuapiEmulator:
             "x-amz-date": stamp,
             "x-amz-signature": self._sign(policy),
         }
-        return JSONResponse({"url": f"{self._origin(request)}/cdn/presigned", "fields": fields})
+        return JSONResponse(
+            {"url": f"{public_origin(self.base_url, request)}/cdn/presigned", "fields": fields}
+        )
 
     def _sign(self, policy: str) -> str:
         return hmac.new(self._signing_secret, policy.encode(), hashlib.sha256).hexdigest()
@@ -971,7 +944,7 @@ class MuapiEmulator:
     async def _topup(self, request: Request) -> Response:
         try:
             body = await _json_object(request)
-        except _BadRequest as bad:
+        except Refusal as bad:
             return bad.response
         amount = body.get("amount")
         errors: list[ValidationError] = []
@@ -985,7 +958,7 @@ class MuapiEmulator:
                 _err("string_type", ["body", "currency"], "Input should be a valid string", currency)
             )
         if errors:
-            return _unprocessable(errors)
+            return unprocessable(errors)
         return JSONResponse(
             {
                 "checkout_url": f"https://checkout.stripe.com/c/pay/cs_test_sandbox_{uuid.uuid4().hex}",
@@ -1000,7 +973,7 @@ class MuapiEmulator:
     async def _create_key(self, request: Request) -> Response:
         try:
             body = await _json_object(request, required=False)
-        except _BadRequest as bad:
+        except Refusal as bad:
             return bad.response
         name = body.get("name", "api-key")
         is_test = body.get("is_test", False)
@@ -1010,7 +983,7 @@ class MuapiEmulator:
         if not isinstance(is_test, bool):
             errors.append(_err("bool_type", ["body", "is_test"], "Input should be a valid boolean", is_test))
         if errors:
-            return _unprocessable(errors)
+            return unprocessable(errors)
         key = self._add_key(
             str(name),
             f"mk_{'test' if is_test else 'live'}_{secrets.token_urlsafe(24)}",
@@ -1024,9 +997,9 @@ class MuapiEmulator:
             key_id = int(raw)
         except ValueError:
             msg = "Input should be a valid integer, unable to parse string as an integer"
-            return _unprocessable([_err("int_parsing", ["path", "key_id"], msg, raw)])
+            return unprocessable([_err("int_parsing", ["path", "key_id"], msg, raw)])
         if self._keys.pop(key_id, None) is None:
-            return _detail(404, "Key not found")
+            return detail(404, "Key not found")
         return JSONResponse({"message": "Key deleted"})
 
     async def _list_models(self, request: Request) -> Response:
@@ -1042,8 +1015,8 @@ class MuapiEmulator:
     async def _model_detail(self, request: Request) -> Response:
         model = CATALOG.get(request.path_params["name"])
         if model is None:
-            return _detail(404, f"Model not found: {request.path_params['name']}")
-        origin = self._origin(request)
+            return detail(404, f"Model not found: {request.path_params['name']}")
+        origin = public_origin(self.base_url, request)
         return JSONResponse(
             {
                 **_model_summary(model),
@@ -1055,10 +1028,10 @@ class MuapiEmulator:
     async def _estimate_cost(self, request: Request) -> Response:
         model = CATALOG.get(request.path_params["name"])
         if model is None:
-            return _detail(404, f"Model not found: {request.path_params['name']}")
+            return detail(404, f"Model not found: {request.path_params['name']}")
         try:
             body = await _json_object(request, required=False)
-        except _BadRequest as bad:
+        except Refusal as bad:
             return bad.response
         # An estimate is advisory, so it prices whatever it is given (defaults fill the gaps) rather than
         # rejecting an incomplete body; the bonus pool is ignored because it may be gone by submit time.
@@ -1145,10 +1118,10 @@ class MuapiEmulator:
         job = self._jobs.get(request.path_params["request_id"])
         stem, _, ext = request.path_params["filename"].partition(".")
         if job is None or not stem.isdigit() or ext != job.model.extension:
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         status = self._advance(job)
         if status != "completed" or job.is_test or int(stem) >= job.model.output_count(job.inputs):
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         prompt = str(job.inputs.get("prompt", job.id))
         seed = prompt if stem == "0" else f"{prompt}#{stem}"
         duration = job.inputs.get("duration")
@@ -1161,7 +1134,7 @@ class MuapiEmulator:
         slug, _, ext = request.path_params["path"].rpartition(".")
         model = CATALOG.get(slug)
         if model is None or ext != model.extension:
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         media = media_for(model.output, model.name)
         return Response(media.data, media_type=media.content_type)
 
@@ -1169,7 +1142,7 @@ class MuapiEmulator:
         digest = request.path_params["digest"]
         name = request.path_params["filename"]
         if not re.fullmatch(r"[0-9a-f]{16}", digest) or safe_filename(name) != name:
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         return self._file(self._root / "uploads" / digest / name, name)
 
     async def _presigned_post(self, request: Request) -> Response:
@@ -1205,12 +1178,12 @@ class MuapiEmulator:
         rel = request.path_params["path"]
         parts = rel.split("/")
         if any(part in ("", ".", "..") for part in parts):
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         return self._file(self._root / "objects" / "data" / rel, parts[-1])
 
     def _file(self, path: Path, name: str) -> Response:
         if not path.is_file():
-            return _detail(404, "Not Found")
+            return detail(404, "Not Found")
         return FileResponse(path, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
 
@@ -1241,15 +1214,9 @@ class _ApiGate:
             await send(message)
 
         if ctx.key is None:
-            await _detail(401, "Invalid or missing API key")(scope, receive, send_with_cost)
+            await detail(401, "Invalid or missing API key")(scope, receive, send_with_cost)
             return
         await self.app(scope, receive, send_with_cost)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
-        raise exc
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _s3_error(status_code: int, code: str, message: str) -> Response:

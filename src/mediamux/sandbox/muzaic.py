@@ -99,6 +99,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mediamux.sandbox.common import public_origin
 from mediamux.sandbox.faults import (
     ASGIApp,
     FaultMiddleware,
@@ -108,6 +109,7 @@ from mediamux.sandbox.faults import (
     RequestLog,
     Scope,
     Send,
+    wait_unless_client_leaves,
 )
 from mediamux.sandbox.media import WAV_U8_SILENCE, melody_pcm_u8, seed_digest, wav_u8_bytes, wav_u8_rate_for
 
@@ -407,9 +409,6 @@ class MuzaicEmulator:
             return 401, "Invalid MuzaicAPI Secret Key"
         return None
 
-    def _origin(self, request: Request) -> str:
-        return self.base_url.rstrip("/") or str(request.base_url).rstrip("/")
-
     # -- validation --------------------------------------------------------------------------------------
 
     async def _body(self, request: Request, *, allow_empty: bool) -> dict[str, Any]:
@@ -502,35 +501,21 @@ class MuzaicEmulator:
         if factor <= 0:
             return True
         deadline = self.now() + audio_s * factor
-        disconnected = False
-        async with anyio.create_task_group() as tg:
 
-            async def watch_client() -> None:
-                nonlocal disconnected
-                while True:
-                    message = await request.receive()
-                    if message["type"] == "http.disconnect":
-                        disconnected = True
-                        tg.cancel_scope.cancel()
-                        return
+        async def finish() -> None:
+            if not self.hold.is_set():
+                await self.hold.wait()
+            else:
+                # The clock is injected (a fake one has no events to await), so it is sampled.
+                while self.now() < deadline and not self._closed:  # noqa: ASYNC110
+                    await anyio.sleep(WAIT_TICK_S)
 
-            async def finish() -> None:
-                if not self.hold.is_set():
-                    await self.hold.wait()
-                else:
-                    # The clock is injected (a fake one has no events to await), so it is sampled.
-                    while self.now() < deadline and not self._closed:  # noqa: ASYNC110
-                        await anyio.sleep(WAIT_TICK_S)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_client)
-            tg.start_soon(finish)
-            self.parked += 1
-            try:
-                await anyio.sleep_forever()
-            finally:
-                self.parked -= 1
-        return not disconnected
+        self.parked += 1
+        try:
+            stayed, _ = await wait_unless_client_leaves(request.receive, finish)
+        finally:
+            self.parked -= 1
+        return stayed
 
     def _execution_time(self, audio_s: float) -> float:
         factor = self.generation_seconds_per_audio_second or MODELED_SECONDS_PER_AUDIO_SECOND
@@ -550,7 +535,7 @@ class MuzaicEmulator:
     def _mp3_field(self, request: Request, audio: Audio, name: str) -> str:
         if self.generation == "old":
             day = datetime.now(UTC).strftime("%Y-%m-%d")
-            return f"{self._origin(request)}/result/{day}/{name}.wav"
+            return f"{public_origin(self.base_url, request)}/result/{day}/{name}.wav"
         data = base64.b64encode(_render(audio.duration, audio.pieces)).decode("ascii")
         return f"data:audio/wav;base64,{data}"
 
