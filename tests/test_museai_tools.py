@@ -537,7 +537,6 @@ async def test_auto_subtitles_called_again_after_running_resumes_the_same_jobs(
     assert "echo charlie" in second["vtt"]
 
 
-@pytest.mark.xfail(strict=True, reason="the tool guard does not handle DownloadError yet")
 async def test_auto_subtitles_reports_a_failed_download_with_its_error_class(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:

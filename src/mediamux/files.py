@@ -39,6 +39,7 @@ import httpx2
 from pydantic import BaseModel
 
 from mediamux import __version__
+from mediamux.errors import MediamuxError
 
 __all__ = [
     "ALLOWED_DIRS_ENV",
@@ -65,18 +66,24 @@ ALLOWED_DIRS_ENV = "MEDIAMUX_ALLOWED_DIRS"
 OUTPUT_URI_PREFIX: Final = "mediamux://outputs/"
 
 
-class FileAccessError(ValueError):
+class FileAccessError(MediamuxError):
     """Base: a message that tells the user what to do, always naming the allowed folders and the
     MEDIAMUX_ALLOWED_DIRS variable where confinement is the cause."""
+
+    error_class = "invalid_input"
 
 
 class PathNotAllowed(FileAccessError):
     """The path is outside the allowed folders, is not a regular file, or does not exist."""
 
 
-class DownloadError(Exception):
+class DownloadError(MediamuxError):
     """Refused or failed download: message names the URL's host (never query strings — they may hold
     tokens) and the reason."""
+
+    # Every URL downloaded is one a provider handed back as its output, so a refusal or failure is the
+    # provider's output being unusable; "provider_error" is also a class clients already know.
+    error_class = "provider_error"
 
     def __init__(self, host: str, reason: str, *, refused: bool = False) -> None:
         self.host = host

@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from mediamux.clock import Clock
+from mediamux.errors import MediamuxError
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.models import TERMINAL_STATUSES, JobError, JobRecord, JobResult
 from mediamux.providers.cost import Cost, format_usd
@@ -55,7 +56,7 @@ EARLY_404_S = 30.0
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
 
 
-class JobsError(Exception):
+class JobsError(MediamuxError):
     error_class = "invalid_input"
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:

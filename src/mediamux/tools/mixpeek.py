@@ -9,6 +9,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, Field
 
+from mediamux.errors import InputError
 from mediamux.jobs.mixpeek import IndexedAsset, IndexOperation
 from mediamux.jobs.models import JobResult
 from mediamux.providers.errors import MissingCredentials, ProviderError
@@ -29,7 +30,6 @@ from mediamux.providers.mixpeek import (
     normalize_status,
 )
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,

@@ -8,6 +8,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, ConfigDict, Field
 
+from mediamux.errors import InputError
 from mediamux.files import SavedOutput, download_output
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS
@@ -28,7 +29,6 @@ from mediamux.providers.museai import (
     Video,
 )
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,
