@@ -23,7 +23,7 @@ from mediamux.files.confinement import (
     resolve_allowed_path,
 )
 from mediamux.files.downloads import (
-    OUTPUT_URI_PREFIX,
+    OUTPUTS_PREFIX,
     DownloadError,
     Resolver,
     SavedOutput,
@@ -36,7 +36,7 @@ from mediamux.files.uploads import MEDIA_KINDS, MultipartUpload, check_uploadabl
 __all__ = [
     "ALLOWED_DIRS_ENV",
     "MEDIA_KINDS",
-    "OUTPUT_URI_PREFIX",
+    "OUTPUTS_PREFIX",
     "DownloadError",
     "FileAccessError",
     "MultipartUpload",

@@ -30,8 +30,10 @@ from pydantic import BaseModel
 
 from mediamux import __version__
 from mediamux.errors import MediamuxError
+from mediamux.urls import origin
 
-OUTPUT_URI_PREFIX: Final = "mediamux://outputs/"
+# Where the mediamux://outputs/{name} resource serves a saved output from.
+OUTPUTS_PREFIX: Final = "mediamux://outputs/"
 
 
 class DownloadError(MediamuxError):
@@ -73,7 +75,6 @@ Resolver = Callable[[str], Awaitable[list[str]]]
 _RESOLVE_TIMEOUT_S: Final = 10.0
 _WRITE_BUFFER: Final = 1 << 20
 _REDIRECT_CODES: Final = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 # mimetypes.guess_extension depends on the host's mime.types file (image/jpeg → '.jpe' on some);
 # names must be the same on every machine for content addressing to be idempotent.
@@ -156,12 +157,6 @@ def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
-def _origin(url: httpx2.URL) -> tuple[str, str, int]:
-    scheme = url.scheme.lower()
-    host = url.raw_host.decode("ascii").lower().rstrip(".")
-    return scheme, host, url.port or _DEFAULT_PORTS.get(scheme, 0)
-
-
 def _display(url: httpx2.URL) -> str:
     # netloc never includes userinfo, and we never show path or query: they may carry tokens.
     return url.netloc.decode("ascii", errors="replace")
@@ -177,7 +172,7 @@ class _Hop:
     display: str
 
 
-async def _vet(url: httpx2.URL, trusted: set[tuple[str, str, int]], resolve: Resolver) -> _Hop:
+async def _vet(url: httpx2.URL, trusted: set[str], resolve: Resolver) -> _Hop:
     display = _display(url)
     scheme = url.scheme.lower()
     if scheme not in ("http", "https"):
@@ -188,7 +183,7 @@ async def _vet(url: httpx2.URL, trusted: set[tuple[str, str, int]], resolve: Res
         raise DownloadError(display, "the URL has no host", refused=True)
     if url.userinfo:
         raise DownloadError(display, "URLs with a user name or password are not allowed", refused=True)
-    if _origin(url) in trusted:
+    if origin(url) in trusted:
         # A configured provider's own origin (e.g. the loopback sandbox): no SSRF filter, and plain
         # http allowed, because the operator chose that origin explicitly.
         return _Hop(url, None, None, display)
@@ -356,12 +351,12 @@ async def download_output(
     read, so a server that drips bytes slowly is only stopped by the size cap or the caller.
     """
     resolver = resolve or resolve_host
-    trusted: set[tuple[str, str, int]] = set()
-    for origin in trusted_origins:
-        parsed_origin = httpx2.URL(origin)
+    trusted: set[str] = set()
+    for given in trusted_origins:
+        parsed_origin = httpx2.URL(given)
         if parsed_origin.scheme not in ("http", "https") or not parsed_origin.host:
-            raise ValueError(f"trusted origin must be an http(s) origin, got {origin!r}")
-        trusted.add(_origin(parsed_origin))
+            raise ValueError(f"trusted origin must be an http(s) origin, got {given!r}")
+        trusted.add(origin(parsed_origin))
 
     try:
         current = httpx2.URL(url)
@@ -486,7 +481,7 @@ async def _save(
     return SavedOutput(
         name=name,
         path=str(final),
-        uri=OUTPUT_URI_PREFIX + name,
+        uri=OUTPUTS_PREFIX + name,
         size_bytes=size,
         sha256=digest,
         mime_type=media_type,
@@ -517,7 +512,7 @@ async def save_output_bytes(data: bytes, output_dir: Path, *, media_type: str, s
     return SavedOutput(
         name=final.name,
         path=str(final),
-        uri=OUTPUT_URI_PREFIX + final.name,
+        uri=OUTPUTS_PREFIX + final.name,
         size_bytes=len(data),
         sha256=digest,
         mime_type=media_type,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
-from mediamux.files import FileAccessError, output_path
+from mediamux.files import OUTPUTS_PREFIX, FileAccessError, output_path
 from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import NotFound, ProviderError
 from mediamux.resources.mixpeek import register_mixpeek_resources
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 # Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path.
 MAX_INLINE_OUTPUT_BYTES = 768 * 1024
-OUTPUTS_PREFIX = "mediamux://outputs/"
 
 
 def _dump(data: Any) -> str:
