@@ -39,21 +39,10 @@ from pydantic import (
 
 from mediamux.files import multipart_file_upload
 from mediamux.providers.errors import InvalidRequest
+from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import Retry, Transport
 
 Progress = Callable[[int, int], Awaitable[None]]
-
-# v0 task words (NOTES §3.5). CANCELLED/CANCELED are undocumented for v0; they are what a DELETE
-# plausibly leads to, and reading them as terminal stops a poll loop that would otherwise run on.
-STATUS = {
-    "INITIALIZING": "queued",
-    "DOWNLOADING": "running",
-    "PROCESSING": "running",
-    "DONE": "completed",
-    "FAILED": "failed",
-    "CANCELLED": "cancelled",
-    "CANCELED": "cancelled",
-}
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
@@ -65,12 +54,6 @@ Scalar = str | int | float | bool
 
 Prompt = Annotated[str, Field(min_length=1, max_length=4000)]
 DotKey = Annotated[str, Field(min_length=1, max_length=200, pattern=KEY_PATTERN)]
-
-
-def normalize_status(raw: str | None) -> str:
-    """Mixpeek task status → ours. An unknown word is passed through: non-terminal, reported by name."""
-    value = (raw or "").strip()
-    return STATUS.get(value.upper()) or value or "unknown"
 
 
 def check_url(url: str, operation: str = "index_url") -> str:
@@ -702,7 +685,6 @@ __all__ = [
     "Task",
     "VideoSetting",
     "check_url",
-    "normalize_status",
     "parse_features",
     "parse_search",
 ]

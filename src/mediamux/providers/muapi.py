@@ -17,17 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mediamux.files import multipart_file_upload
 from mediamux.providers.cost import Cost
 from mediamux.providers.errors import InvalidRequest, ProviderStatusError
+from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import ProviderResponse, Retry, Transport
-
-TERMINAL = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "canceled": "cancelled"}
-RUNNING = {
-    "queued": "queued",
-    "pending": "queued",
-    "processing": "running",
-    "running": "running",
-    "starting": "running",
-    "in_progress": "running",
-}
 
 ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -144,12 +135,6 @@ class ModelInfo(_Tolerant):
     description: str | None = None
     cost: Any = None
     input_schema: dict[str, Any] | None = None
-
-
-def normalize_status(raw: str | None) -> str:
-    """MuAPI status → ours. Unknown values stay as they are: non-terminal, reported by name."""
-    value = (raw or "").strip().lower()
-    return TERMINAL.get(value) or RUNNING.get(value) or value or "unknown"
 
 
 def cost_from(response: ProviderResponse, body: Any) -> Cost:
@@ -394,5 +379,4 @@ __all__ = [
     "ProviderStatusError",
     "Submission",
     "TopupCheckout",
-    "normalize_status",
 ]

@@ -28,6 +28,8 @@ Visibility = Literal["private", "unlisted", "public"]
 JobKind = Literal["speech", "align", "sounds", "colors", "faces", "objects", "text"]
 JOB_KINDS: tuple[JobKind, ...] = ("speech", "align", "sounds", "colors", "faces", "objects", "text")
 SearchScope = Literal["owned", "channel", "collection", "video"]
+# muse.ai has no word for "being worked on": a job is "pending" from submission until "done".
+STATUS_OVERRIDES = {"pending": "running"}
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 Progress = Callable[[int, int], Awaitable[None]]

@@ -27,8 +27,8 @@ from mediamux.providers.mixpeek import (
     Sort,
     VideoSetting,
     check_url,
-    normalize_status,
 )
+from mediamux.providers.status import normalize_status
 from mediamux.tools.base import (
     NewJob,
     Toolset,

@@ -14,7 +14,8 @@ from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
 from mediamux.providers.errors import MissingCredentials
-from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient, normalize_status
+from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient
+from mediamux.providers.status import normalize_status
 from mediamux.tools.base import (
     NewJob,
     Toolset,
