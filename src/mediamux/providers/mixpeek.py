@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -38,12 +38,15 @@ from pydantic import (
 )
 
 from mediamux.files import multipart_file_upload
+from mediamux.providers._util import Tolerant, number, path_segment
 from mediamux.providers.errors import InvalidRequest
 from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import Retry, Transport
 
 Progress = Callable[[int, int], Awaitable[None]]
 
+# The id pattern the tools advertise, pinned by the tool-surface snapshot. The client itself holds
+# ids to the stricter shared rule (providers._util.path_segment): Mixpeek's ids are UUIDs.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
 
@@ -71,15 +74,7 @@ def check_url(url: str, operation: str = "index_url") -> str:
 
 
 def _seg(value: str, what: str, operation: str) -> str:
-    """One URL path segment from user input: refuses anything that could change the path."""
-    value = str(value).strip()
-    if not ID_RE.fullmatch(value):
-        raise InvalidRequest(
-            f"Mixpeek {operation}: {value[:100]!r} is not a valid {what} (letters, digits, '.', '_', ':', '-')",
-            provider="mixpeek",
-            operation=operation,
-        )
-    return quote(value, safe="-._~:")
+    return path_segment(value, what, title="Mixpeek", provider="mixpeek", operation=operation)
 
 
 # -- request models ----------------------------------------------------------------------------
@@ -256,11 +251,7 @@ class GroupBy(_Strict):
 # -- response models ---------------------------------------------------------------------------
 
 
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class IndexAccepted(_Tolerant):
+class IndexAccepted(Tolerant):
     """``/index/url`` or ``/index/upload`` accepted the work: ``{message, task_id}``, or the SDK's other
     union member, an asset object (what ``prevent_duplicate`` may answer with). The client accepts it
     when there is a task to poll or the asset is already DONE."""
@@ -271,7 +262,7 @@ class IndexAccepted(_Tolerant):
     message: str | None = None
 
 
-class Task(_Tolerant):
+class Task(Tolerant):
     task_id: str | None = None
     status: str = "unknown"
     # Older docs call the result ``file_id``; the SDK calls it ``asset_id``.
@@ -292,7 +283,7 @@ class Task(_Tolerant):
         return None
 
 
-class Pagination(_Tolerant):
+class Pagination(Tolerant):
     total: int | None = None
     page: int | None = None
     page_size: int | None = None
@@ -301,7 +292,7 @@ class Pagination(_Tolerant):
     previous_page: str | None = None
 
 
-class AssetInfo(_Tolerant):
+class AssetInfo(Tolerant):
     asset_id: str | None = Field(None, validation_alias=AliasChoices("asset_id", "file_id"))
     collection_id: str | None = None
     status: str | None = None
@@ -454,7 +445,7 @@ def parse_search(data: Any) -> SearchResults:
             # group_by answers are undocumented for v0; {group, score, features} is the natural reading.
             groups.append(
                 SearchGroup(
-                    group=item["group"], score=_number(item.get("score")), features=_hits(item["features"])
+                    group=item["group"], score=number(item.get("score")), features=_hits(item["features"])
                 )
             )
         else:
@@ -471,10 +462,6 @@ def _hits(items: list[Any]) -> list[SearchHit]:
             except ValidationError:
                 continue  # one unreadable hit must not hide the others
     return hits
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 # -- client ------------------------------------------------------------------------------------
