@@ -32,12 +32,14 @@ from mediamux.files import (
     PathNotAllowed,
     default_allowed_dirs,
     download_output,
+    downloads,
     multipart_file_upload,
     open_confined,
     output_path,
     parse_allowed_dirs,
     resolve_allowed_path,
     resolve_host,
+    uploads,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
@@ -165,7 +167,7 @@ class Router(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         self.seen.append(request)
         host = request.url.host
-        literal = files._ip_literal(host)
+        literal = downloads._ip_literal(host)
         if host.startswith("localhost") or (
             literal is not None and (literal.is_loopback or literal.is_unspecified)
         ):
@@ -498,17 +500,17 @@ async def test_multipart_partially_sent_stream_cannot_be_resent(tmp_path: Path) 
 async def test_multipart_closes_file_when_abandoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a.wav").write_bytes(b"x" * 100)
     opened: list[Any] = []
-    real_open = files.open_confined
+    real_open = uploads.open_confined
 
     def spy(path: Path, allowed: Any) -> Any:
         handle = real_open(path, allowed)
         opened.append(handle)
         return handle
 
-    monkeypatch.setattr(files, "open_confined", spy)
+    monkeypatch.setattr(uploads, "open_confined", spy)
     upload = multipart_file_upload(tmp_path / "a.wav", [tmp_path], chunk_size=10)
     stream = upload.stream
-    assert isinstance(stream, files._SingleUseBody)
+    assert isinstance(stream, uploads._SingleUseBody)
     await stream.__anext__()  # preamble
     await stream.__anext__()  # first file chunk: the file is open now
     assert opened and not opened[0].closed

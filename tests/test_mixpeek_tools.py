@@ -16,7 +16,8 @@ from mcp_types import TextResourceContents
 
 from mediamux.clock import FakeClock
 from mediamux.jobs.mixpeek import summarize
-from mediamux.providers.mixpeek import Task, normalize_status, parse_features, parse_search
+from mediamux.providers.mixpeek import Task, parse_features, parse_search
+from mediamux.providers.status import normalize_status
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.test_muapi_tools import call, text

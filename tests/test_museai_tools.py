@@ -538,6 +538,20 @@ async def test_auto_subtitles_called_again_after_running_resumes_the_same_jobs(
     assert "echo charlie" in second["vtt"]
 
 
+async def test_auto_subtitles_reports_a_failed_download_with_its_error_class(
+    client: Client, sandbox: Sandbox, files_dir: Path
+) -> None:
+    video = await upload(client, files_dir)
+    sandbox.museai.faults.add(method="GET", path=rf"^/w/{video['fid']}/data$", kind="status", times=10)
+
+    result = await call(client, "museai_auto_subtitles", {"svid": video["svid"]})
+
+    assert result.is_error
+    assert error_class(result) == "provider_error", text(result)
+    assert text(result).startswith("[provider_error] download from ") and "HTTP 503" in text(result)
+    assert sandbox.museai.jobs_created == 0  # refused before anything was paid for
+
+
 # -- the job engine: expiry, cancellation --------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from mediamux.clock import Clock
+from mediamux.errors import MediamuxError
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.states import Change, Event, advance
@@ -42,6 +43,7 @@ from mediamux.providers.errors import (
     RateLimited,
     ServerError,
 )
+from mediamux.providers.status import IN_PROGRESS_WORDS
 
 logger = logging.getLogger("mediamux.jobs")
 
@@ -56,13 +58,8 @@ EARLY_404_S = 30.0
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
 
 
-class JobsError(Exception):
+class JobsError(MediamuxError):
     error_class = "invalid_input"
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after_s = retry_after_s
 
 
 class BudgetExceeded(JobsError):
@@ -410,7 +407,7 @@ class JobEngine:
             error = JobError(error_class="invalid_input", message="cancelled before submission")
             self._transition(record, Event.WITHDRAWN, Change(error=error))
         else:
-            error_class = getattr(exc, "error_class", "invalid_input")
+            error_class = exc.error_class if isinstance(exc, MediamuxError) else "invalid_input"
             error = JobError(error_class=error_class, message=str(exc)[:500])
             self._transition(record, Event.REJECTED, Change(error=error))
 
@@ -636,17 +633,7 @@ class JobEngine:
                 f"still {record.status}; call jobs_wait with job_id {record.job_id} to keep waiting "
                 "(nothing is charged again)"
             )
-            known = {
-                "queued",
-                "pending",
-                "processing",
-                "running",
-                "starting",
-                "in_progress",
-                "initializing",
-                "downloading",
-            }
-            if record.provider_status and record.provider_status.lower() not in known:
+            if record.provider_status and record.provider_status.lower() not in IN_PROGRESS_WORDS:
                 note = f"unrecognised provider status {record.provider_status!r}; " + note
             if problem:
                 note += f". Last poll failed: {problem}"

@@ -26,8 +26,8 @@ from mediamux.providers.mixpeek import (
     IndexAccepted,
     MixpeekClient,
     VideoSetting,
-    normalize_status,
 )
+from mediamux.providers.status import normalize_status
 
 IndexOperation = Literal["index_url", "index_file"]
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from mediamux.files import DownloadError, SavedOutput, download_output
 from mediamux.jobs.engine import Outcome, ProgressFn
 from mediamux.jobs.models import JobError
-from mediamux.providers.muapi import MuapiClient, normalize_status
+from mediamux.providers.muapi import MuapiClient
+from mediamux.providers.status import normalize_status
 
 logger = logging.getLogger("mediamux.jobs.muapi")
 

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from mediamux.jobs.engine import Outcome, ProgressFn
 from mediamux.jobs.models import JobError
-from mediamux.providers.museai import JobKind, MuseaiClient, shape_job_result
+from mediamux.providers.museai import STATUS_OVERRIDES, JobKind, MuseaiClient, shape_job_result
+from mediamux.providers.status import normalize_status
 
 OPERATIONS: dict[JobKind, str] = {
     "speech": "transcribe",
@@ -22,15 +23,6 @@ OPERATIONS: dict[JobKind, str] = {
     "faces": "detect_faces",
     "objects": "detect_objects",
     "text": "detect_text",
-}
-
-STATUS = {
-    "pending": "running",
-    "processing": "running",
-    "queued": "queued",
-    "done": "completed",
-    "error": "failed",
-    "failed": "failed",
 }
 
 
@@ -66,7 +58,7 @@ class MuseaiJobDriver:
 
     async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
         state = await self.client.get_job(self.kind, provider_job_id)
-        status = STATUS.get(state.status, state.status)
+        status = normalize_status(state.status, STATUS_OVERRIDES)
         outcome = Outcome(status=status, provider_status=state.status)
         if status == "completed":
             outcome.result = shape_job_result(self.kind, state.result)

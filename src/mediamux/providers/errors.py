@@ -1,4 +1,4 @@
-"""Errors raised by provider clients.
+"""Errors raised by provider clients: the provider branch of :mod:`mediamux.errors`.
 
     ProviderError                     every failure talking to a provider
     ├── MissingCredentials            no key configured                      class "auth"
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from mediamux.errors import MediamuxError
 
-class ProviderError(Exception):
+
+class ProviderError(MediamuxError):
     error_class: ClassVar[str] = "provider_error"
 
     def __init__(
@@ -39,18 +41,13 @@ class ProviderError(Exception):
         maybe_sent: bool = False,
         summary: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, retry_after_s=retry_after_s)
         # What happened, without the advice; callers that know better advice replace it.
         self.summary = summary or message
         self.provider = provider
         self.operation = operation
         self.status = status
-        self.retry_after_s = retry_after_s
         self.maybe_sent = maybe_sent
-
-    def __str__(self) -> str:
-        return self.message
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status})"

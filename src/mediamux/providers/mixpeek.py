@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -38,23 +38,15 @@ from pydantic import (
 )
 
 from mediamux.files import multipart_file_upload
+from mediamux.providers._util import Tolerant, number, path_segment
 from mediamux.providers.errors import InvalidRequest
+from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import Retry, Transport
 
 Progress = Callable[[int, int], Awaitable[None]]
 
-# v0 task words (NOTES §3.5). CANCELLED/CANCELED are undocumented for v0; they are what a DELETE
-# plausibly leads to, and reading them as terminal stops a poll loop that would otherwise run on.
-STATUS = {
-    "INITIALIZING": "queued",
-    "DOWNLOADING": "running",
-    "PROCESSING": "running",
-    "DONE": "completed",
-    "FAILED": "failed",
-    "CANCELLED": "cancelled",
-    "CANCELED": "cancelled",
-}
-
+# The id pattern the tools advertise, pinned by the tool-surface snapshot. The client itself holds
+# ids to the stricter shared rule (providers._util.path_segment): Mixpeek's ids are UUIDs.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
 
@@ -65,12 +57,6 @@ Scalar = str | int | float | bool
 
 Prompt = Annotated[str, Field(min_length=1, max_length=4000)]
 DotKey = Annotated[str, Field(min_length=1, max_length=200, pattern=KEY_PATTERN)]
-
-
-def normalize_status(raw: str | None) -> str:
-    """Mixpeek task status → ours. An unknown word is passed through: non-terminal, reported by name."""
-    value = (raw or "").strip()
-    return STATUS.get(value.upper()) or value or "unknown"
 
 
 def check_url(url: str, operation: str = "index_url") -> str:
@@ -88,15 +74,7 @@ def check_url(url: str, operation: str = "index_url") -> str:
 
 
 def _seg(value: str, what: str, operation: str) -> str:
-    """One URL path segment from user input: refuses anything that could change the path."""
-    value = str(value).strip()
-    if not ID_RE.fullmatch(value):
-        raise InvalidRequest(
-            f"Mixpeek {operation}: {value[:100]!r} is not a valid {what} (letters, digits, '.', '_', ':', '-')",
-            provider="mixpeek",
-            operation=operation,
-        )
-    return quote(value, safe="-._~:")
+    return path_segment(value, what, title="Mixpeek", provider="mixpeek", operation=operation)
 
 
 # -- request models ----------------------------------------------------------------------------
@@ -273,11 +251,7 @@ class GroupBy(_Strict):
 # -- response models ---------------------------------------------------------------------------
 
 
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class IndexAccepted(_Tolerant):
+class IndexAccepted(Tolerant):
     """``/index/url`` or ``/index/upload`` accepted the work: ``{message, task_id}``, or the SDK's other
     union member, an asset object (what ``prevent_duplicate`` may answer with). The client accepts it
     when there is a task to poll or the asset is already DONE."""
@@ -288,7 +262,7 @@ class IndexAccepted(_Tolerant):
     message: str | None = None
 
 
-class Task(_Tolerant):
+class Task(Tolerant):
     task_id: str | None = None
     status: str = "unknown"
     # Older docs call the result ``file_id``; the SDK calls it ``asset_id``.
@@ -309,7 +283,7 @@ class Task(_Tolerant):
         return None
 
 
-class Pagination(_Tolerant):
+class Pagination(Tolerant):
     total: int | None = None
     page: int | None = None
     page_size: int | None = None
@@ -318,7 +292,7 @@ class Pagination(_Tolerant):
     previous_page: str | None = None
 
 
-class AssetInfo(_Tolerant):
+class AssetInfo(Tolerant):
     asset_id: str | None = Field(None, validation_alias=AliasChoices("asset_id", "file_id"))
     collection_id: str | None = None
     status: str | None = None
@@ -471,7 +445,7 @@ def parse_search(data: Any) -> SearchResults:
             # group_by answers are undocumented for v0; {group, score, features} is the natural reading.
             groups.append(
                 SearchGroup(
-                    group=item["group"], score=_number(item.get("score")), features=_hits(item["features"])
+                    group=item["group"], score=number(item.get("score")), features=_hits(item["features"])
                 )
             )
         else:
@@ -488,10 +462,6 @@ def _hits(items: list[Any]) -> list[SearchHit]:
             except ValidationError:
                 continue  # one unreadable hit must not hide the others
     return hits
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -711,7 +681,6 @@ __all__ = [
     "Task",
     "VideoSetting",
     "check_url",
-    "normalize_status",
     "parse_features",
     "parse_search",
 ]

@@ -12,38 +12,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
+from mediamux.providers._util import Tolerant, path_segment
 from mediamux.providers.cost import Cost
 from mediamux.providers.errors import InvalidRequest, ProviderStatusError
+from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import ProviderResponse, Retry, Transport
-
-TERMINAL = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "canceled": "cancelled"}
-RUNNING = {
-    "queued": "queued",
-    "pending": "queued",
-    "processing": "running",
-    "running": "running",
-    "starting": "running",
-    "in_progress": "running",
-}
 
 ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class MuapiCostBody(_Tolerant):
+class MuapiCostBody(Tolerant):
     amount_usd: float | None = None
     amount_credits: float | None = None
     bonus_credits_used: float | None = None
     refunded: bool | None = None
 
 
-class Submission(_Tolerant):
+class Submission(Tolerant):
     request_id: str
     status: str | None = None
     outputs: list[Any] = Field(default_factory=list)
@@ -60,7 +48,7 @@ class Submission(_Tolerant):
         return None if v is None else str(v)
 
 
-class Prediction(_Tolerant):
+class Prediction(Tolerant):
     id: str | None = None
     status: str = "unknown"
     outputs: list[Any] = Field(default_factory=list)
@@ -102,13 +90,13 @@ class Prediction(_Tolerant):
         return str(self.error)
 
 
-class Balance(_Tolerant):
+class Balance(Tolerant):
     balance: float
     currency: str = "usd"
     email: str | None = None
 
 
-class TopupCheckout(_Tolerant):
+class TopupCheckout(Tolerant):
     checkout_url: str
     amount: float | None = None
     currency: str | None = None
@@ -125,7 +113,7 @@ class ApiKeyFields(BaseModel):
     last_used_at: str | None = None
 
 
-class ApiKeyInfo(ApiKeyFields, _Tolerant):
+class ApiKeyInfo(ApiKeyFields, Tolerant):
     pass
 
 
@@ -136,7 +124,7 @@ class CreatedKey(BaseModel):
     is_test: bool | None = None
 
 
-class ModelInfo(_Tolerant):
+class ModelInfo(Tolerant):
     name: str
     endpoint: str | None = None
     category: str | None = None
@@ -144,12 +132,6 @@ class ModelInfo(_Tolerant):
     description: str | None = None
     cost: Any = None
     input_schema: dict[str, Any] | None = None
-
-
-def normalize_status(raw: str | None) -> str:
-    """MuAPI status → ours. Unknown values stay as they are: non-terminal, reported by name."""
-    value = (raw or "").strip().lower()
-    return TERMINAL.get(value) or RUNNING.get(value) or value or "unknown"
 
 
 def cost_from(response: ProviderResponse, body: Any) -> Cost:
@@ -250,10 +232,14 @@ class MuapiClient:
         )
 
     async def get_result(self, request_id: str) -> Prediction:
+        # Dotted: MuAPI hands this id back to be polled with, and documents no format for it.
+        segment = path_segment(
+            request_id, "request_id", title="MuAPI", provider="muapi", operation="get_result", dotted=True
+        )
         # Some deployments answer 400 while a job is still running (NOTES §4.3): read the body first.
         response = await self.t.request(
             "GET",
-            f"predictions/{_seg(request_id)}/result",
+            f"predictions/{segment}/result",
             operation="get_result",
             retry=Retry.ALWAYS,
             ok_statuses=(400,),
@@ -379,20 +365,6 @@ class MuapiClient:
             raise self.t.malformed("get_model", "no model in the answer") from None
 
 
-def _seg(value: str) -> str:
-    """One URL path segment from user input: refuses anything that could change the path."""
-    value = str(value).strip()
-    if not value or "/" in value or "\\" in value or value in (".", "..") or any(ord(c) < 32 for c in value):
-        raise InvalidRequest(
-            f"{value!r} is not a valid identifier",
-            provider="muapi",
-            operation="request",
-        )
-    from urllib.parse import quote
-
-    return quote(value, safe="-._~")
-
-
 __all__ = [
     "ApiKeyInfo",
     "Balance",
@@ -403,5 +375,4 @@ __all__ = [
     "ProviderStatusError",
     "Submission",
     "TopupCheckout",
-    "normalize_status",
 ]

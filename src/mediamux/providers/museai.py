@@ -12,15 +12,15 @@ documented malformed variants are accepted.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from mediamux.files import multipart_file_upload
+from mediamux.providers._util import Tolerant, number, path_segment
 from mediamux.providers.errors import InvalidRequest
 from mediamux.providers.transport import BodyFactory, Retry, Transport
 
@@ -28,16 +28,13 @@ Visibility = Literal["private", "unlisted", "public"]
 JobKind = Literal["speech", "align", "sounds", "colors", "faces", "objects", "text"]
 JOB_KINDS: tuple[JobKind, ...] = ("speech", "align", "sounds", "colors", "faces", "objects", "text")
 SearchScope = Literal["owned", "channel", "collection", "video"]
+# muse.ai has no word for "being worked on": a job is "pending" from submission until "done".
+STATUS_OVERRIDES = {"pending": "running"}
 
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 Progress = Callable[[int, int], Awaitable[None]]
 
 
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Video(_Tolerant):
+class Video(Tolerant):
     svid: str
     fid: str | None = None
     title: str | None = None
@@ -57,7 +54,7 @@ class Video(_Tolerant):
     cut_end: float | None = None
 
 
-class CollectionVideo(_Tolerant):
+class CollectionVideo(Tolerant):
     svid: str
     fid: str | None = None
     title: str | None = None
@@ -65,7 +62,7 @@ class CollectionVideo(_Tolerant):
     url: str | None = None
 
 
-class Collection(_Tolerant):
+class Collection(Tolerant):
     scid: str | None = None
     name: str | None = None
     visibility: str | None = None
@@ -160,20 +157,13 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _num(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _box(raw: dict[str, Any]) -> Box:
     return Box(
-        x=_num(raw.get("x")) or 0.0,
-        y=_num(raw.get("y")) or 0.0,
-        width=_num(raw.get("w")) or 0.0,
-        height=_num(raw.get("h")) or 0.0,
-        confidence=_num(raw.get("q")),
+        x=number(raw.get("x")) or 0.0,
+        y=number(raw.get("y")) or 0.0,
+        width=number(raw.get("w")) or 0.0,
+        height=number(raw.get("h")) or 0.0,
+        confidence=number(raw.get("q")),
     )
 
 
@@ -183,8 +173,8 @@ def _face(face_id: str, raw: dict[str, Any]) -> FaceBox:
     return FaceBox(
         face_id=face_id,
         **box.model_dump(),
-        start=_num(moment.get("s")),
-        end=_num(moment.get("e")),
+        start=number(moment.get("s")),
+        end=number(moment.get("e")),
         fid=moment.get("f") if isinstance(moment.get("f"), str) else None,
     )
 
@@ -209,12 +199,12 @@ def _segments(raw: Any) -> list[Segment]:
     out = []
     for item in raw if isinstance(raw, list) else []:
         if isinstance(item, (list, tuple)) and len(item) >= 2:
-            start, end = _num(item[0]), _num(item[1])
+            start, end = number(item[0]), number(item[1])
             if start is not None and end is not None:
                 out.append(Segment(start=start, end=end))
-        elif isinstance(item, dict) and _num(item.get("start")) is not None:
-            start = _num(item.get("start")) or 0.0
-            out.append(Segment(start=start, end=_num(item.get("end")) or start))
+        elif isinstance(item, dict) and number(item.get("start")) is not None:
+            start = number(item.get("start")) or 0.0
+            out.append(Segment(start=start, end=number(item.get("end")) or start))
     return out
 
 
@@ -222,7 +212,7 @@ def _words(raw: Any) -> list[AlignedWord]:
     out = []
     for item in raw if isinstance(raw, list) else []:
         if isinstance(item, (list, tuple)) and len(item) >= 3:
-            start, end = _num(item[0]), _num(item[1])
+            start, end = number(item[0]), number(item[1])
             if start is not None and end is not None:
                 out.append(AlignedWord(start=start, end=end, word=str(item[2])))
     return out
@@ -286,13 +276,13 @@ def parse_search(raw: Any) -> list[SearchHit]:
         if isinstance(item, (list, tuple)) and len(item) >= 1:
             times = item[1] if len(item) > 1 and isinstance(item[1], list) else []
             hits.append(
-                SearchHit(svid=str(item[0]), times=[t for t in (_num(x) for x in times) if t is not None])
+                SearchHit(svid=str(item[0]), times=[t for t in (number(x) for x in times) if t is not None])
             )
         elif isinstance(item, dict) and "svid" in item:
             times = item.get("times") or []
             hits.append(
                 SearchHit(
-                    svid=str(item["svid"]), times=[t for t in (_num(x) for x in times) if t is not None]
+                    svid=str(item["svid"]), times=[t for t in (number(x) for x in times) if t is not None]
                 )
             )
     return hits
@@ -321,14 +311,12 @@ def _form(fields: dict[str, str]) -> BodyFactory:
     return build
 
 
-def _seg(value: str, what: str) -> str:
-    if not ID_RE.fullmatch(value or ""):
-        raise InvalidRequest(
-            f"muse.ai: {value!r} is not a valid {what} (letters, digits, '-', '_')",
-            provider="museai",
-            operation=what,
-        )
-    return value
+def _seg(value: str, what: str, operation: str) -> str:
+    return path_segment(value, what, title="muse.ai", provider="museai", operation=operation)
+
+
+def _subtitle_path(svid: str, subtitle_id: str, operation: str) -> str:
+    return f"files/subtitles/{_seg(svid, 'svid', operation)}/{_seg(subtitle_id, 'subtitle id', operation)}"
 
 
 class MuseaiClient:
@@ -388,7 +376,7 @@ class MuseaiClient:
         if visibility:
             extra["visibility"] = visibility
         if collection:
-            extra["collection"] = _seg(collection, "collection id")
+            extra["collection"] = _seg(collection, "collection id", "upload_video")
 
         def body() -> tuple[dict[str, str], Any]:
             upload = multipart_file_upload(path, allowed, extra_fields=extra, on_progress=on_progress)
@@ -415,13 +403,15 @@ class MuseaiClient:
         return [Video.model_validate(v) for v in items if isinstance(v, dict) and v.get("svid")]
 
     async def get_video(self, svid: str) -> Video:
-        data = await self.files.get_json(f"files/videos/{_seg(svid, 'svid')}", operation="get_video")
+        data = await self.files.get_json(
+            f"files/videos/{_seg(svid, 'svid', 'get_video')}", operation="get_video"
+        )
         return self._video(data, "get_video")
 
     async def update_video(self, fid: str, changes: dict[str, Any]) -> Any:
         response = await self.files.request(
             "POST",
-            f"files/set/{_seg(fid, 'fid')}",
+            f"files/set/{_seg(fid, 'fid', 'update_video')}",
             operation="update_video",
             retry=Retry.ALWAYS,
             json_body=changes,
@@ -430,7 +420,10 @@ class MuseaiClient:
 
     async def delete_video(self, fid: str) -> None:
         await self.files.request(
-            "DELETE", f"files/delete/{_seg(fid, 'fid')}", operation="delete_video", retry=Retry.ALWAYS
+            "DELETE",
+            f"files/delete/{_seg(fid, 'fid', 'delete_video')}",
+            operation="delete_video",
+            retry=Retry.ALWAYS,
         )
 
     async def cut(self, svid: str, start: float, end: float) -> Video:
@@ -439,14 +432,14 @@ class MuseaiClient:
             "files/cut",
             operation="cut_clip",
             retry=Retry.IF_NOT_SENT,
-            body=_form({"svid": _seg(svid, "svid"), "start": f"{start:g}", "end": f"{end:g}"}),
+            body=_form({"svid": _seg(svid, "svid", "cut_clip"), "start": f"{start:g}", "end": f"{end:g}"}),
         )
         return self._video(self.files.parse_json(response, "cut_clip"), "cut_clip")
 
     async def set_cover_time(self, fid: str, seconds: float) -> None:
         await self.files.request(
             "POST",
-            f"files/set/{_seg(fid, 'fid')}/cover",
+            f"files/set/{_seg(fid, 'fid', 'set_cover')}/cover",
             operation="set_cover",
             retry=Retry.ALWAYS,
             params={"t": f"{seconds:g}"},
@@ -459,7 +452,7 @@ class MuseaiClient:
 
         await self.files.request(
             "POST",
-            f"files/set/{_seg(fid, 'fid')}/cover",
+            f"files/set/{_seg(fid, 'fid', 'set_cover')}/cover",
             operation="set_cover",
             retry=Retry.IF_NOT_SENT,
             body=body,
@@ -480,7 +473,7 @@ class MuseaiClient:
 
         response = await self.files.request(
             "POST",
-            f"files/subtitles/{_seg(svid, 'svid')}",
+            f"files/subtitles/{_seg(svid, 'svid', 'upload_subtitles')}",
             operation="upload_subtitles",
             retry=Retry.IF_NOT_SENT,
             body=body,
@@ -491,7 +484,9 @@ class MuseaiClient:
         return {"id": str(data["id"]), "name": str(data.get("name") or name or "")}
 
     async def list_subtitles(self, svid: str) -> dict[str, str]:
-        data = await self.files.get_json(f"files/subtitles/{_seg(svid, 'svid')}", operation="list_subtitles")
+        data = await self.files.get_json(
+            f"files/subtitles/{_seg(svid, 'svid', 'list_subtitles')}", operation="list_subtitles"
+        )
         if isinstance(data, dict):
             return {str(k): str(v) for k, v in data.items()}
         if isinstance(data, list):  # tolerate a list of {id, name}
@@ -501,7 +496,7 @@ class MuseaiClient:
     async def get_subtitles(self, svid: str, subtitle_id: str) -> str:
         response = await self.files.request(
             "GET",
-            f"files/subtitles/{_seg(svid, 'svid')}/{_seg(subtitle_id, 'subtitle id')}",
+            _subtitle_path(svid, subtitle_id, "get_subtitles"),
             operation="get_subtitles",
             retry=Retry.ALWAYS,
         )
@@ -510,7 +505,7 @@ class MuseaiClient:
     async def rename_subtitles(self, svid: str, subtitle_id: str, name: str) -> None:
         await self.files.request(
             "POST",
-            f"files/subtitles/{_seg(svid, 'svid')}/{_seg(subtitle_id, 'subtitle id')}/set",
+            _subtitle_path(svid, subtitle_id, "rename_subtitles") + "/set",
             operation="rename_subtitles",
             retry=Retry.ALWAYS,
             body=_form({"name": name}),
@@ -519,7 +514,7 @@ class MuseaiClient:
     async def delete_subtitles(self, svid: str, subtitle_id: str) -> None:
         await self.files.request(
             "POST",
-            f"files/subtitles/{_seg(svid, 'svid')}/{_seg(subtitle_id, 'subtitle id')}/delete",
+            _subtitle_path(svid, subtitle_id, "delete_subtitles") + "/delete",
             operation="delete_subtitles",
             retry=Retry.ALWAYS,
         )
@@ -537,7 +532,7 @@ class MuseaiClient:
 
     async def get_collection(self, scid: str) -> Collection:
         data = await self.files.get_json(
-            f"files/collections/{_seg(scid, 'scid')}", operation="get_collection"
+            f"files/collections/{_seg(scid, 'scid', 'get_collection')}", operation="get_collection"
         )
         try:
             return Collection.model_validate({"scid": scid, **data} if isinstance(data, dict) else data)
@@ -561,7 +556,7 @@ class MuseaiClient:
     async def delete_collection(self, scid: str) -> None:
         await self.files.request(
             "DELETE",
-            f"files/collections/{_seg(scid, 'scid')}",
+            f"files/collections/{_seg(scid, 'scid', 'delete_collection')}",
             operation="delete_collection",
             retry=Retry.ALWAYS,
         )
@@ -569,17 +564,18 @@ class MuseaiClient:
     async def add_to_collection(self, scid: str, svid: str) -> None:
         await self.files.request(
             "POST",
-            f"files/collections/{_seg(scid, 'scid')}/add",
+            f"files/collections/{_seg(scid, 'scid', 'add_to_collection')}/add",
             operation="add_to_collection",
             retry=Retry.ALWAYS,
-            json_body={"svid": _seg(svid, "svid")},
+            json_body={"svid": _seg(svid, "svid", "add_to_collection")},
         )
 
     async def remove_from_collection(self, scid: str, svid: str) -> None:
+        operation = "remove_from_collection"
         await self.files.request(
             "DELETE",
-            f"files/collections/{_seg(scid, 'scid')}/{_seg(svid, 'svid')}",
-            operation="remove_from_collection",
+            f"files/collections/{_seg(scid, 'scid', operation)}/{_seg(svid, 'svid', operation)}",
+            operation=operation,
             retry=Retry.ALWAYS,
         )
 
@@ -598,7 +594,7 @@ class MuseaiClient:
                     operation="search",
                 )
             # Channel, public collection and public video search are keyless in the API.
-            path, authenticated = f"search/{scope}/{_seg(target_id, scope + ' id')}", False
+            path, authenticated = f"search/{scope}/{_seg(target_id, scope + ' id', 'search')}", False
         response = await self.files.request(
             "GET",
             path,
@@ -636,7 +632,7 @@ class MuseaiClient:
         return job_id
 
     async def get_job(self, kind: JobKind, job_id: str) -> JobState:
-        data = await self.jobs.get_json(f"{kind}/{_seg(job_id, 'job id')}", operation=kind)
+        data = await self.jobs.get_json(f"{kind}/{_seg(job_id, 'job id', kind)}", operation=kind)
         if not isinstance(data, dict):
             raise self.jobs.malformed(kind, "expected an object with a status")
         status = str(data.get("status") or "unknown").lower()

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mediamux.providers._util import number
 from mediamux.providers.cost import Cost
 from mediamux.providers.transport import Retry, Transport
 
@@ -82,16 +83,9 @@ class Account(BaseModel):
     expires_at: str | None = None
 
 
-def _num(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _int(value: Any) -> int | None:
-    number = _num(value)
-    return int(number) if number is not None else None
+    read = number(value)
+    return int(read) if read is not None else None
 
 
 def parse_tags(data: Any) -> TagCatalog:
@@ -133,7 +127,7 @@ def parse_tags(data: Any) -> TagCatalog:
 
 
 def _add_relation(into: dict[tuple[int, int], float], a: Any, b: Any, value: Any) -> None:
-    x, y, v = _int(a), _int(b), _num(value)
+    x, y, v = _int(a), _int(b), number(value)
     if x is None or y is None or v is None or x == y:
         return
     into[(min(x, y), max(x, y))] = v
@@ -178,10 +172,10 @@ def parse_account(data: Any) -> Account:
         or k in ("tokensRemaining", "tokensUsed", "totalUsedTokens", "freeTokensAvailable")
     }
     return Account(
-        tokens_remaining=_num(data.get("tokensRemaining", data.get("balance", data.get("tokens")))),
-        tokens_used=_num(data.get("tokensUsed", data.get("totalUsedTokens", data.get("used")))),
-        free_tokens=_num(data.get("freeTokensAvailable")),
-        current_balance=_num(data.get("currentBalance")),
+        tokens_remaining=number(data.get("tokensRemaining", data.get("balance", data.get("tokens")))),
+        tokens_used=number(data.get("tokensUsed", data.get("totalUsedTokens", data.get("used")))),
+        free_tokens=number(data.get("freeTokensAvailable")),
+        current_balance=number(data.get("currentBalance")),
         plan=str(data["plan"]) if data.get("plan") is not None else None,
         name=str(data["name"]) if data.get("name") is not None else None,
         account_id=str(data["accountId"]) if data.get("accountId") is not None else None,
@@ -256,11 +250,11 @@ class MuzaicClient:
             audio=audio,
             hash=str(data.get("hash") or data.get("soundtrackHash") or "") or None,
             region_hashes=_region_hashes(data),
-            audio_duration_s=_num(data.get("audioDuration", data.get("duration"))),
-            tokens_used=_num(data.get("tokensUsed")),
+            audio_duration_s=number(data.get("audioDuration", data.get("duration"))),
+            tokens_used=number(data.get("tokensUsed")),
             status=[
                 self.t.scrub(str(s), 200) for s in (status if isinstance(status, list) else [status]) if s
             ],
-            execution_time_s=_num(data.get("executionTime")),
+            execution_time_s=number(data.get("executionTime")),
             api_version=str(data["apiVersion"]) if data.get("apiVersion") else None,
         )

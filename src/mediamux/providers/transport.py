@@ -42,6 +42,7 @@ from mediamux.providers.errors import (
     RateLimited,
     status_error_type,
 )
+from mediamux.urls import origin
 
 logger = logging.getLogger("mediamux.transport")
 
@@ -163,7 +164,7 @@ class Transport:
         self.retry = retry or RetryConfig()
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._origin = _origin(httpx2.URL(self.base_url))
+        self._origin = origin(httpx2.URL(self.base_url))
 
     @property
     def origin(self) -> str:
@@ -339,7 +340,7 @@ class Transport:
         # still never land on another host and pass its answer off as the provider's.
         original_method = method
         for _hop in range(4):
-            same_origin = _origin(current) == self._origin
+            same_origin = origin(current) == self._origin
             if not same_origin and original_method not in ("GET", "HEAD"):
                 raise ProviderResponseError(
                     f"{self.hints.title} {operation}: the provider redirected a {original_method} to another "
@@ -536,11 +537,6 @@ def _is_tls_failure(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _origin(url: httpx2.URL) -> str:
-    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
-    return f"{url.scheme}://{(url.host or '').lower()}:{port}"
 
 
 def _describe_body(content: bytes) -> str:

@@ -13,7 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
-from mediamux.files import FileAccessError, output_path
+from mediamux.files import OUTPUTS_PREFIX, FileAccessError, output_path
 from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import ProviderError
 
@@ -21,7 +21,6 @@ T = TypeVar("T")
 
 # Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path.
 MAX_INLINE_OUTPUT_BYTES = 768 * 1024
-OUTPUTS_PREFIX = "mediamux://outputs/"
 
 
 def client(provider: str, kind: type[T]) -> T:

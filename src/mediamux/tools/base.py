@@ -24,11 +24,11 @@ from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from mediamux.context import services
-from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
-from mediamux.jobs.engine import JobsError, ProgressFn
+from mediamux.errors import MediamuxError
+from mediamux.files import MEDIA_KINDS, check_uploadable, resolve_allowed_path
+from mediamux.jobs.engine import ProgressFn
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
-from mediamux.providers.errors import ProviderError
 
 logger = logging.getLogger("mediamux.tools")
 
@@ -106,14 +106,9 @@ def guarded(fn: F) -> F:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
-        except ProviderError as exc:
+        except MediamuxError as exc:
+            # One root for every layer's errors, so none can slip past as a bare "Error executing tool".
             return error_result(exc.error_class, exc.message, exc.retry_after_s)
-        except JobsError as exc:
-            return error_result(exc.error_class, exc.message, exc.retry_after_s)
-        except FileAccessError as exc:
-            return error_result("invalid_input", str(exc))
-        except InputError as exc:
-            return error_result("invalid_input", str(exc))
         except ValidationError as exc:
             # Arguments are validated by the SDK before the tool runs; a ValidationError in the
             # body means an answer we could not read, not the caller's mistake.
@@ -125,10 +120,6 @@ def guarded(fn: F) -> F:
     # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
-
-
-class InputError(ValueError):
-    """Arguments that pass the schema but cannot work; raised before any upstream call."""
 
 
 def _validation_message(exc: ValidationError) -> str:

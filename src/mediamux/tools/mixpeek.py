@@ -9,6 +9,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, Field
 
+from mediamux.errors import InputError
 from mediamux.jobs.mixpeek import IndexedAsset, IndexOperation
 from mediamux.jobs.models import JobResult
 from mediamux.providers.errors import ProviderError
@@ -26,10 +27,9 @@ from mediamux.providers.mixpeek import (
     Sort,
     VideoSetting,
     check_url,
-    normalize_status,
 )
+from mediamux.providers.status import normalize_status
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,

@@ -9,12 +9,13 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
+from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
-from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient, normalize_status
+from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient
+from mediamux.providers.status import normalize_status
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,

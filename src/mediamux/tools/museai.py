@@ -8,9 +8,10 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, ConfigDict, Field
 
-from mediamux.files import SavedOutput, download_output
+from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS
+from mediamux.jobs.museai_subtitles import AutoSubtitles, SubtitleWorkflow
 from mediamux.providers.museai import (
     AlignedWord,
     Collection,
@@ -27,7 +28,6 @@ from mediamux.providers.museai import (
     Video,
 )
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,
@@ -681,58 +681,6 @@ async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFi
 # -- beyond the API: subtitles from speech ------------------------------------------------------
 
 
-class AutoSubtitles(BaseModel):
-    status: Literal["completed", "running", "failed"]
-    svid: str
-    subtitle_id: str | None = None
-    name: str | None = None
-    cues: int = 0
-    vtt: str | None = Field(
-        None, description="The WebVTT text (cut after 20 000 characters; the file has it all)"
-    )
-    vtt_path: str | None = None
-    jobs: list[str] = Field(default_factory=list, description="The transcription and alignment job ids")
-    note: str | None = None
-
-
-def _ts(seconds: float) -> str:
-    ms = max(0, round(seconds * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
-def build_vtt(
-    words: list[AlignedWord], *, max_words: int = 8, max_span_s: float = 4.0, gap_s: float = 0.8
-) -> tuple[str, int]:
-    """Word timings → WebVTT cues: a new cue after a pause, or when a cue gets too long to read."""
-    cues: list[list[AlignedWord]] = []
-    for word in words:
-        text = word.word.strip()
-        if not text:
-            continue
-        current = cues[-1] if cues else None
-        if (
-            current is None
-            or len(current) >= max_words
-            or word.end - current[0].start > max_span_s
-            or word.start - current[-1].end > gap_s
-        ):
-            cues.append([word])
-        else:
-            current.append(word)
-    lines = ["WEBVTT", ""]
-    for i, cue in enumerate(cues, 1):
-        lines += [
-            str(i),
-            f"{_ts(cue[0].start)} --> {_ts(cue[-1].end)}",
-            " ".join(w.word.strip() for w in cue),
-            "",
-        ]
-    return "\n".join(lines), len(cues)
-
-
 @toolset.tool(title="Subtitle a muse.ai video automatically", read_only=False)
 async def museai_auto_subtitles(
     svid: Svid,
@@ -745,64 +693,27 @@ async def museai_auto_subtitles(
     for two jobs; takes roughly the video's length. Past wait_s it returns status 'running'; calling it
     again resumes the same jobs without paying again."""
     svc = services(ctx)
-    client = client_of(ctx)
-    video = await client.get_video(svid)
-    if not video.url:
-        raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
-    media: SavedOutput = await download_output(
-        svc.files.downloads,
-        video.url,
-        svc.files.output_dir,
-        trusted_origins=[client.origin],
-        max_bytes=svc.files.max_download_bytes,
+    workflow = SubtitleWorkflow(
+        client=client_of(ctx),
+        engine=svc.engine,
+        downloads=svc.files.downloads,
+        output_dir=svc.files.output_dir,
+        clock=svc.clock,
+        max_download_bytes=svc.files.max_download_bytes,
     )
-    deadline = svc.clock.monotonic() + wait_s
-    file_args = {"path": media.path, "file": media.sha256}
-    speech = await svc.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress_of(ctx))
-    jobs = [speech.job_id]
-    if speech.status != "completed":
-        return _auto_pending(svid, speech.status, jobs, speech.error.message if speech.error else None)
-    text = (speech.result or {}).get("text", "")
-    if not text.strip():
-        return _auto_pending(svid, "failed", jobs, "no speech was found in the video")
-    remaining = max(0.0, deadline - svc.clock.monotonic())
-    align = await svc.engine.run(
-        "museai", "align", {**file_args, "phrase": text}, wait_s=remaining, progress=progress_of(ctx)
-    )
-    jobs.append(align.job_id)
-    if align.status != "completed":
-        return _auto_pending(svid, align.status, jobs, align.error.message if align.error else None)
-    words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
-    vtt, count = build_vtt(words)
-    vtt_path = svc.files.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
-    vtt_path.write_text(vtt, encoding="utf-8")
-    ref = await client.upload_subtitles(svid, vtt_path, [svc.files.output_dir], name=name)
+    view = await workflow.run(svid, name=name, wait_s=wait_s, progress=progress_of(ctx))
+    if view.status == "running":
+        view.note = "the speech jobs are still running; call museai_auto_subtitles again to resume them"
+    if view.status != "completed":
+        result = model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {view.note}")
+        result.is_error = view.status == "failed"
+        return result
+    # A completed run always names its track; the asserts tell the type checker so.
+    assert view.subtitle_id is not None
+    assert view.name is not None
     await _changed(ctx, uris=(f"museai://videos/{svid}",))
-    view = AutoSubtitles(
-        status="completed",
-        svid=svid,
-        subtitle_id=ref["id"],
-        name=ref["name"],
-        cues=count,
-        vtt=vtt[:20_000],
-        vtt_path=str(vtt_path),
-        jobs=jobs,
-    )
     return model_result(
         view,
-        f"muse.ai: subtitles {ref['id']} ({count} cues) added to {svid}",
-        links=[subtitle_link(svid, ref["id"], ref["name"])],
+        f"muse.ai: subtitles {view.subtitle_id} ({view.cues} cues) added to {svid}",
+        links=[subtitle_link(svid, view.subtitle_id, view.name)],
     )
-
-
-def _auto_pending(svid: str, status: str, jobs: list[str], problem: str | None) -> CallToolResult:
-    failed = status in ("failed", "cancelled", "expired")
-    note = (
-        problem
-        if failed
-        else "the speech jobs are still running; call museai_auto_subtitles again to resume them"
-    )
-    view = AutoSubtitles(status="failed" if failed else "running", svid=svid, jobs=jobs, note=note)
-    result = model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {note}")
-    result.is_error = failed
-    return result

@@ -9,11 +9,11 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muzaic import MusicResult
 from mediamux.providers.muzaic import Account, MuzaicClient, TagCatalog
 from mediamux.tools.base import (
-    InputError,
     NewJob,
     Toolset,
     WaitS,

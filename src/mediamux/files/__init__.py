@@ -1,0 +1,56 @@
+"""Local file access and saved outputs: the places where a tool touches the disk.
+
+* :mod:`~mediamux.files.confinement`: which local files may be read (the allowed folders, checked
+  on the real path and again on the opened descriptor) and which saved output a resource may serve;
+* :mod:`~mediamux.files.uploads`: what may be sent to a provider, and multipart bodies streamed from
+  disk;
+* :mod:`~mediamux.files.downloads`: provider outputs fetched without SSRF or leaked credentials and
+  saved atomically under content-addressed names.
+
+This package knows nothing of MCP; its errors belong to :mod:`mediamux.errors`, and every message
+says what went wrong *and* what the user can do about it. Import from here: the modules are the
+package's own layout.
+"""
+
+from mediamux.files.confinement import (
+    ALLOWED_DIRS_ENV,
+    FileAccessError,
+    PathNotAllowed,
+    default_allowed_dirs,
+    open_confined,
+    output_path,
+    parse_allowed_dirs,
+    resolve_allowed_path,
+)
+from mediamux.files.downloads import (
+    OUTPUTS_PREFIX,
+    DownloadError,
+    Resolver,
+    SavedOutput,
+    download_output,
+    resolve_host,
+    save_output_bytes,
+)
+from mediamux.files.uploads import MEDIA_KINDS, MultipartUpload, check_uploadable, multipart_file_upload
+
+__all__ = [
+    "ALLOWED_DIRS_ENV",
+    "MEDIA_KINDS",
+    "OUTPUTS_PREFIX",
+    "DownloadError",
+    "FileAccessError",
+    "MultipartUpload",
+    "PathNotAllowed",
+    "Resolver",
+    "SavedOutput",
+    "check_uploadable",
+    "default_allowed_dirs",
+    "download_output",
+    "multipart_file_upload",
+    "open_confined",
+    "output_path",
+    "parse_allowed_dirs",
+    "resolve_allowed_path",
+    "resolve_host",
+    "save_output_bytes",
+]

@@ -1,0 +1,274 @@
+"""Path confinement: which local files a tool may read, and which saved output a resource may serve.
+
+Reads are confined to an allow-list of folders (``MEDIAMUX_ALLOWED_DIRS`` plus the output folder),
+checked on the real path *and* again on the opened file descriptor, because a path that was fine
+when validated can be swapped for a symlink before it is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from mediamux.errors import MediamuxError
+
+# Named for the package, not this module: "mediamux.files" is what log filters select.
+logger = logging.getLogger("mediamux.files")
+
+ALLOWED_DIRS_ENV = "MEDIAMUX_ALLOWED_DIRS"
+
+
+class FileAccessError(MediamuxError):
+    """Base: a message that tells the user what to do, always naming the allowed folders and the
+    MEDIAMUX_ALLOWED_DIRS variable where confinement is the cause."""
+
+    error_class = "invalid_input"
+
+
+class PathNotAllowed(FileAccessError):
+    """The path is outside the allowed folders, is not a regular file, or does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Allowed folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def default_allowed_dirs(
+    *, output_dir: Path, cwd: Path | None = None, home: Path | None = None
+) -> list[Path]:
+    """Unset MEDIAMUX_ALLOWED_DIRS: the output folder and the working directory — unless the working directory
+    is `/` or the home folder itself (common under desktop hosts), in which case only the output folder."""
+    out = _real(output_dir)
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except FileNotFoundError:
+            # The working directory was deleted under us; there is nothing sensible to allow there.
+            return [out]
+    real_cwd = _real(cwd)
+    if home is None:
+        try:
+            home = Path.home()
+        except (RuntimeError, KeyError):  # no HOME and no passwd entry (minimal containers)
+            home = None
+    real_home = _real(home) if home is not None else None
+    # Desktop hosts start servers in `/` or `~`; allowing those would expose the whole disk or
+    # every dotfile (SSH keys, cloud credentials) to whatever the model decides to upload.
+    if real_cwd == Path(real_cwd.anchor) or real_cwd == real_home:
+        return [out]
+    return [real_cwd] if real_cwd == out else [real_cwd, out]
+
+
+def parse_allowed_dirs(
+    value: str | None, *, output_dir: Path, cwd: Path | None = None, home: Path | None = None
+) -> list[Path]:
+    """os.pathsep-separated list → resolved absolute dirs (expanduser), in order, output_dir appended (always allowed),
+    duplicates dropped; None/empty → default_allowed_dirs."""
+    entries = [part.strip() for part in (value or "").split(os.pathsep) if part.strip()]
+    if not entries:
+        return default_allowed_dirs(output_dir=output_dir, cwd=cwd, home=home)
+    base = cwd if cwd is not None else Path.cwd()
+    dirs: list[Path] = []
+    for entry in entries:
+        expanded = Path(os.path.expanduser(entry))
+        if not expanded.is_absolute():
+            expanded = base / expanded
+        real = _real(expanded)
+        if not real.is_dir():
+            # Kept, not dropped: the folder may be created later (a mounted drive), and dropping it
+            # would silently shift which folder relative paths resolve against.
+            logger.warning("%s entry %s is not an existing folder", ALLOWED_DIRS_ENV, real)
+        if real not in dirs:
+            dirs.append(real)
+    out = _real(output_dir)
+    if out not in dirs:
+        dirs.append(out)
+    return dirs
+
+
+# ---------------------------------------------------------------------------------------------
+# Path confinement
+# ---------------------------------------------------------------------------------------------
+
+
+def _show(raw: str, limit: int = 200) -> str:
+    # repr() makes NUL, newlines and terminal escapes visible instead of letting them act.
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _allowed_hint(allowed: Sequence[Path]) -> str:
+    folders = ", ".join(str(d) for d in allowed) or "(none configured)"
+    return (
+        f"mediamux may only read files in: {folders}. Move the file into one of these folders, "
+        f"or add its folder to {ALLOWED_DIRS_ENV} (folders separated by '{os.pathsep}') and restart mediamux."
+    )
+
+
+def _within(path: str, root: str) -> bool:
+    # commonpath, not startswith: '/data/allowed-evil' must not pass for '/data/allowed'.
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives on Windows, or a mix of absolute and relative
+        return False
+
+
+def _inside_any(path: str, roots: Sequence[str]) -> bool:
+    return any(_within(path, root) for root in roots)
+
+
+def _real_roots(allowed: Sequence[Path]) -> list[str]:
+    return [os.path.realpath(os.path.expanduser(os.fspath(d))) for d in allowed]
+
+
+def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool = True) -> Path:
+    """User-supplied path → real absolute path of a regular file inside one of the allowed dirs.
+    Relative paths resolve against allowed[0]; `~` is expanded. Rejects (PathNotAllowed, nothing read): NUL bytes,
+    empty string, traversal that leaves the allowed dirs, prefix confusion (/data/allowed-evil vs /data/allowed),
+    a symlink (file or any parent dir, including chains) whose target is outside, a directory, a missing file
+    (with a 'file not found' message that still names the allowed dirs). Uses os.path.realpath + commonpath, not startswith."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise PathNotAllowed(f"No file path given. {_allowed_hint(allowed)}")
+    if "\x00" in raw:
+        raise PathNotAllowed(f"The path {_show(raw)} contains a NUL byte, which no real file name has.")
+    if not allowed:
+        raise PathNotAllowed(f"Reading local files is disabled. {_allowed_hint(allowed)}")
+
+    expanded = os.path.expanduser(raw)
+    if not os.path.isabs(expanded):
+        expanded = os.path.join(os.fspath(allowed[0]), expanded)
+    # realpath on the unnormalised path, so 'link/..' means what the kernel means by it; the
+    # real location, not the spelling, decides (allowed folders are stored resolved, and /tmp
+    # vs /private/tmp must not matter).
+    real = os.path.realpath(expanded)
+    real_roots = _real_roots(allowed)
+    if not _inside_any(real, real_roots):
+        spelled_inside = _inside_any(os.path.normpath(expanded), real_roots) or _inside_any(
+            os.path.normpath(expanded), [os.path.normpath(os.fspath(d)) for d in allowed]
+        )
+        how = (
+            "leads outside the allowed folders through a symbolic link"
+            if spelled_inside
+            else "is outside the allowed folders"
+        )
+        raise PathNotAllowed(f"{_show(raw)} {how}. {_allowed_hint(allowed)}")
+
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        if not must_exist:
+            return Path(real)
+        raise PathNotAllowed(
+            f"File not found: {_show(raw)} (relative paths are looked up in {allowed[0]}). {_allowed_hint(allowed)}"
+        ) from None
+    except OSError as exc:
+        raise PathNotAllowed(
+            f"Cannot access {_show(raw)}: {exc.strerror}. {_allowed_hint(allowed)}"
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PathNotAllowed(f"{_show(raw)} is a folder; give the path of a file inside it.")
+    if not stat.S_ISREG(st.st_mode):
+        raise PathNotAllowed(
+            f"{_show(raw)} is not a regular file (device, pipe or socket); give a media file."
+        )
+    return Path(real)
+
+
+def _fd_path(fd: int) -> str | None:
+    """Where the kernel says an open descriptor lives, or None when the platform cannot tell."""
+    if os.path.isdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+        # Anything else ('anon_inode:…', 'pipe:[…]') is not a file path we could have allowed.
+        return target if target.startswith("/") else None
+    if sys.platform == "darwin":  # pragma: no cover - exercised on macOS only
+        import fcntl
+
+        raw = fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024)
+        return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
+    return None
+
+
+def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
+    """Open for reading, defeating TOCTOU swaps: open with O_NOFOLLOW (and O_NONBLOCK off), then check the
+    opened fd (os.fstat + re-resolving /proc/self/fd/N or comparing st_dev/st_ino with a fresh os.stat of the
+    realpath) is still a regular file inside the allowed dirs; otherwise close and raise PathNotAllowed."""
+    shown = _show(os.fspath(path))
+    # O_NONBLOCK only for the open itself: a FIFO swapped in after validation would otherwise
+    # block this thread forever. It is cleared again once we know the file is regular.
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NOCTTY", 0)
+    )
+    try:
+        fd = os.open(os.fspath(path), flags)
+    except FileNotFoundError:
+        raise PathNotAllowed(f"File not found: {shown}. {_allowed_hint(allowed)}") from None
+    except OSError as exc:
+        # ELOOP is how O_NOFOLLOW reports a symlink in the last component.
+        raise PathNotAllowed(
+            f"Refused to open {shown}: it changed into a symbolic link or is unreadable ({exc.strerror}). "
+            f"{_allowed_hint(allowed)}"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PathNotAllowed(f"{shown} is not a regular file; give a media file.")
+        opened = _fd_path(fd)
+        if opened is None:
+            # No way to ask the kernel: fall back to proving the realpath names the same inode.
+            opened = os.path.realpath(path)
+            fresh = os.stat(opened)
+            if (fresh.st_dev, fresh.st_ino) != (st.st_dev, st.st_ino):
+                raise PathNotAllowed(f"{shown} changed while it was being opened. {_allowed_hint(allowed)}")
+        if not _inside_any(opened, _real_roots(allowed)):
+            raise PathNotAllowed(
+                f"{shown} was swapped for a link to a location outside the allowed folders after it was "
+                f"checked; refusing to read it. {_allowed_hint(allowed)}"
+            )
+        os.set_blocking(fd, True)
+        return open(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def output_path(output_dir: Path, name: str) -> Path:
+    """For the mediamux://outputs/{name} resource: name must be a plain file name (no separators, no '..', no NUL), file must
+    exist inside output_dir and not be a symlink; else FileAccessError."""
+    if (
+        not name
+        or "\x00" in name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        # Leading dots are our in-progress temp files (and dotfiles are never outputs).
+        or name.startswith(".")
+    ):
+        raise FileAccessError(
+            f"{_show(name)} is not the name of a saved output; use a name from a download result."
+        )
+    directory = os.path.realpath(os.path.expanduser(os.fspath(output_dir)))
+    candidate = os.path.join(directory, name)
+    try:
+        st = os.lstat(candidate)
+    except FileNotFoundError:
+        raise FileAccessError(f"No saved output named {_show(name)} in {directory}.") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise FileAccessError(f"{_show(name)} in {directory} is not a regular saved output file.")
+    return Path(candidate)

@@ -1,0 +1,146 @@
+"""Subtitles for a muse.ai video from its own speech: a workflow over two paid jobs.
+
+Download the video → transcription job → alignment job (the transcript against the audio, for word
+timings) → WebVTT cues → upload as a subtitle track. Both jobs go through the engine, so a call that
+runs out of time leaves them in the journal, and calling again with the same video finds the same
+jobs through the duplicate guard instead of paying twice. Knows nothing of MCP: the tool shapes the
+result and sends change notifications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx2
+from pydantic import BaseModel, Field
+
+from mediamux.clock import Clock
+from mediamux.errors import InputError
+from mediamux.files import download_output
+from mediamux.jobs.engine import JobEngine, ProgressFn
+from mediamux.providers.museai import AlignedWord, MuseaiClient
+
+VTT_INLINE_CHARS = 20_000
+
+
+class AutoSubtitles(BaseModel):
+    status: Literal["completed", "running", "failed"]
+    svid: str
+    subtitle_id: str | None = None
+    name: str | None = None
+    cues: int = 0
+    vtt: str | None = Field(
+        None, description="The WebVTT text (cut after 20 000 characters; the file has it all)"
+    )
+    vtt_path: str | None = None
+    jobs: list[str] = Field(default_factory=list, description="The transcription and alignment job ids")
+    note: str | None = None
+
+
+def _ts(seconds: float) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def build_vtt(
+    words: list[AlignedWord], *, max_words: int = 8, max_span_s: float = 4.0, gap_s: float = 0.8
+) -> tuple[str, int]:
+    """Word timings → WebVTT cues: a new cue after a pause, or when a cue gets too long to read."""
+    cues: list[list[AlignedWord]] = []
+    for word in words:
+        text = word.word.strip()
+        if not text:
+            continue
+        current = cues[-1] if cues else None
+        if (
+            current is None
+            or len(current) >= max_words
+            or word.end - current[0].start > max_span_s
+            or word.start - current[-1].end > gap_s
+        ):
+            cues.append([word])
+        else:
+            current.append(word)
+    lines = ["WEBVTT", ""]
+    for i, cue in enumerate(cues, 1):
+        lines += [
+            str(i),
+            f"{_ts(cue[0].start)} --> {_ts(cue[-1].end)}",
+            " ".join(w.word.strip() for w in cue),
+            "",
+        ]
+    return "\n".join(lines), len(cues)
+
+
+@dataclass
+class SubtitleWorkflow:
+    client: MuseaiClient
+    engine: JobEngine
+    downloads: httpx2.AsyncClient
+    output_dir: Path
+    clock: Clock
+    max_download_bytes: int
+
+    async def run(self, svid: str, *, name: str, wait_s: float, progress: ProgressFn) -> AutoSubtitles:
+        """Subtitle ``svid`` within ``wait_s``; a job still going is ``running``, not an error.
+
+        Raises:
+            InputError: muse.ai has no media URL for the video yet.
+            DownloadError: the video could not be fetched; nothing has been paid for.
+            ProviderError, JobsError: a call or a submission was refused.
+        """
+        video = await self.client.get_video(svid)
+        if not video.url:
+            raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
+        media = await download_output(
+            self.downloads,
+            video.url,
+            self.output_dir,
+            trusted_origins=[self.client.origin],
+            max_bytes=self.max_download_bytes,
+        )
+        deadline = self.clock.monotonic() + wait_s
+        # Saved outputs are named by content, so the same video gives the same job arguments, and a
+        # second call finds the first call's jobs through the duplicate guard.
+        file_args = {"path": media.path, "file": media.sha256}
+        speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress)
+        jobs = [speech.job_id]
+        if speech.status != "completed":
+            return _unfinished(svid, speech.status, jobs, speech.error.message if speech.error else None)
+        text = (speech.result or {}).get("text", "")
+        if not text.strip():
+            return _unfinished(svid, "failed", jobs, "no speech was found in the video")
+        remaining = max(0.0, deadline - self.clock.monotonic())
+        align = await self.engine.run(
+            "museai", "align", {**file_args, "phrase": text}, wait_s=remaining, progress=progress
+        )
+        jobs.append(align.job_id)
+        if align.status != "completed":
+            return _unfinished(svid, align.status, jobs, align.error.message if align.error else None)
+        words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
+        vtt, count = build_vtt(words)
+        vtt_path = self.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
+        vtt_path.write_text(vtt, encoding="utf-8")
+        ref = await self.client.upload_subtitles(svid, vtt_path, [self.output_dir], name=name)
+        return AutoSubtitles(
+            status="completed",
+            svid=svid,
+            subtitle_id=ref["id"],
+            name=ref["name"],
+            cues=count,
+            vtt=vtt[:VTT_INLINE_CHARS],
+            vtt_path=str(vtt_path),
+            jobs=jobs,
+        )
+
+
+def _unfinished(svid: str, status: str, jobs: list[str], problem: str | None) -> AutoSubtitles:
+    """A job that ended badly fails the workflow with its reason; one still going leaves it running."""
+    if status in ("failed", "cancelled", "expired"):
+        return AutoSubtitles(status="failed", svid=svid, jobs=jobs, note=problem)
+    return AutoSubtitles(status="running", svid=svid, jobs=jobs)

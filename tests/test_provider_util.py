@@ -1,0 +1,124 @@
+"""The helpers every provider client shares: id path segments, numbers, tolerant response models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+
+from mediamux.providers._util import Tolerant, number, path_segment
+from mediamux.providers.errors import InvalidRequest
+from mediamux.providers.mixpeek import MixpeekClient
+from mediamux.providers.muapi import MuapiClient
+from mediamux.providers.museai import MuseaiClient
+from mediamux.providers.transport import ProviderHints, Transport
+
+# -- path segments -------------------------------------------------------------------------------
+
+# Every id format the provider documents and NOTES record (§1.3, §3, §4).
+DOCUMENTED_IDS = [
+    "8KsbyKv",  # muse.ai svid / scid / channel id
+    "N3wfN01lm",  # muse.ai subtitle id
+    "e5d07990e0ad443d90a8ca4ef11cf3ba",  # muse.ai face cluster id
+    "a" * 64,  # muse.ai fid and job id (sha256 hex)
+    "a" * 64 + "12345",  # muse.ai fid "plus a random number sometimes"
+    "198dacbb-c7d2-41c3-b008-83ea41b29c31",  # Mixpeek task and asset ids
+    "abc123xyz",  # MuAPI request_id (the document's example)
+    "12345",  # MuAPI request ids may arrive as numbers
+    "btch_3f2a9c0d",  # Mixpeek v1 style prefixed ids
+]
+
+REFUSED = ["", ".", "..", "a/b", "a\\b", "../x", "a b", " abc", "abc\n", "a?x", "a#x", "%2e%2e", "a%2Fb"]
+REFUSED += ["-abc", "_abc", "a.b", "a:b", "x" * 129, "é1", "a\x00b"]
+
+
+@pytest.mark.parametrize("value", DOCUMENTED_IDS)
+def test_every_documented_id_is_one_segment_used_as_given(value: str) -> None:
+    assert path_segment(value, "id", title="muse.ai", provider="museai", operation="get_video") == value
+    assert path_segment(value, "id", title="MuAPI", provider="muapi", operation="x", dotted=True) == value
+
+
+@pytest.mark.parametrize("value", REFUSED)
+def test_anything_else_is_refused_as_invalid_input_naming_provider_operation_and_field(value: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        path_segment(value, "svid", title="muse.ai", provider="museai", operation="get_video")
+
+    assert caught.value.error_class == "invalid_input"
+    assert caught.value.provider == "museai" and caught.value.operation == "get_video"
+    assert (
+        caught.value.message.startswith("muse.ai get_video: ") and "not a valid svid" in caught.value.message
+    )
+
+
+def test_dotted_ids_admit_dots_and_colons_but_still_no_path_tricks() -> None:
+    for ok in ("a.b", "req:42", "v1.2:3-x_y"):
+        assert (
+            path_segment(ok, "request_id", title="MuAPI", provider="muapi", operation="x", dotted=True) == ok
+        )
+    for bad in (".", "..", ".hidden", ":x", "a/b", "a?b", "x" * 129):
+        with pytest.raises(InvalidRequest):
+            path_segment(bad, "request_id", title="MuAPI", provider="muapi", operation="x", dotted=True)
+
+
+@asynccontextmanager
+async def recording(base_url: str) -> AsyncIterator[tuple[Transport, list[httpx2.Request]]]:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(404, json={"error": "not_found"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+        yield (
+            Transport(provider="x", base_url=base_url, hints=ProviderHints("X", "X_KEY"), client=client),
+            seen,
+        )
+
+
+CLIENT_CALLS: list[tuple[str, Callable[[Transport], Awaitable[Any]]]] = [
+    ("museai get_video", lambda t: MuseaiClient(t, t).get_video("../etc")),
+    ("museai get_subtitles", lambda t: MuseaiClient(t, t).get_subtitles("abc1234", "a.b")),
+    ("museai get_job", lambda t: MuseaiClient(t, t).get_job("speech", "a" * 63 + "/")),
+    ("mixpeek get_task", lambda t: MixpeekClient(t).get_task("0b0e6c1e:..")),
+    ("mixpeek get_asset_features", lambda t: MixpeekClient(t).get_asset_features("a b")),
+    ("muapi get_result", lambda t: MuapiClient(t).get_result("..")),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), CLIENT_CALLS, ids=[name for name, _ in CLIENT_CALLS])
+async def test_clients_refuse_a_bad_id_before_any_request(
+    name: str, call: Callable[[Transport], Awaitable[Any]]
+) -> None:
+    async with recording("https://provider.example/api") as (transport, seen):
+        with pytest.raises(InvalidRequest):
+            await call(transport)
+
+    assert seen == []
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"), [(1, 1.0), (2.5, 2.5), ("12", 12.0), (" 1.5 ", 1.5), ("-3", -3.0), (0, 0.0)]
+)
+def test_numbers_and_numeric_strings_are_read(raw: object, read: float) -> None:
+    assert number(raw) == read
+
+
+@pytest.mark.parametrize(
+    "raw", [None, True, False, "x", "", "nan", "inf", math.inf, math.nan, 10**400, [1], {}]
+)
+def test_flags_garbage_and_non_finite_values_are_no_number(raw: object) -> None:
+    assert number(raw) is None
+
+
+def test_tolerant_models_keep_fields_a_provider_adds_later() -> None:
+    class Thing(Tolerant):
+        id: str
+
+    assert Thing.model_validate({"id": "x", "new_field": 1}).model_extra == {"new_field": 1}
