@@ -20,6 +20,7 @@ from bench.common import Config, Row, Section, median, percentile
 from mediamux.clock import SystemClock
 from mediamux.jobs.engine import JobEngine, Outcome, ProgressFn
 from mediamux.jobs.journal import Journal
+from mediamux.jobs.muapi import GenerateArgs
 from mediamux.providers.cost import Cost
 
 BLOCKS = 10
@@ -32,6 +33,7 @@ class InstantDriver:
     operation = "generate"
     title = "Bench"
     mode = "poll"
+    args_model = GenerateArgs
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -67,8 +69,8 @@ async def _no_progress(progress: float, total: float | None, message: str) -> No
     return None
 
 
-def _args(i: int) -> dict[str, Any]:
-    return {"endpoint": "bench-model", "params": {"prompt": f"submission {i}", "seed": i}}
+def _args(i: int) -> GenerateArgs:
+    return GenerateArgs(endpoint="bench-model", params={"prompt": f"submission {i}", "seed": i})
 
 
 async def run(cfg: Config) -> Section:

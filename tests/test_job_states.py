@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from mediamux.jobs import states
 from mediamux.jobs.journal import Journal, JournalError
@@ -178,12 +179,17 @@ def test_a_journal_from_a_newer_release_is_refused_with_a_message_that_says_what
 # -- the engine on the state machine -------------------------------------------------------------
 
 
+class CountingArgs(BaseModel):
+    p: int
+
+
 class CountingDriver:
     """Accepted at once, done on the third poll; or, in background mode, one synchronous call."""
 
     provider = "muapi"
     operation = "generate"
     title = "Stub"
+    args_model = CountingArgs
 
     def __init__(self, mode: str = "poll") -> None:
         self.mode = mode
@@ -193,25 +199,23 @@ class CountingDriver:
     def estimate_usd(self, args: dict[str, Any]) -> float | None:
         return None
 
-    async def prepare(self, args: dict[str, Any], options: dict[str, Any], progress: Any) -> dict[str, Any]:
+    async def prepare(self, args: CountingArgs, options: dict[str, Any], progress: Any) -> CountingArgs:
         return args
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: Any) -> Any:
+    async def submit(self, args: CountingArgs, options: dict[str, Any], progress: Any) -> Any:
         from mediamux.jobs.engine import Outcome
 
         if self.mode == "background":
             return Outcome(status="completed", provider_job_id="h1", result={"n": 1}, cost=Cost(tokens=3))
         return Outcome(status="queued", provider_job_id="r1", cost=Cost(usd=0.5))
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Any:
+    async def poll(self, provider_job_id: str, args: CountingArgs, options: dict[str, Any]) -> Any:
         from mediamux.jobs.engine import Outcome
 
         self.polls += 1
         return Outcome(status="completed" if self.polls >= 3 else "running", result={"n": self.polls})
 
-    async def finalize(
-        self, outcome: Any, args: dict[str, Any], options: dict[str, Any], progress: Any
-    ) -> Any:
+    async def finalize(self, outcome: Any, args: CountingArgs, options: dict[str, Any], progress: Any) -> Any:
         self.finalized += 1
         return outcome
 
@@ -231,7 +235,7 @@ async def test_per_job_coordination_is_dropped_when_the_job_ends(tmp_path: Path,
         async with anyio.create_task_group() as tg:
             engine.task_group = tg
             with anyio.fail_after(10):
-                view = await engine.run("muapi", "generate", {"p": 1}, wait_s=60)
+                view = await engine.run("muapi", "generate", CountingArgs(p=1), wait_s=60)
                 again = await engine.wait(view.job_id, wait_s=60)
             tg.cancel_scope.cancel()
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from pydantic import BaseModel
 
 from mediamux.clock import FakeClock
 from mediamux.jobs.engine import JobEngine, Outcome
@@ -239,11 +240,16 @@ async def test_job_resources_list_and_read_jobs(client: Client) -> None:
 # -- engine-level: heartbeats while a poll stalls --------------------------------------------------
 
 
+class StubArgs(BaseModel):
+    x: int
+
+
 class StallingDriver:
     provider = "muapi"
     operation = "generate"
     title = "Stub"
     mode = "poll"
+    args_model = StubArgs
 
     def __init__(self) -> None:
         self.release = anyio.Event()
@@ -280,7 +286,7 @@ async def test_progress_keeps_arriving_while_a_poll_stalls(tmp_path: Path) -> No
             driver.release.set()
 
     with anyio.fail_after(10):
-        view = await engine.run("muapi", "generate", {"x": 1}, progress=progress, wait_s=60)
+        view = await engine.run("muapi", "generate", StubArgs(x=1), progress=progress, wait_s=60)
 
     assert view.status == "completed"
     assert len(messages) >= 6  # submitted, then heartbeats during the stalled poll
@@ -344,9 +350,9 @@ async def test_an_unreadable_submission_answer_is_recorded_as_possibly_charged(t
     engine.register(BrokenAnswerDriver())
 
     with anyio.fail_after(10), pytest.raises(ProviderResponseError, match="could not be read"):
-        await engine.run("muapi", "generate", {"x": 1})
+        await engine.run("muapi", "generate", StubArgs(x=1))
     with anyio.fail_after(10):
-        retry = await engine.run("muapi", "generate", {"x": 1})
+        retry = await engine.run("muapi", "generate", StubArgs(x=1))
 
     assert retry.deduplicated and retry.status == "failed"
     assert retry.error is not None and "may have reached" in retry.error.message

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -107,11 +107,16 @@ class EchoClient:
         return data
 
 
+class ShoutArgs(BaseModel):
+    text: str
+
+
 class EchoDriver:
     provider = "echo"
     operation = "shout"
     title = "Echo"
     mode: Literal["poll", "background"] = "poll"
+    args_model = ShoutArgs
 
     def __init__(self, client: EchoClient) -> None:
         self.client = client
@@ -119,22 +124,20 @@ class EchoDriver:
     def estimate_usd(self, args: dict[str, Any]) -> float | None:
         return None
 
-    async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]:
+    async def prepare(self, args: ShoutArgs, options: dict[str, Any], progress: ProgressFn) -> ShoutArgs:
         return args
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        return Outcome(status="queued", provider_job_id=await self.client.shout(args["text"]))
+    async def submit(self, args: ShoutArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
+        return Outcome(status="queued", provider_job_id=await self.client.shout(args.text))
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
+    async def poll(self, provider_job_id: str, args: ShoutArgs, options: dict[str, Any]) -> Outcome:
         data = await self.client.get(provider_job_id)
         if data["status"] == "done":
             return Outcome(status="completed", provider_status="done", result={"text": data["text"]})
         return Outcome(status="running", provider_status=data["status"])
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: ShoutArgs, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome:
         return outcome
 
@@ -149,7 +152,7 @@ async def echo_shout(
     """Shouts the text back in capitals. Free; takes two polls."""
     provider_client(ctx, "echo", EchoClient)  # a missing key is reported before anything is journaled
     view = await services(ctx).engine.run(
-        "echo", "shout", {"text": text}, wait_s=wait_s, progress=progress_of(ctx)
+        "echo", "shout", ShoutArgs(text=text), wait_s=wait_s, progress=progress_of(ctx)
     )
     return job_result(view, title="Echo shout")
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
+from pydantic import BaseModel
 
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
@@ -103,21 +104,22 @@ class JobDriver(Protocol):
     # "poll": submit returns a provider job id that is polled. "background": one long synchronous
     # request (Muzaic renders) that runs in the server's task group, outliving the tool call.
     mode: Literal["poll", "background"]
+    # The operation's arguments as a model: what the tool hands over, what the journal keeps (as
+    # JSON), and what every method below receives, validated again when a job is resumed.
+    args_model: type[BaseModel]
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None: ...
+    def estimate_usd(self, args: Any) -> float | None: ...
 
-    async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]: ...
+    async def prepare(self, args: Any, options: dict[str, Any], progress: ProgressFn) -> Any:
+        """Free, cancellable work before submitting (uploading local inputs); returns the arguments to send."""
+        ...
 
-    async def submit(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> Outcome: ...
+    async def submit(self, args: Any, options: dict[str, Any], progress: ProgressFn) -> Outcome: ...
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome: ...
+    async def poll(self, provider_job_id: str, args: Any, options: dict[str, Any]) -> Outcome: ...
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: Any, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome: ...
 
 
@@ -253,7 +255,7 @@ class JobEngine:
         self,
         provider: str,
         operation: str,
-        args: dict[str, Any],
+        args: BaseModel,
         *,
         options: dict[str, Any] | None = None,
         new_job: bool = False,
@@ -267,9 +269,14 @@ class JobEngine:
             ProviderError: the submission was refused or its outcome is unknown.
         """
         driver = self._drivers[(provider, operation)]
+        if not isinstance(args, driver.args_model):
+            raise TypeError(
+                f"{provider} {operation} takes {driver.args_model.__name__}, not {type(args).__name__}"
+            )
+        payload = args.model_dump(mode="json", exclude_none=True)
         report = _Reporter(progress or _no_progress)
         now = self._wall()
-        key = dedup_key(provider, operation, args)
+        key = dedup_key(provider, operation, payload)
         window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
         # An identical recent job is returned before the budget is consulted: returning it costs
         # nothing, and a client re-sending a request whose stream broke must not be refused.
@@ -282,7 +289,7 @@ class JobEngine:
             provider=provider,
             operation=operation,
             dedup_key=key,
-            args=args,
+            args=payload,
             options=options or {},
             status="queued",
             session_id=self.session_id,
@@ -317,7 +324,7 @@ class JobEngine:
         async with self._heartbeating(report, driver, record, self.clock.monotonic()):
             try:
                 # Free, cancellable work first (uploading local files named in the arguments).
-                submit_args = await driver.prepare(record.args, record.options, report)
+                submit_args = await driver.prepare(self._args(driver, record), record.options, report)
                 record.provider_status = "submitting"
                 await report.step(f"{driver.title}: submitting")
             except BaseException as exc:
@@ -383,7 +390,11 @@ class JobEngine:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _check_budget(self, driver: JobDriver, args: dict[str, Any]) -> None:
+    @staticmethod
+    def _args(driver: JobDriver, record: JobRecord) -> Any:
+        return driver.args_model.model_validate(record.args)
+
+    def _check_budget(self, driver: JobDriver, args: BaseModel) -> None:
         if self.budget_usd is None:
             return
         spent = self.journal.spent_usd()
@@ -414,7 +425,7 @@ class JobEngine:
     async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
         async with self._slot(record.job_id) as slot:
             try:
-                args = await driver.prepare(record.args, record.options, _no_progress)
+                args = await driver.prepare(self._args(driver, record), record.options, _no_progress)
                 try:
                     outcome = await driver.submit(args, record.options, _no_progress)
                 except ProviderError as exc:
@@ -498,7 +509,9 @@ class JobEngine:
                         continue
                     assert record.provider_job_id is not None
                     try:
-                        outcome = await driver.poll(record.provider_job_id, record.args, record.options)
+                        outcome = await driver.poll(
+                            record.provider_job_id, self._args(driver, record), record.options
+                        )
                     except NotFound as exc:
                         if self._wall() - record.submitted_ts < EARLY_404_S:
                             # A job can take a moment to become visible after it is accepted.
@@ -577,7 +590,7 @@ class JobEngine:
     async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
         outcome = Outcome(status="completed", result=record.result, cost=Cost())
         try:
-            outcome = await driver.finalize(outcome, record.args, record.options, report)
+            outcome = await driver.finalize(outcome, self._args(driver, record), record.options, report)
         except Exception as exc:
             # The paid result is safe in the journal; a failed save must not turn it into a failure.
             logger.warning("finalizing %s failed: %s", record.job_id, type(exc).__name__)

@@ -101,9 +101,23 @@ def summarize(features: AssetFeatures) -> FeaturesSummary:
     )
 
 
+class IndexArgs(BaseModel):
+    collection_id: str
+    url: str | None = Field(None, description="index_url: the media URL")
+    path: str | None = Field(None, description="index_file: the local file, confined to the allowed folders")
+    file: str | None = Field(
+        None, description="index_file: a stamp of the file, so an edited file is a new request"
+    )
+    metadata: dict[str, Any] | None = None
+    video_settings: list[VideoSetting] | None = None
+    image_settings: ImageSettings | None = None
+    prevent_duplicate: bool | None = None
+
+
 class MixpeekIndexDriver:
     provider = "mixpeek"
     mode: Literal["poll", "background"] = "poll"
+    args_model: type[BaseModel] = IndexArgs
     title = "Mixpeek"
 
     def __init__(
@@ -113,34 +127,31 @@ class MixpeekIndexDriver:
         self.operation: str = operation  # the engine's protocol reads it as a plain str
         self.allowed_dirs = list(allowed_dirs)
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
+    def estimate_usd(self, args: IndexArgs) -> float | None:
         return None  # Mixpeek bills plan credits and publishes no price per indexing run
 
-    async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]:
+    async def prepare(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> IndexArgs:
         return args
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        # Arguments come back from the journal as JSON: re-validate them into the typed settings.
+    async def submit(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         settings: dict[str, Any] = {
-            "metadata": args.get("metadata"),
-            "video_settings": [VideoSetting.model_validate(v) for v in args.get("video_settings") or []],
-            "image_settings": ImageSettings.model_validate(args["image_settings"])
-            if args.get("image_settings") is not None
-            else None,
-            "prevent_duplicate": args.get("prevent_duplicate"),
+            "metadata": args.metadata,
+            "video_settings": args.video_settings or [],
+            "image_settings": args.image_settings,
+            "prevent_duplicate": args.prevent_duplicate,
         }
         if self.operation == "index_url":
-            accepted = await self.client.index_url(args["url"], args["collection_id"], **settings)
+            assert args.url is not None
+            accepted = await self.client.index_url(args.url, args.collection_id, **settings)
         else:
-            path = Path(args["path"])
+            assert args.path is not None
+            path = Path(args.path)
 
             async def on_bytes(sent: int, total: int) -> None:
                 await progress(sent, total, f"Mixpeek: uploading {path.name} ({sent}/{total} bytes)")
 
             accepted = await self.client.index_file(
-                path, self.allowed_dirs, args["collection_id"], on_progress=on_bytes, **settings
+                path, self.allowed_dirs, args.collection_id, on_progress=on_bytes, **settings
             )
         return self._submitted(accepted)
 
@@ -160,7 +171,7 @@ class MixpeekIndexDriver:
             )
         return outcome
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
+    async def poll(self, provider_job_id: str, args: IndexArgs, options: dict[str, Any]) -> Outcome:
         task = await self.client.get_task(provider_job_id)
         status = normalize_status(task.status)
         outcome = Outcome(status=status, provider_status=task.status)
@@ -180,7 +191,7 @@ class MixpeekIndexDriver:
         return outcome
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: IndexArgs, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome:
         result = IndexedAsset.model_validate(outcome.result or {})
         if not result.asset_id:

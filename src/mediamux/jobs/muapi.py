@@ -58,9 +58,18 @@ class MuapiGeneration(BaseModel):
     save_error: str | None = Field(None, description="Why saving outputs failed; the URLs are still valid")
 
 
+class GenerateArgs(BaseModel):
+    endpoint: str
+    params: dict[str, Any] = Field(description="Model inputs; local paths are uploaded by prepare()")
+    webhook_url: str | None = None
+    # Stamps of the local inputs, so an edited file is a new request to the duplicate guard.
+    input_files: dict[str, str] | None = None
+
+
 class MuapiGenerateDriver:
     provider = "muapi"
     mode: Literal["poll", "background"] = "poll"
+    args_model: type[BaseModel] = GenerateArgs
     operation = "generate"
 
     def __init__(
@@ -79,13 +88,13 @@ class MuapiGenerateDriver:
         self.max_download_bytes = max_download_bytes
         self.title = "MuAPI"
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
+    def estimate_usd(self, args: GenerateArgs) -> float | None:
         return None  # MuAPI reports the charge on submission; there is no free price lookup per request
 
     async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]:
-        params = dict(args["params"])
+        self, args: GenerateArgs, options: dict[str, Any], progress: ProgressFn
+    ) -> GenerateArgs:
+        params = dict(args.params)
         # The tool layer has already resolved each local input to a confined absolute path;
         # multipart_file_upload re-checks confinement when it opens the file.
         for key, index, raw in local_inputs(params):
@@ -99,10 +108,10 @@ class MuapiGenerateDriver:
                 params[key] = url
             else:
                 params[key] = [*params[key][:index], url, *params[key][index + 1 :]]
-        return {**args, "params": params}
+        return args.model_copy(update={"params": params})
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        sub = await self.client.submit(args["endpoint"], args["params"], webhook_url=args.get("webhook_url"))
+    async def submit(self, args: GenerateArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
+        sub = await self.client.submit(args.endpoint, args.params, webhook_url=args.webhook_url)
         status = normalize_status(sub.status) if sub.status else "queued"
         outcome = Outcome(
             status=status, provider_status=sub.status, provider_job_id=sub.request_id, cost=sub.cost
@@ -111,7 +120,7 @@ class MuapiGenerateDriver:
             outcome.result = self._result(args, [u for u in sub.outputs if isinstance(u, str)], None)
         return outcome
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
+    async def poll(self, provider_job_id: str, args: GenerateArgs, options: dict[str, Any]) -> Outcome:
         p = await self.client.get_result(provider_job_id)
         status = normalize_status(p.status)
         outcome = Outcome(status=status, provider_status=p.status, cost=p.cost)
@@ -125,9 +134,9 @@ class MuapiGenerateDriver:
         return outcome
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: GenerateArgs, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome:
-        result = MuapiGeneration.model_validate(outcome.result or {"endpoint": args["endpoint"]})
+        result = MuapiGeneration.model_validate(outcome.result or {"endpoint": args.endpoint})
         if not options.get("save_outputs") or not result.outputs:
             return outcome
         trusted = [self.client.origin]
@@ -150,7 +159,7 @@ class MuapiGenerateDriver:
         return Outcome(status="completed", result=result.model_dump(mode="json"))
 
     @staticmethod
-    def _result(args: dict[str, Any], outputs: list[str], nsfw: list[bool] | None) -> dict[str, Any]:
-        return MuapiGeneration(endpoint=args["endpoint"], outputs=outputs, has_nsfw_contents=nsfw).model_dump(
+    def _result(args: GenerateArgs, outputs: list[str], nsfw: list[bool] | None) -> dict[str, Any]:
+        return MuapiGeneration(endpoint=args.endpoint, outputs=outputs, has_nsfw_contents=nsfw).model_dump(
             mode="json"
         )

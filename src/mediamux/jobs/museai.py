@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
 from mediamux.jobs.engine import Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.museai import STATUS_OVERRIDES, JobKind, MuseaiClient, shape_job_result
@@ -26,9 +28,16 @@ OPERATIONS: dict[JobKind, str] = {
 }
 
 
+class FileJobArgs(BaseModel):
+    path: str = Field(description="The local file, already confined to the allowed folders")
+    file: str = Field(description="A stamp of the file's content, so an edited file is a new request")
+    phrase: str | None = Field(None, description="The text to align (align jobs only)")
+
+
 class MuseaiJobDriver:
     provider = "museai"
     mode: Literal["poll", "background"] = "poll"
+    args_model: type[BaseModel] = FileJobArgs
     title = "muse.ai"
 
     def __init__(self, client: MuseaiClient, kind: JobKind, *, allowed_dirs: Sequence[Path]) -> None:
@@ -37,26 +46,24 @@ class MuseaiJobDriver:
         self.operation = OPERATIONS[kind]
         self.allowed_dirs = list(allowed_dirs)
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
+    def estimate_usd(self, args: FileJobArgs) -> float | None:
         return None  # muse.ai bills in credits and publishes no price per job
 
-    async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]:
+    async def prepare(self, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn) -> FileJobArgs:
         return args
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        path = Path(args["path"])
+    async def submit(self, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
+        path = Path(args.path)
 
         async def on_bytes(sent: int, total: int) -> None:
             await progress(sent, total, f"muse.ai: uploading {path.name} ({sent}/{total} bytes)")
 
         job_id = await self.client.submit_job(
-            self.kind, path, self.allowed_dirs, phrase=args.get("phrase"), on_progress=on_bytes
+            self.kind, path, self.allowed_dirs, phrase=args.phrase, on_progress=on_bytes
         )
         return Outcome(status="queued", provider_status="submitted", provider_job_id=job_id)
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
+    async def poll(self, provider_job_id: str, args: FileJobArgs, options: dict[str, Any]) -> Outcome:
         state = await self.client.get_job(self.kind, provider_job_id)
         status = normalize_status(state.status, STATUS_OVERRIDES)
         outcome = Outcome(status=status, provider_status=state.status)
@@ -70,6 +77,6 @@ class MuseaiJobDriver:
         return outcome
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome:
         return outcome

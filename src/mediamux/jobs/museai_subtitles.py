@@ -20,6 +20,7 @@ from mediamux.clock import Clock
 from mediamux.errors import InputError
 from mediamux.files import download_output
 from mediamux.jobs.engine import JobEngine, ProgressFn
+from mediamux.jobs.museai import FileJobArgs
 from mediamux.providers.museai import AlignedWord, MuseaiClient
 
 VTT_INLINE_CHARS = 20_000
@@ -107,7 +108,7 @@ class SubtitleWorkflow:
         deadline = self.clock.monotonic() + wait_s
         # Saved outputs are named by content, so the same video gives the same job arguments, and a
         # second call finds the first call's jobs through the duplicate guard.
-        file_args = {"path": media.path, "file": media.sha256}
+        file_args = FileJobArgs(path=media.path, file=media.sha256)
         speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress)
         jobs = [speech.job_id]
         if speech.status != "completed":
@@ -117,7 +118,11 @@ class SubtitleWorkflow:
             return _unfinished(svid, "failed", jobs, "no speech was found in the video")
         remaining = max(0.0, deadline - self.clock.monotonic())
         align = await self.engine.run(
-            "museai", "align", {**file_args, "phrase": text}, wait_s=remaining, progress=progress
+            "museai",
+            "align",
+            file_args.model_copy(update={"phrase": text}),
+            wait_s=remaining,
+            progress=progress,
         )
         jobs.append(align.job_id)
         if align.status != "completed":

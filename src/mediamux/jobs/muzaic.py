@@ -37,12 +37,35 @@ class MusicResult(BaseModel):
     save_error: str | None = None
 
 
-def requested_seconds(operation: str, args: dict[str, Any]) -> float | None:
+class GenerateMusicArgs(BaseModel):
+    duration: int | float
+    tags: list[int] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    normalize: Any = None
+
+
+class SoundtrackArgs(BaseModel):
+    regions: list[dict[str, Any]] = Field(description="Regions as Muzaic takes them (time, duration, ...)")
+    normalize: Any = None
+
+
+class RegenerateArgs(BaseModel):
+    hash: str
+
+
+ARGS: dict[str, type[BaseModel]] = {
+    "generate_music": GenerateMusicArgs,
+    "create_soundtrack": SoundtrackArgs,
+    "regenerate": RegenerateArgs,
+}
+
+
+def requested_seconds(args: BaseModel) -> float | None:
     """Audio length a request asks for: the token estimate (1 token = 1 second)."""
-    if operation == "generate_music":
-        return float(args.get("duration", 60))
-    if operation == "create_soundtrack":
-        ends = [float(r["time"]) + float(r["duration"]) for r in args.get("regions", [])]
+    if isinstance(args, GenerateMusicArgs):
+        return float(args.duration)
+    if isinstance(args, SoundtrackArgs):
+        ends = [float(r["time"]) + float(r["duration"]) for r in args.regions]
         return max(ends) if ends else None
     return None
 
@@ -64,24 +87,23 @@ class MuzaicDriver:
     ) -> None:
         self.client = client
         self.operation: str = operation
+        self.args_model: type[BaseModel] = ARGS[operation]
         self.output_dir = output_dir
         self.downloads = downloads
         self.max_download_bytes = max_download_bytes
         self.usd_per_token = usd_per_token
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
-        seconds = requested_seconds(self.operation, args)
+    def estimate_usd(self, args: BaseModel) -> float | None:
+        seconds = requested_seconds(args)
         if seconds is None or self.usd_per_token is None:
             return None
         return seconds * self.usd_per_token
 
-    async def prepare(
-        self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
-    ) -> dict[str, Any]:
+    async def prepare(self, args: BaseModel, options: dict[str, Any], progress: ProgressFn) -> BaseModel:
         return args
 
-    async def submit(self, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        seconds = requested_seconds(self.operation, args)
+    async def submit(self, args: BaseModel, options: dict[str, Any], progress: ProgressFn) -> Outcome:
+        seconds = requested_seconds(args)
         if seconds is not None:
             await progress(0, None, f"Muzaic: composing {seconds:g} s of music (about {seconds:g} tokens)")
         generation = await self._call(args)
@@ -97,17 +119,15 @@ class MuzaicDriver:
             cost=cost,
         )
 
-    async def _call(self, args: dict[str, Any]) -> Generation:
-        if self.operation == "generate_music":
+    async def _call(self, args: BaseModel) -> Generation:
+        if isinstance(args, GenerateMusicArgs):
             return await self.client.single_file(
-                duration=args["duration"],
-                tags=args.get("tags", []),
-                params=args.get("params", {}),
-                normalize=args.get("normalize"),
+                duration=args.duration, tags=args.tags, params=args.params, normalize=args.normalize
             )
-        if self.operation == "create_soundtrack":
-            return await self.client.soundtrack(regions=args["regions"], normalize=args.get("normalize"))
-        return await self.client.audio_from_hash(args["hash"])
+        if isinstance(args, SoundtrackArgs):
+            return await self.client.soundtrack(regions=args.regions, normalize=args.normalize)
+        assert isinstance(args, RegenerateArgs)
+        return await self.client.audio_from_hash(args.hash)
 
     async def _save(self, generation: Generation, options: dict[str, Any]) -> MusicResult:
         result = MusicResult(
@@ -144,10 +164,10 @@ class MuzaicDriver:
             result.save_error = str(exc)[:300]
         return result
 
-    async def poll(self, provider_job_id: str, args: dict[str, Any], options: dict[str, Any]) -> Outcome:
+    async def poll(self, provider_job_id: str, args: BaseModel, options: dict[str, Any]) -> Outcome:
         raise AssertionError("Muzaic generations complete within their submission")  # pragma: no cover
 
     async def finalize(
-        self, outcome: Outcome, args: dict[str, Any], options: dict[str, Any], progress: ProgressFn
+        self, outcome: Outcome, args: BaseModel, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome:
         return outcome

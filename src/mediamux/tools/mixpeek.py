@@ -10,7 +10,7 @@ from mcp_types import CallToolResult, ResourceLink
 from pydantic import BaseModel, Field
 
 from mediamux.errors import InputError
-from mediamux.jobs.mixpeek import IndexedAsset, IndexOperation
+from mediamux.jobs.mixpeek import IndexArgs, IndexedAsset, IndexOperation
 from mediamux.jobs.models import JobResult
 from mediamux.providers.errors import ProviderError
 from mediamux.providers.mixpeek import (
@@ -113,26 +113,25 @@ def _index_args(
     video_settings: list[VideoSetting] | None,
     image_settings: ImageSettings | None,
     prevent_duplicate: bool | None,
-) -> dict[str, Any]:
+    **source: str,
+) -> IndexArgs:
     """Journal arguments: only what the caller set, so identical requests share one duplicate key."""
     if metadata is not None and len(json.dumps(metadata, default=str)) > MAX_METADATA_BYTES:
         raise InputError(
             f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB; keep it to short key/values"
         )
-    args: dict[str, Any] = {"collection_id": collection_id.strip()}
-    if metadata is not None:
-        args["metadata"] = metadata
-    if video_settings:
-        args["video_settings"] = [s.model_dump(mode="json", exclude_none=True) for s in video_settings]
-    if image_settings is not None:
-        args["image_settings"] = image_settings.model_dump(mode="json", exclude_none=True)
-    if prevent_duplicate is not None:
-        args["prevent_duplicate"] = prevent_duplicate
-    return args
+    return IndexArgs(
+        collection_id=collection_id.strip(),
+        metadata=metadata,
+        video_settings=video_settings or None,
+        image_settings=image_settings,
+        prevent_duplicate=prevent_duplicate,
+        **source,
+    )
 
 
 async def _run_index(
-    ctx: Context, operation: IndexOperation, args: dict[str, Any], wait_s: float, new_job: bool
+    ctx: Context, operation: IndexOperation, args: IndexArgs, wait_s: float, new_job: bool
 ) -> CallToolResult:
     client_of(ctx)
     view = await services(ctx).engine.run(
@@ -170,10 +169,9 @@ async def mixpeek_index_url(
     Mixpeek plan's credits; Mixpeek reports no per-request charge, so cost stays empty. Takes about as
     long as the video; past wait_s it returns a job_id for jobs_wait. An identical call within the
     duplicate window returns the earlier job."""
-    args = {
-        "url": check_url(url),
-        **_index_args(collection_id, metadata, video_settings, image_settings, prevent_duplicate),
-    }
+    args = _index_args(
+        collection_id, metadata, video_settings, image_settings, prevent_duplicate, url=check_url(url)
+    )
     return await _run_index(ctx, "index_url", args, wait_s, new_job)
 
 
@@ -194,11 +192,15 @@ async def mixpeek_index_file(
     plan's credits; no per-request charge is reported. Upload time grows with file size (2 GB at most); past
     wait_s it returns a job_id for jobs_wait."""
     resolved = upload_path(ctx, path, kinds=("video", "image"))
-    args = {
-        "path": str(resolved),
-        "file": file_stamp(resolved),
-        **_index_args(collection_id, metadata, video_settings, image_settings, prevent_duplicate),
-    }
+    args = _index_args(
+        collection_id,
+        metadata,
+        video_settings,
+        image_settings,
+        prevent_duplicate,
+        path=str(resolved),
+        file=file_stamp(resolved),
+    )
     return await _run_index(ctx, "index_file", args, wait_s, new_job)
 
 

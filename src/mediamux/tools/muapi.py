@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
-from mediamux.jobs.muapi import MuapiGeneration, local_inputs
+from mediamux.jobs.muapi import GenerateArgs, MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
 from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient
 from mediamux.providers.status import normalize_status
@@ -99,11 +99,9 @@ async def muapi_generate(
             params[key] = str(path)
         else:
             params[key] = [*params[key][:index], str(path), *params[key][index + 1 :]]
-    args: dict[str, Any] = {"endpoint": endpoint, "params": params}
-    if webhook_url:
-        args["webhook_url"] = webhook_url
-    if fingerprints:
-        args["input_files"] = fingerprints
+    args = GenerateArgs(
+        endpoint=endpoint, params=params, webhook_url=webhook_url or None, input_files=fingerprints or None
+    )
     view = await svc.engine.run(
         "muapi",
         "generate",

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
-from mediamux.jobs.museai import OPERATIONS
+from mediamux.jobs.museai import OPERATIONS, FileJobArgs
 from mediamux.jobs.museai_subtitles import AutoSubtitles, SubtitleWorkflow
 from mediamux.providers.museai import (
     AlignedWord,
@@ -533,13 +533,13 @@ async def museai_search(
 # -- AI jobs -----------------------------------------------------------------------------------
 
 
-def _file_args(ctx: Context, path: str) -> dict[str, Any]:
+def _file_args(ctx: Context, path: str, phrase: str | None = None) -> FileJobArgs:
     resolved = upload_path(ctx, path)
-    return {"path": str(resolved), "file": file_stamp(resolved)}
+    return FileJobArgs(path=str(resolved), file=file_stamp(resolved), phrase=phrase)
 
 
 async def _run_job(
-    ctx: Context, kind: JobKind, args: dict[str, Any], wait_s: float, new_job: bool
+    ctx: Context, kind: JobKind, args: FileJobArgs, wait_s: float, new_job: bool
 ) -> CallToolResult:
     client_of(ctx)
     view = await services(ctx).engine.run(
@@ -574,7 +574,7 @@ async def museai_align(
 ) -> Annotated[CallToolResult, JobResult[Alignment]]:
     """Aligns a known transcript to a local audio or video file with muse.ai, returning each word with
     its start and end second. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
-    return await _run_job(ctx, "align", {**_file_args(ctx, path), "phrase": phrase}, wait_s, new_job)
+    return await _run_job(ctx, "align", _file_args(ctx, path, phrase), wait_s, new_job)
 
 
 @toolset.tool(title="Detect sounds with muse.ai", read_only=False)

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
-from mediamux.jobs.muzaic import MusicResult
+from mediamux.jobs.muzaic import GenerateMusicArgs, MusicResult, RegenerateArgs, SoundtrackArgs
 from mediamux.providers.muzaic import Account, MuzaicClient, TagCatalog
 from mediamux.tools.base import (
     NewJob,
@@ -152,7 +152,7 @@ async def muzaic_list_tags(ctx: Context) -> Annotated[CallToolResult, TagCatalog
 
 
 async def _run(
-    ctx: Context, operation: str, args: dict[str, Any], warnings: list[str], wait_s: float, new_job: bool
+    ctx: Context, operation: str, args: BaseModel, warnings: list[str], wait_s: float, new_job: bool
 ) -> CallToolResult:
     client_of(ctx)
     view = await services(ctx).engine.run(
@@ -187,9 +187,7 @@ async def muzaic_generate_music(
     music; past wait_s it returns status 'running' with a job_id for jobs_wait, and the render goes on."""
     params = Params(intensity=intensity, tempo=tempo, rhythm=rhythm, tone=tone, variance=variance).wire()
     warnings = await _tag_warnings(ctx, [tags or []])
-    args: dict[str, Any] = {"duration": duration, "tags": tags or [], "params": params}
-    if normalize is not None:
-        args["normalize"] = normalize
+    args = GenerateMusicArgs(duration=duration, tags=tags or [], params=params, normalize=normalize)
     return await _run(ctx, "generate_music", args, warnings, wait_s, new_job)
 
 
@@ -213,9 +211,7 @@ async def muzaic_create_soundtrack(
                 f"{before.time + before.duration:g} s"
             )
     warnings = await _tag_warnings(ctx, [r.tags or [] for r in regions])
-    args: dict[str, Any] = {"regions": [r.wire() for r in ordered]}
-    if normalize is not None:
-        args["normalize"] = normalize
+    args = SoundtrackArgs(regions=[r.wire() for r in ordered], normalize=normalize)
     return await _run(ctx, "create_soundtrack", args, warnings, wait_s, new_job)
 
 
@@ -229,7 +225,7 @@ async def muzaic_regenerate(
     """Renders again the music behind a Muzaic hash (from an earlier generation or soundtrack region)
     and saves the audio file. Paid in Muzaic tokens, 1 per second of audio; past wait_s it returns a
     job_id for jobs_wait."""
-    return await _run(ctx, "regenerate", {"hash": hash}, [], wait_s, new_job)
+    return await _run(ctx, "regenerate", RegenerateArgs(hash=hash), [], wait_s, new_job)
 
 
 @toolset.tool(title="Muzaic account", read_only=True)
