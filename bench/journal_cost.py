@@ -18,7 +18,7 @@ import anyio
 
 from bench.common import Config, Row, Section, median, percentile
 from mediamux.clock import SystemClock
-from mediamux.jobs.engine import JobEngine, Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, JobEngine, Outcome, ProgressFn
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.muapi import GenerateArgs
 from mediamux.providers.cost import Cost
@@ -26,7 +26,7 @@ from mediamux.providers.cost import Cost
 BLOCKS = 10
 
 
-class InstantDriver:
+class InstantDriver(DriverBase):
     """A paid operation that the provider accepts and finishes in the same answer."""
 
     provider = "muapi"  # the journal's job views accept only real provider names
@@ -38,7 +38,7 @@ class InstantDriver:
     def __init__(self) -> None:
         self.submitted = 0
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
+    async def estimate_usd(self, args: GenerateArgs) -> float | None:
         return 0.001
 
     async def prepare(

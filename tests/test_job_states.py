@@ -14,7 +14,8 @@ import pytest
 from pydantic import BaseModel
 
 from mediamux.jobs import states
-from mediamux.jobs.journal import Journal, JournalError
+from mediamux.jobs.engine import DriverBase, Outcome
+from mediamux.jobs.journal import SCHEMA_VERSION, Journal, JournalError
 from mediamux.jobs.models import JobRecord
 from mediamux.jobs.states import Change, Event, IllegalTransition, State, advance, state_of
 from mediamux.providers.cost import Cost
@@ -157,7 +158,7 @@ def test_a_journal_written_by_the_previous_release_is_migrated_with_finalized_as
     finally:
         journal.close()
     version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert version == ("2",)
+    assert version == (str(SCHEMA_VERSION),)
     # Opening again is a no-op, not a second migration.
     Journal(path).close()
 
@@ -183,7 +184,7 @@ class CountingArgs(BaseModel):
     p: int
 
 
-class CountingDriver:
+class CountingDriver(DriverBase):
     """Accepted at once, done on the third poll; or, in background mode, one synchronous call."""
 
     provider = "muapi"
@@ -196,22 +197,15 @@ class CountingDriver:
         self.polls = 0
         self.finalized = 0
 
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
-        return None
-
     async def prepare(self, args: CountingArgs, options: dict[str, Any], progress: Any) -> CountingArgs:
         return args
 
     async def submit(self, args: CountingArgs, options: dict[str, Any], progress: Any) -> Any:
-        from mediamux.jobs.engine import Outcome
-
         if self.mode == "background":
             return Outcome(status="completed", provider_job_id="h1", result={"n": 1}, cost=Cost(tokens=3))
         return Outcome(status="queued", provider_job_id="r1", cost=Cost(usd=0.5))
 
     async def poll(self, provider_job_id: str, args: CountingArgs, options: dict[str, Any]) -> Any:
-        from mediamux.jobs.engine import Outcome
-
         self.polls += 1
         return Outcome(status="completed" if self.polls >= 3 else "running", result={"n": self.polls})
 

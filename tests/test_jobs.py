@@ -13,7 +13,7 @@ from mcp import Client
 from pydantic import BaseModel
 
 from mediamux.clock import FakeClock
-from mediamux.jobs.engine import JobEngine, Outcome
+from mediamux.jobs.engine import DriverBase, JobEngine, Outcome
 from mediamux.jobs.journal import Journal
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
@@ -119,21 +119,21 @@ async def test_the_duplicate_window_expires(
     assert sandbox.muapi.submissions == 2
 
 
-async def test_budget_refuses_new_paid_work_once_reached_and_names_the_figures(
+async def test_budget_refuses_a_job_whose_estimate_would_pass_it_and_names_the_figures(
     make_server: Callable[..., MediamuxServer], sandbox: Sandbox
 ) -> None:
+    # Each image is quoted at $0.003: a second one would commit $0.006 against $0.005.
     async with Client(make_server(MEDIAMUX_BUDGET_USD="0.005")) as client:
         one = await call(client, "muapi_generate", IMAGE)
         two = await call(client, "muapi_generate", {**IMAGE, "params": {"prompt": "an egret"}})
-        three = await call(client, "muapi_generate", {**IMAGE, "params": {"prompt": "a stork"}})
 
-    assert not one.is_error and not two.is_error
-    assert three.is_error
-    assert three.meta["mediamux/error"]["class"] == "budget"
-    message = text(three)
-    assert "recorded $0.006 of spend" in message
+    assert not one.is_error, text(one)
+    assert two.is_error
+    assert two.meta["mediamux/error"]["class"] == "budget"
+    message = text(two)
+    assert "estimated at $0.003" in message and "$0.003 is already spent" in message
     assert "MEDIAMUX_BUDGET_USD is $0.005" in message
-    assert sandbox.muapi.submissions == 2
+    assert sandbox.muapi.submissions == 1
 
 
 async def test_cancelling_the_call_stops_polling_at_once_and_the_job_stays_resumable(
@@ -244,7 +244,7 @@ class StubArgs(BaseModel):
     x: int
 
 
-class StallingDriver:
+class StallingDriver(DriverBase):
     provider = "muapi"
     operation = "generate"
     title = "Stub"
@@ -253,9 +253,6 @@ class StallingDriver:
 
     def __init__(self) -> None:
         self.release = anyio.Event()
-
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
-        return None
 
     async def prepare(self, args: dict[str, Any], options: dict[str, Any], progress: Any) -> dict[str, Any]:
         return args

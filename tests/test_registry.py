@@ -27,7 +27,7 @@ from mediamux import registry
 from mediamux.cli import _doctor
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
-from mediamux.jobs.engine import JobDriver, Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, JobDriver, Outcome, ProgressFn
 from mediamux.jobs.models import JobResult
 from mediamux.providers.transport import Retry, Transport
 from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
@@ -111,7 +111,7 @@ class ShoutArgs(BaseModel):
     text: str
 
 
-class EchoDriver:
+class EchoDriver(DriverBase):
     provider = "echo"
     operation = "shout"
     title = "Echo"
@@ -120,9 +120,6 @@ class EchoDriver:
 
     def __init__(self, client: EchoClient) -> None:
         self.client = client
-
-    def estimate_usd(self, args: dict[str, Any]) -> float | None:
-        return None
 
     async def prepare(self, args: ShoutArgs, options: dict[str, Any], progress: ProgressFn) -> ShoutArgs:
         return args

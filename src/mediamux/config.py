@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     toolsets: Annotated[list[str] | None, NoDecode] = Field(None, validation_alias="MEDIAMUX_TOOLSETS")
     read_only: bool = Field(False, validation_alias="MEDIAMUX_READ_ONLY")
     budget_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_BUDGET_USD")
+    # While a budget is set, what a job whose price cannot be known in advance (muse.ai, Mixpeek,
+    # unpriced Muzaic) holds against it; unset, such jobs are refused rather than counted as free.
+    unpriced_job_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_UNPRICED_JOB_USD")
     http_token: SecretStr | None = Field(None, validation_alias="MEDIAMUX_HTTP_TOKEN")
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MEDIAMUX_HTTP_ALLOWED_HOSTS"
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
             return v.strip() or None
         return v
 
-    @field_validator("budget_usd", mode="before")
+    @field_validator("budget_usd", "unpriced_job_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:
         return None if v == "" else v

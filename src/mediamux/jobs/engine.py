@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
-from mediamux.jobs.journal import Journal
+from mediamux.jobs.journal import Journal, OverBudget
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.states import Change, Event, advance
 from mediamux.providers.cost import Cost, format_usd
@@ -107,8 +107,17 @@ class JobDriver(Protocol):
     # The operation's arguments as a model: what the tool hands over, what the journal keeps (as
     # JSON), and what every method below receives, validated again when a job is resumed.
     args_model: type[BaseModel]
+    # Said when a budget is set and the job cannot be priced: how this provider could be.
+    price_hint: str
 
-    def estimate_usd(self, args: Any) -> float | None: ...
+    async def estimate_usd(self, args: Any) -> float | None:
+        """What the job will cost in dollars, if that can be known before paying (asked only when a
+        budget or a confirmation threshold needs it)."""
+        ...
+
+    def price_key(self, args: Any) -> str | None:
+        """What past charges of this kind are remembered under (MuAPI: the model), if anything."""
+        ...
 
     async def prepare(self, args: Any, options: dict[str, Any], progress: ProgressFn) -> Any:
         """Free, cancellable work before submitting (uploading local inputs); returns the arguments to send."""
@@ -121,6 +130,27 @@ class JobDriver(Protocol):
     async def finalize(
         self, outcome: Outcome, args: Any, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome: ...
+
+
+class DriverBase:
+    """Defaults for the parts of ``JobDriver`` most operations do not need."""
+
+    mode: Literal["poll", "background"] = "poll"
+    price_hint = ""
+
+    async def estimate_usd(self, args: Any) -> float | None:
+        return None
+
+    def price_key(self, args: Any) -> str | None:
+        return None
+
+    async def prepare(self, args: Any, options: dict[str, Any], progress: ProgressFn) -> Any:
+        return args
+
+    async def finalize(
+        self, outcome: Outcome, args: Any, options: dict[str, Any], progress: ProgressFn
+    ) -> Outcome:
+        return outcome
 
 
 async def _no_progress(progress: float, total: float | None, message: str) -> None:
@@ -193,6 +223,7 @@ class JobEngine:
         session_id: str | None = None,
         dedup_window_s: float = 600.0,
         budget_usd: float | None = None,
+        unpriced_job_usd: float | None = None,
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.journal = journal
@@ -201,6 +232,9 @@ class JobEngine:
         self.session_id = session_id or secrets.token_hex(8)
         self.dedup_window_s = dedup_window_s
         self.budget_usd = budget_usd
+        # What a job with no price known in advance reserves against the budget (None: such jobs are
+        # refused while a budget is set, rather than counted as free).
+        self.unpriced_job_usd = unpriced_job_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._slots: dict[str, _Slot] = {}
         self._rng = random.Random()
@@ -283,7 +317,7 @@ class JobEngine:
         existing = self.journal.find_duplicate(key, window) if window is not None else None
         if existing is not None:
             return await self._reuse(existing, driver, options or {}, wait_s, report)
-        self._check_budget(driver, args)
+        reserve = await self._reservation(driver, args)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
@@ -295,8 +329,13 @@ class JobEngine:
             session_id=self.session_id,
             submitted_ts=now,
             updated_ts=now,
+            reserved_usd=reserve,
+            price_key=driver.price_key(args),
         )
-        record, created = self.journal.claim(record, window_start_ts=window)
+        try:
+            record, created = self.journal.claim(record, window_start_ts=window, budget_usd=self.budget_usd)
+        except OverBudget as exc:
+            raise self._over_budget(driver, exc) from None
         if not created:
             return await self._reuse(record, driver, options or {}, wait_s, report)
 
@@ -394,23 +433,41 @@ class JobEngine:
     def _args(driver: JobDriver, record: JobRecord) -> Any:
         return driver.args_model.model_validate(record.args)
 
-    def _check_budget(self, driver: JobDriver, args: BaseModel) -> None:
+    async def _reservation(self, driver: JobDriver, args: BaseModel) -> float | None:
+        """What a new job holds against the budget until its provider reports the charge: its
+        estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD."""
         if self.budget_usd is None:
-            return
-        spent = self.journal.spent_usd()
-        estimate = driver.estimate_usd(args)
-        if spent >= self.budget_usd:
+            return None
+        estimate = await driver.estimate_usd(args)
+        key = driver.price_key(args)
+        if estimate is None and key is not None:
+            estimate = self.journal.price_history(driver.provider, driver.operation, key)
+        if estimate is None:
+            estimate = self.unpriced_job_usd
+        if estimate is None:
             raise BudgetExceeded(
-                f"budget reached: the ledger has recorded {format_usd(spent)} of spend and MEDIAMUX_BUDGET_USD "
-                f"is {format_usd(self.budget_usd)}; raise MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs "
-                "has the breakdown)"
+                f"MEDIAMUX_BUDGET_USD is set, but the price of this {driver.title} {driver.operation} job is not "
+                "known before it runs, so it cannot be held against the budget. Set MEDIAMUX_UNPRICED_JOB_USD to "
+                "the most one such job may cost (it is reserved, then replaced by what the provider reports)"
+                + (f", {driver.price_hint}" if driver.price_hint else "")
+                + ", or unset MEDIAMUX_BUDGET_USD"
             )
-        if estimate is not None and spent + estimate > self.budget_usd:
-            raise BudgetExceeded(
-                f"over budget: this {driver.title} job is estimated at {format_usd(estimate)}, the ledger has "
-                f"{format_usd(spent)} and MEDIAMUX_BUDGET_USD is {format_usd(self.budget_usd)}; raise the budget or "
-                "choose a cheaper request"
+        return estimate
+
+    def _over_budget(self, driver: JobDriver, exc: OverBudget) -> BudgetExceeded:
+        assert self.budget_usd is not None
+        committed, estimate = exc.committed_usd, exc.reserved_usd or 0.0
+        if committed >= self.budget_usd - 1e-9:
+            return BudgetExceeded(
+                f"budget reached: the ledger has recorded {format_usd(committed)} of spend (charges plus what "
+                f"running jobs hold) and MEDIAMUX_BUDGET_USD is {format_usd(self.budget_usd)}; raise "
+                "MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs has the breakdown)"
             )
+        return BudgetExceeded(
+            f"over budget: this {driver.title} job is estimated at {format_usd(estimate)}, "
+            f"{format_usd(committed)} is already spent or held by running jobs and MEDIAMUX_BUDGET_USD is "
+            f"{format_usd(self.budget_usd)}; raise the budget or choose a cheaper request"
+        )
 
     def _abandon(self, record: JobRecord, exc: BaseException) -> None:
         """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""

@@ -38,8 +38,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_ts REAL NOT NULL,
     completed_ts REAL,
     polls INTEGER NOT NULL DEFAULT 0,
-    finalized INTEGER NOT NULL DEFAULT 0
+    finalized INTEGER NOT NULL DEFAULT 0,
+    reserved_usd REAL,
+    price_key TEXT,
+    owner TEXT
 );
+CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id);
@@ -58,7 +63,7 @@ CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each step takes the schema from version N to N + 1, in one transaction.
 MIGRATIONS: dict[int, str] = {
@@ -69,18 +74,36 @@ UPDATE jobs SET finalized = 1 WHERE json_extract(options_json, '$._finalized') =
 UPDATE jobs SET options_json = json_remove(options_json, '$._finalized')
     WHERE json_extract(options_json, '$._finalized') IS NOT NULL;
 """,
+    # 2 -> 3: budget reservations (what a live job may still cost), the price key its estimate is
+    # learned under, and which process submitted it (a submission is orphaned only once that is gone).
+    2: """
+ALTER TABLE jobs ADD COLUMN reserved_usd REAL;
+ALTER TABLE jobs ADD COLUMN price_key TEXT;
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
+""",
 }
 
 _COLUMNS = (
     "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
     "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
-    "updated_ts, completed_ts, polls, finalized"
+    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
 
 class JournalError(RuntimeError):
     """The journal cannot be used as it is; the message says what to do."""
+
+
+class OverBudget(Exception):
+    """A new job's reservation would take the committed spend past the budget."""
+
+    def __init__(self, committed_usd: float, reserved_usd: float | None) -> None:
+        super().__init__(f"committed {committed_usd}, reserving {reserved_usd}")
+        self.committed_usd = committed_usd
+        self.reserved_usd = reserved_usd
 
 
 class Journal:
@@ -153,18 +176,28 @@ class Journal:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def claim(self, record: JobRecord, *, window_start_ts: float | None) -> tuple[JobRecord, bool]:
+    def claim(
+        self, record: JobRecord, *, window_start_ts: float | None, budget_usd: float | None = None
+    ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job from inside the window can stand for it.
 
-        Check and insert happen in one IMMEDIATE transaction, so two racing identical calls —
-        in this process or another one sharing the file — create exactly one job.
-        Returns the job to use and whether it is new.
+        The duplicate check, the budget check and the insert (with the record's reservation)
+        happen in one IMMEDIATE transaction, so racing calls — in this process or another one
+        sharing the file — create one job per identical request and can never commit more than
+        ``budget_usd`` between them. Returns the job to use and whether it is new.
+
+        Raises:
+            OverBudget: the committed spend plus this job's reservation would pass ``budget_usd``.
         """
         with self._write() as db:
             if window_start_ts is not None:
                 existing = self._duplicate(db, record.dedup_key, window_start_ts)
                 if existing is not None:
                     return existing, False
+            if budget_usd is not None:
+                committed = self._committed(db)
+                if committed + (record.reserved_usd or 0.0) > budget_usd + 1e-9:
+                    raise OverBudget(committed, record.reserved_usd)
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
@@ -290,6 +323,52 @@ class Journal:
     def spent_usd(self, session_id: str | None = None) -> float:
         return float(self.totals(session_id)["usd"])
 
+    def committed_usd(self) -> float:
+        """Reported spend plus what live jobs have reserved: what the budget is checked against."""
+        with self._lock:
+            return self._committed(self._db)
+
+    @staticmethod
+    def _committed(db: sqlite3.Connection) -> float:
+        spent = db.execute("SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger").fetchone()[0]
+        reserved = db.execute("SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL").fetchone()[
+            0
+        ]
+        return float(spent or 0.0) + float(reserved or 0.0)
+
+    def price_history(self, provider: str, operation: str, price_key: str) -> float | None:
+        """The most a recent job of this kind was charged in dollars, or None when none was priced."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM ledger l JOIN jobs j ON j.job_id = l.entry_id "
+                "WHERE j.provider = ? AND j.operation = ? AND j.price_key = ? AND l.usd IS NOT NULL "
+                "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY l.recorded_ts DESC LIMIT 20)",
+                (provider, operation, price_key),
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- owners: which process is alive to finish what it submitted --------------------------
+
+    def beat(self, owner: str, *, host: str, pid: int, ts: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO owners (owner, host, pid, seen_ts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(owner) DO UPDATE SET seen_ts = excluded.seen_ts",
+                (owner, host, pid, ts),
+            )
+
+    def owner(self, owner: str) -> tuple[str, int, float] | None:
+        """(host, pid, last heartbeat) of a process that submitted jobs, if it ever said so."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT host, pid, seen_ts FROM owners WHERE owner = ?", (owner,)
+            ).fetchone()
+        return None if row is None else (row["host"], int(row["pid"]), float(row["seen_ts"]))
+
+    def forget_owner(self, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
 
 def _values(r: JobRecord) -> tuple[Any, ...]:
     return (
@@ -312,6 +391,9 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
         r.completed_ts,
         r.polls,
         int(r.finalized),
+        r.reserved_usd,
+        r.price_key,
+        r.owner,
     )
 
 
@@ -336,4 +418,7 @@ def _record(row: sqlite3.Row) -> JobRecord:
         completed_ts=row["completed_ts"],
         polls=row["polls"],
         finalized=bool(row["finalized"]),
+        reserved_usd=row["reserved_usd"],
+        price_key=row["price_key"],
+        owner=row["owner"],
     )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.engine import Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.errors import ProviderError
 from mediamux.providers.mixpeek import (
@@ -114,7 +114,7 @@ class IndexArgs(BaseModel):
     prevent_duplicate: bool | None = None
 
 
-class MixpeekIndexDriver:
+class MixpeekIndexDriver(DriverBase):
     provider = "mixpeek"
     mode: Literal["poll", "background"] = "poll"
     args_model: type[BaseModel] = IndexArgs
@@ -127,11 +127,7 @@ class MixpeekIndexDriver:
         self.operation: str = operation  # the engine's protocol reads it as a plain str
         self.allowed_dirs = list(allowed_dirs)
 
-    def estimate_usd(self, args: IndexArgs) -> float | None:
-        return None  # Mixpeek bills plan credits and publishes no price per indexing run
-
-    async def prepare(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> IndexArgs:
-        return args
+    # Mixpeek bills plan credits and publishes no price per indexing run: no estimate.
 
     async def submit(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         settings: dict[str, Any] = {

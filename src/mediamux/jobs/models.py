@@ -96,6 +96,11 @@ class JobRecord(BaseModel):
     completed_ts: float | None = None
     polls: int = 0
     finalized: bool = Field(False, description="Outputs saved: nothing is left to do for a completed job")
+    reserved_usd: float | None = Field(
+        None, description="What the budget holds for this job until the provider reports its charge"
+    )
+    price_key: str | None = Field(None, description="What its price is learned under (MuAPI: the model)")
+    owner: str | None = Field(None, description="The process that submitted it (host:pid:session)")
 
     @property
     def terminal(self) -> bool:

@@ -11,7 +11,7 @@ import httpx2
 from pydantic import BaseModel, Field
 
 from mediamux.files import DownloadError, SavedOutput, download_output
-from mediamux.jobs.engine import Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.status import normalize_status
@@ -66,7 +66,7 @@ class GenerateArgs(BaseModel):
     input_files: dict[str, str] | None = None
 
 
-class MuapiGenerateDriver:
+class MuapiGenerateDriver(DriverBase):
     provider = "muapi"
     mode: Literal["poll", "background"] = "poll"
     args_model: type[BaseModel] = GenerateArgs
@@ -88,8 +88,12 @@ class MuapiGenerateDriver:
         self.max_download_bytes = max_download_bytes
         self.title = "MuAPI"
 
-    def estimate_usd(self, args: GenerateArgs) -> float | None:
-        return None  # MuAPI reports the charge on submission; there is no free price lookup per request
+    async def estimate_usd(self, args: GenerateArgs) -> float | None:
+        # The quote is for the inputs as given; local files are not uploaded yet, which changes no price.
+        return await self.client.estimate_cost(args.endpoint, args.params)
+
+    def price_key(self, args: GenerateArgs) -> str | None:
+        return args.endpoint
 
     async def prepare(
         self, args: GenerateArgs, options: dict[str, Any], progress: ProgressFn

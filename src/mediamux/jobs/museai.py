@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.engine import Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.museai import STATUS_OVERRIDES, JobKind, MuseaiClient, shape_job_result
 from mediamux.providers.status import normalize_status
@@ -34,7 +34,7 @@ class FileJobArgs(BaseModel):
     phrase: str | None = Field(None, description="The text to align (align jobs only)")
 
 
-class MuseaiJobDriver:
+class MuseaiJobDriver(DriverBase):
     provider = "museai"
     mode: Literal["poll", "background"] = "poll"
     args_model: type[BaseModel] = FileJobArgs
@@ -46,11 +46,7 @@ class MuseaiJobDriver:
         self.operation = OPERATIONS[kind]
         self.allowed_dirs = list(allowed_dirs)
 
-    def estimate_usd(self, args: FileJobArgs) -> float | None:
-        return None  # muse.ai bills in credits and publishes no price per job
-
-    async def prepare(self, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn) -> FileJobArgs:
-        return args
+    # muse.ai bills in credits and publishes no price per job: the default (no estimate) stands.
 
     async def submit(self, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         path = Path(args.path)
@@ -74,9 +70,4 @@ class MuseaiJobDriver:
             outcome.error = JobError(
                 error_class="provider_error", message=f"muse.ai {self.kind} job failed: {reason}"
             )
-        return outcome
-
-    async def finalize(
-        self, outcome: Outcome, args: FileJobArgs, options: dict[str, Any], progress: ProgressFn
-    ) -> Outcome:
         return outcome

@@ -18,7 +18,7 @@ import httpx2
 from pydantic import BaseModel, Field
 
 from mediamux.files import DownloadError, SavedOutput, download_output, save_output_bytes
-from mediamux.jobs.engine import Outcome, ProgressFn
+from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
 from mediamux.providers.muzaic import Generation, MuzaicClient
 
 Operation = Literal["generate_music", "create_soundtrack", "regenerate"]
@@ -70,10 +70,11 @@ def requested_seconds(args: BaseModel) -> float | None:
     return None
 
 
-class MuzaicDriver:
+class MuzaicDriver(DriverBase):
     provider = "muzaic"
     title = "Muzaic"
     mode: Literal["poll", "background"] = "background"
+    price_hint = "or set MEDIAMUX_MUZAIC_USD_PER_TOKEN to price Muzaic's tokens (1 per second of audio)"
 
     def __init__(
         self,
@@ -93,14 +94,11 @@ class MuzaicDriver:
         self.max_download_bytes = max_download_bytes
         self.usd_per_token = usd_per_token
 
-    def estimate_usd(self, args: BaseModel) -> float | None:
+    async def estimate_usd(self, args: BaseModel) -> float | None:
         seconds = requested_seconds(args)
         if seconds is None or self.usd_per_token is None:
             return None
         return seconds * self.usd_per_token
-
-    async def prepare(self, args: BaseModel, options: dict[str, Any], progress: ProgressFn) -> BaseModel:
-        return args
 
     async def submit(self, args: BaseModel, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         seconds = requested_seconds(args)
@@ -166,8 +164,3 @@ class MuzaicDriver:
 
     async def poll(self, provider_job_id: str, args: BaseModel, options: dict[str, Any]) -> Outcome:
         raise AssertionError("Muzaic generations complete within their submission")  # pragma: no cover
-
-    async def finalize(
-        self, outcome: Outcome, args: BaseModel, options: dict[str, Any], progress: ProgressFn
-    ) -> Outcome:
-        return outcome

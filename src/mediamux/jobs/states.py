@@ -161,10 +161,23 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
         new.cost = new.cost.merged_with(change.cost)
     if change.options is not None:
         new.options = change.options
+    if new.reserved_usd is not None and _releases_reservation(new, target):
+        new.reserved_usd = None
     if new.status in TERMINAL_STATUSES and new.completed_ts is None:
         new.completed_ts = now
     new.updated_ts = now
     return new
+
+
+def _releases_reservation(record: JobRecord, target: State) -> bool:
+    """A reservation holds budget for a charge not yet reported. It ends when the provider reports
+    a dollar charge (the ledger counts that instead) or a refund, and when the job failed or was
+    cancelled without any chance of a charge. It stands for a job whose outcome is uncertain and
+    for a finished job whose provider never prices work in dollars: such a job counts at its
+    reservation, never as free."""
+    if record.cost.usd is not None or record.cost.refunded:
+        return True
+    return target in (State.FAILED, State.CANCELLED) and record.submit_state != "uncertain"
 
 
 def mermaid() -> str:
@@ -194,6 +207,14 @@ before any request that could cost money leaves this machine.
   *after its request may have reached the provider* (`lost`, `interrupted`, `orphaned`) keeps
   `submit_state: uncertain`: it may have been charged, so an identical call returns it instead of
   paying again.
+
+**Budget reservations.** With `MEDIAMUX_BUDGET_USD` set, a new job reserves its estimate (the
+provider's quote, else the most recent jobs of its kind cost, else `MEDIAMUX_UNPRICED_JOB_USD`)
+in the same transaction that checks the budget and journals it, so concurrent calls can never
+commit more than the budget. The reservation ends when the provider reports a dollar charge or a
+refund (the ledger counts that instead), or when the job fails or is cancelled with no chance of a
+charge. It stands while the outcome is uncertain, and for a finished job whose provider reports
+no dollar figure: such a job counts at its reservation, never as free.
 
 | event | meaning |
 |---|---|

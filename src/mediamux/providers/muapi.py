@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
-from mediamux.providers._util import Tolerant, path_segment
+from mediamux.providers._util import Tolerant, number, path_segment
 from mediamux.providers.cost import Cost
 from mediamux.providers.errors import InvalidRequest, ProviderStatusError
 from mediamux.providers.status import normalize_status
@@ -354,6 +354,26 @@ class MuapiClient:
             if isinstance(item, dict) and item.get("name"):
                 models.append(ModelInfo.model_validate(item))
         return models
+
+    async def estimate_cost(self, endpoint: str, params: dict[str, Any]) -> float | None:
+        """The price MuAPI quotes for these inputs before running them, where the model offers a quote.
+
+        Free and advisory. The answer's shape is not documented (NOTES #29), so the dollar figure is
+        read from the names it has been seen under; a model without a quote (404) gives None.
+        """
+        path = f"models/{self.check_endpoint(endpoint, 'estimate_cost')}/estimate-cost"
+        response = await self.t.request(
+            "POST", path, operation="estimate_cost", retry=Retry.ALWAYS, json_body=params, ok_statuses=(404,)
+        )
+        if response.status == 404:
+            return None
+        data = self.t.parse_json(response, "estimate_cost")
+        if isinstance(data, dict):
+            for key in ("estimated_cost_usd", "cost_usd", "usd", "estimated_cost", "cost", "price"):
+                value = number(data.get(key))
+                if value is not None and value >= 0:
+                    return value
+        return None
 
     async def get_model(self, name: str) -> ModelInfo:
         data = await self.t.get_json(

@@ -61,7 +61,11 @@ async def open_services(
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
     journal = Journal(settings.state_db)
     engine = JobEngine(
-        journal, clock=clock, dedup_window_s=settings.dedup_window_s, budget_usd=settings.budget_usd
+        journal,
+        clock=clock,
+        dedup_window_s=settings.dedup_window_s,
+        budget_usd=settings.budget_usd,
+        unpriced_job_usd=settings.unpriced_job_usd,
     )
     async with AsyncExitStack() as stack:
         stack.callback(journal.close)
