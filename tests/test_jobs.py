@@ -366,10 +366,15 @@ async def test_a_slow_output_download_does_not_hold_the_call_past_its_budget(
     first = await call(client, "muapi_generate", {**IMAGE, "wait_s": 5})
 
     data = first.structured_content
-    assert data["status"] == "completed" and data["result"]["saved"] == []
+    assert data["status"] == "saving_outputs" and data["result"]["saved"] == []
     assert "still being saved" in data["note"]
+    # A status read while the download hangs answers within its own budget, not behind the download.
+    with anyio.fail_after(20):
+        meanwhile = await call(client, "jobs_wait", {"job_id": data["job_id"], "wait_s": 2})
+    assert meanwhile.structured_content["status"] == "saving_outputs"
     sandbox.muapi.faults.release.set()
     done = await call(client, "jobs_wait", {"job_id": data["job_id"], "wait_s": 30})
+    assert done.structured_content["status"] == "completed"
     assert len(done.structured_content["result"]["saved"]) == 1
     assert done.structured_content["note"] is None
 

@@ -51,6 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serving only the jobs tools. Add --sandbox to try every provider offline.",
             file=sys.stderr,
         )
+    problem = _journal_problem(settings)
+    if problem:
+        print(f"mediamux: {problem}", file=sys.stderr)
+        return 2
     server = build_server(settings)
     if args.transport == "stdio":
         anyio.run(server.run_stdio_async)
@@ -88,6 +92,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _journal_problem(settings: Any) -> str | None:
+    """Why the journal cannot be opened, said before serving rather than as a traceback mid-handshake."""
+    from mediamux.jobs.journal import Journal, JournalError
+
+    try:
+        Journal(settings.state_db).close()
+    except JournalError as exc:
+        return str(exc)
+    return None
 
 
 # -- demo -------------------------------------------------------------------------------------

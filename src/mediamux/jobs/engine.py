@@ -15,26 +15,33 @@ same way for every provider:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import secrets
+import socket
+import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel
 
+from mediamux import deadlines
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
-from mediamux.jobs.journal import Journal, OverBudget
+from mediamux.jobs.journal import Journal, JournalWriteError, OverBudget
 from mediamux.jobs.models import JobError, JobRecord, JobResult
-from mediamux.jobs.states import Change, Event, advance
+from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
@@ -52,8 +59,16 @@ HEARTBEAT_S = 10.0
 FIRST_POLL_S = 1.0
 MAX_POLL_S = 8.0
 BACKOFF = 1.5
-# A job row whose submission never recorded an outcome (the process died mid-request).
+# A submission whose process left no heartbeat (rows from older releases) is presumed lost after this.
 ORPHAN_SUBMIT_S = 600.0
+# Each process says it is alive this often; one silent for OWNER_STALE_S (on another host) is gone.
+OWNER_BEAT_S = 30.0
+OWNER_STALE_S = 120.0
+# How long an accepted job that could not be journaled is retried from memory.
+UNSAVED_RETRY_S = 3600.0
+UNSAVED_RETRY_EVERY_S = 5.0
+# A poll started with little budget left still gets this long before its request is cut.
+POLL_GRACE_S = 2.0
 EARLY_404_S = 30.0
 
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
@@ -73,6 +88,31 @@ class JobNotFound(JobsError):
 
 class ProviderUnavailable(JobsError):
     error_class = "auth"
+
+
+class JournalUnavailable(JobsError):
+    """The journal could not be written; the message says whether anything reached the provider."""
+
+    error_class = "provider_error"
+    job_id: str | None = None  # set when the provider has the job: the id that resumes it
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, and someone else's
+    return True
+
+
+def default_recovery_path(journal_path: Path) -> Path:
+    """Where accepted jobs the journal could not take are written: outside MEDIAMUX_HOME, whose disk
+    may be the full one, and per journal, so a restart replays only its own."""
+    owner = getattr(os, "getuid", lambda: 0)()
+    digest = hashlib.sha256(str(journal_path.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"mediamux-{owner}" / f"recovery-{digest}.jsonl"
 
 
 @dataclass
@@ -225,6 +265,7 @@ class JobEngine:
         budget_usd: float | None = None,
         unpriced_job_usd: float | None = None,
         heartbeat_s: float = HEARTBEAT_S,
+        recovery_path: Path | None = None,
     ) -> None:
         self.journal = journal
         self.heartbeat_s = heartbeat_s
@@ -237,6 +278,12 @@ class JobEngine:
         self.unpriced_job_usd = unpriced_job_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._slots: dict[str, _Slot] = {}
+        # Who submitted a job: a waiter elsewhere declares a submission lost only once this is gone.
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{self.session_id}"
+        # Accepted jobs the journal could not take yet: never lost, answered from here meanwhile.
+        self._unsaved: dict[str, JobRecord] = {}
+        self.recovery_path = recovery_path or default_recovery_path(journal.path)
         self._rng = random.Random()
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
@@ -257,19 +304,145 @@ class JobEngine:
             if slot.users == 0:
                 self._slots.pop(job_id, None)
 
-    def _transition(self, record: JobRecord, event: Event, change: Change | None = None) -> JobRecord:
+    async def _transition(self, record: JobRecord, event: Event, change: Change | None = None) -> JobRecord:
         """The only writer of a job's state: apply ``event`` (checked against jobs.states) and record it."""
         new = advance(record, event, change, now=self._wall())
-        self.journal.save(new)
-        self.journal.record_cost(
-            new.job_id,
-            provider=new.provider,
-            operation=new.operation,
-            session_id=new.session_id,
-            cost=new.cost,
-            ts=new.updated_ts,
-        )
+        await self._store(new)
         return new
+
+    async def _store(self, record: JobRecord) -> None:
+        # In a worker thread: a journal another program holds locked stalls this job, not the server.
+        # Shielded: a state change that has happened upstream is recorded even if the caller leaves.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._store_now, record)
+        self._unsaved.pop(record.job_id, None)
+
+    def _store_now(self, record: JobRecord) -> None:
+        self.journal.save(record)
+        self.journal.record_cost(
+            record.job_id,
+            provider=record.provider,
+            operation=record.operation,
+            session_id=record.session_id,
+            cost=record.cost,
+            ts=record.updated_ts,
+        )
+
+    def _read(self, job_id: str) -> JobRecord | None:
+        return self._unsaved.get(job_id) or self.journal.get(job_id)
+
+    async def _accepted(self, record: JobRecord, driver: JobDriver, outcome: Outcome) -> JobRecord:
+        """Record the provider's answer to a submission; if the journal cannot take it, the answer is
+        kept in memory, written beside the journal's folder and retried, and the caller is told the
+        provider's id: a job the provider accepted is never lost."""
+        new = advance(record, Event.ACCEPTED, outcome.change(), now=self._wall())
+        try:
+            await self._store(new)
+        except JournalWriteError as exc:
+            self._unsaved[new.job_id] = new
+            copy = self._write_recovery(new)
+            logger.error(
+                "%s accepted %s (job %s) but the journal could not record it: %s; kept in memory%s",
+                driver.title,
+                new.provider_job_id or "a request",
+                new.job_id,
+                exc,
+                f" and in {copy}" if copy else "",
+            )
+            if self.task_group is not None:
+                self.task_group.start_soon(self._retry_unsaved, new.job_id)
+            error = JournalUnavailable(
+                f"{driver.title} accepted request {new.provider_job_id or '(no id given)'}; it could not be "
+                f"recorded: {exc}; it may have been charged. mediamux keeps it and retries writing it"
+                + (f" (a copy is in {copy})" if copy else "")
+                + f"; jobs_wait with job_id {new.job_id} resumes it, and an identical call returns it instead "
+                "of paying again"
+            )
+            error.job_id = new.job_id
+            raise error from None
+        return new
+
+    def _write_recovery(self, record: JobRecord) -> Path | None:
+        try:
+            self.recovery_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.recovery_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(record.model_dump_json() + "\n")
+            return self.recovery_path
+        except OSError:
+            logger.exception("could not write the recovery copy of job %s either", record.job_id)
+            return None
+
+    async def _retry_unsaved(self, job_id: str) -> None:
+        deadline = self.clock.monotonic() + UNSAVED_RETRY_S
+        while job_id in self._unsaved and self.clock.monotonic() < deadline:
+            await self.clock.sleep(UNSAVED_RETRY_EVERY_S)
+            record = self._unsaved.get(job_id)
+            if record is None:
+                return
+            try:
+                await self._store(record)
+            except JournalWriteError:
+                continue
+            logger.warning("job %s (%s) is in the journal now", job_id, record.provider_job_id)
+
+    async def recover(self) -> int:
+        """Write accepted jobs a previous run could not journal (from the recovery file); returns how many."""
+        try:
+            lines = self.recovery_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        recovered, kept = 0, []
+        for line in lines:
+            try:
+                saved = JobRecord.model_validate_json(line)
+            except ValueError:
+                continue
+            current = self.journal.get(saved.job_id)
+            if current is not None and current.submit_state != "pending":
+                continue  # recorded since (by the retry loop, or another process)
+            try:
+                await self._store(saved)
+                recovered += 1
+            except JournalWriteError:
+                kept.append(line)
+        if kept:
+            self.recovery_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        else:
+            self.recovery_path.unlink(missing_ok=True)
+        return recovered
+
+    async def keep_alive(self) -> None:
+        """Say, as long as this process runs, that its submissions in flight are not orphans.
+
+        Real time, not the injected clock: liveness is about real processes, and a periodic sleeper
+        on a test's jumping clock would drag every other job's time along with it."""
+        beat = functools.partial(self.journal.beat, self.owner, host=self.host, pid=os.getpid())
+        try:
+            while True:
+                await anyio.to_thread.run_sync(functools.partial(beat, ts=time.time()))
+                await anyio.sleep(OWNER_BEAT_S)
+        except JournalWriteError:
+            logger.warning("could not record this process's heartbeat in the journal", exc_info=True)
+        finally:
+            # A clean exit says so at once; a crash is noticed by the pid check or the stale heartbeat.
+            with anyio.CancelScope(shield=True), suppress(JournalWriteError):
+                await anyio.to_thread.run_sync(self.journal.forget_owner, self.owner)
+
+    def _owner_gone(self, record: JobRecord) -> bool:
+        """Whether the process that submitted this job can no longer record its answer."""
+        age = self._wall() - record.submitted_ts
+        if record.owner is None:
+            return age > ORPHAN_SUBMIT_S  # written by an older release: no heartbeat to go by
+        if record.owner == self.owner:
+            return True  # ours, yet nothing of ours is submitting it: the attempt ended without a word
+        found = self.journal.owner(record.owner)
+        if found is None:
+            return age > ORPHAN_SUBMIT_S
+        host, pid, seen_ts = found
+        if host == self.host:
+            return not _pid_alive(pid)
+        return time.time() - seen_ts > OWNER_STALE_S
 
     def driver_for(self, record: JobRecord) -> JobDriver:
         driver = self._drivers.get((record.provider, record.operation))
@@ -331,11 +504,20 @@ class JobEngine:
             updated_ts=now,
             reserved_usd=reserve,
             price_key=driver.price_key(args),
+            owner=self.owner,
+        )
+        claim = functools.partial(
+            self.journal.claim, record, window_start_ts=window, budget_usd=self.budget_usd
         )
         try:
-            record, created = self.journal.claim(record, window_start_ts=window, budget_usd=self.budget_usd)
+            record, created = await anyio.to_thread.run_sync(claim)
         except OverBudget as exc:
             raise self._over_budget(driver, exc) from None
+        except JournalWriteError as exc:
+            raise JournalUnavailable(
+                f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
+                f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
+            ) from None
         if not created:
             return await self._reuse(record, driver, options or {}, wait_s, report)
 
@@ -367,15 +549,16 @@ class JobEngine:
                 record.provider_status = "submitting"
                 await report.step(f"{driver.title}: submitting")
             except BaseException as exc:
-                self._abandon(record, exc)
+                await self._abandon(record, exc)
                 raise
             # Shielded: once the request is on the wire, the provider's answer (its job id, its
             # charge) must be recorded even if the client gives up on this call meanwhile.
             with anyio.CancelScope(shield=True):
                 try:
-                    outcome = await driver.submit(submit_args, record.options, report)
+                    with deadlines.unbounded():
+                        outcome = await driver.submit(submit_args, record.options, report)
                 except ProviderError as exc:
-                    self._fail_submission(record, exc)
+                    await self._fail_submission(record, exc)
                     raise
                 except Exception as exc:
                     # Our own failure to read an answer the provider did send: the job may
@@ -390,9 +573,9 @@ class JobEngine:
                         operation=record.operation,
                         maybe_sent=True,
                     )
-                    self._fail_submission(record, unexpected)
+                    await self._fail_submission(record, unexpected)
                     raise unexpected from None
-                record = self._transition(record, Event.ACCEPTED, outcome.change())
+                record = await self._accepted(record, driver, outcome)
         return record
 
     async def _reuse(
@@ -403,7 +586,9 @@ class JobEngine:
         # the job again with those options rather than hand back less than was asked for.
         wanted = {k: v for k, v in options.items() if v and not record.options.get(k)}
         if wanted:
-            record = self._transition(record, Event.AMENDED, Change(options={**record.options, **wanted}))
+            record = await self._transition(
+                record, Event.AMENDED, Change(options={**record.options, **wanted})
+            )
         if record.submit_state == "uncertain":
             return self._view(record, deduplicated=True)
         return await self._wait(record, driver, wait_s, report, deduplicated=True)
@@ -419,7 +604,7 @@ class JobEngine:
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
     def get_record(self, job_id: str) -> JobRecord:
-        record = self.journal.get(job_id.strip())
+        record = self._read(job_id.strip())
         if record is None:
             raise JobNotFound(f"no job {job_id!r} in the journal; jobs_list shows the known jobs")
         return record
@@ -469,15 +654,15 @@ class JobEngine:
             f"{format_usd(self.budget_usd)}; raise the budget or choose a cheaper request"
         )
 
-    def _abandon(self, record: JobRecord, exc: BaseException) -> None:
+    async def _abandon(self, record: JobRecord, exc: BaseException) -> None:
         """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             error = JobError(error_class="invalid_input", message="cancelled before submission")
-            self._transition(record, Event.WITHDRAWN, Change(error=error))
+            await self._transition(record, Event.WITHDRAWN, Change(error=error))
         else:
             error_class = exc.error_class if isinstance(exc, MediamuxError) else "invalid_input"
             error = JobError(error_class=error_class, message=str(exc)[:500])
-            self._transition(record, Event.REJECTED, Change(error=error))
+            await self._transition(record, Event.REJECTED, Change(error=error))
 
     async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
         async with self._slot(record.job_id) as slot:
@@ -486,23 +671,26 @@ class JobEngine:
                 try:
                     outcome = await driver.submit(args, record.options, _no_progress)
                 except ProviderError as exc:
-                    self._fail_submission(record, exc)
+                    await self._fail_submission(record, exc)
                     return
-                self._transition(record, Event.ACCEPTED, outcome.change())
+                await self._accepted(record, driver, outcome)
+            except JournalUnavailable:
+                return  # kept in memory and retried; the error was logged with the provider's id
             except anyio.get_cancelled_exc_class():
-                self._cancelled_in_flight(record)  # the server is shutting down mid-request
+                with anyio.CancelScope(shield=True):
+                    await self._cancelled_in_flight(record)  # the server is shutting down mid-request
                 raise
             except Exception as exc:
                 logger.exception("background %s %s failed", record.provider, record.operation)
                 error = JobError(
                     error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
                 )
-                self._settle(record, Event.LOST, Change(error=error))
+                await self._settle(record, Event.LOST, Change(error=error))
             finally:
                 if slot.submitted is not None:
                     slot.submitted.set()
 
-    def _cancelled_in_flight(self, record: JobRecord) -> None:
+    async def _cancelled_in_flight(self, record: JobRecord) -> None:
         """The server stopped while a submission it could not shield was on the wire."""
         error = JobError(
             error_class="provider_error",
@@ -510,16 +698,16 @@ class JobEngine:
             "work. "
             f"An identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true",
         )
-        self._settle(record, Event.INTERRUPTED, Change(error=error))
+        await self._settle(record, Event.INTERRUPTED, Change(error=error))
 
-    def _settle(self, record: JobRecord, event: Event, change: Change) -> None:
+    async def _settle(self, record: JobRecord, event: Event, change: Change) -> None:
         """End a submission that failed in a way we did not foresee, unless its answer was already
         recorded (the failure came after): a crash here would take the server's task group down."""
-        fresh = self.journal.get(record.job_id) or record
+        fresh = self._read(record.job_id) or record
         if fresh.submit_state == "pending":
-            self._transition(fresh, event, change)
+            await self._transition(fresh, event, change)
 
-    def _fail_submission(self, record: JobRecord, exc: ProviderError) -> None:
+    async def _fail_submission(self, record: JobRecord, exc: ProviderError) -> None:
         message = exc.message
         if exc.maybe_sent:
             message = (
@@ -530,7 +718,7 @@ class JobEngine:
             )
             exc.message = message
         error = JobError(error_class=exc.error_class, message=message, retry_after_s=exc.retry_after_s)
-        self._transition(record, Event.LOST if exc.maybe_sent else Event.REJECTED, Change(error=error))
+        await self._transition(record, Event.LOST if exc.maybe_sent else Event.REJECTED, Change(error=error))
 
     async def _wait(
         self, record: JobRecord, driver: JobDriver, wait_s: float, report: _Reporter, *, deduplicated: bool
@@ -549,7 +737,7 @@ class JobEngine:
                 # another client) take turns and each starts from the journal's latest state, so
                 # none overwrites another's progress or saves the outputs twice.
                 async with slot.lock:
-                    record = self.journal.get(record.job_id) or record
+                    record = self._read(record.job_id) or record
                 if record.terminal:
                     if record.status == "completed" and not record.finalized:
                         record = await self._finalize_within(record, driver, slot, deadline)
@@ -561,21 +749,24 @@ class JobEngine:
                 await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
                 interval = min(MAX_POLL_S, interval * BACKOFF)
                 async with slot.lock:
-                    record = self.journal.get(record.job_id) or record
+                    record = self._read(record.job_id) or record
                     if record.terminal:
                         continue
                     assert record.provider_job_id is not None
+                    # The poll, retries and body included, ends within what is left of wait_s.
+                    left = max(0.0, deadline - self.clock.monotonic()) + POLL_GRACE_S
                     try:
-                        outcome = await driver.poll(
-                            record.provider_job_id, self._args(driver, record), record.options
-                        )
+                        with deadlines.within(left):
+                            outcome = await driver.poll(
+                                record.provider_job_id, self._args(driver, record), record.options
+                            )
                     except NotFound as exc:
                         if self._wall() - record.submitted_ts < EARLY_404_S:
                             # A job can take a moment to become visible after it is accepted.
                             last_problem = exc.message
                             continue
                         error = JobError(error_class="not_found", message=exc.message)
-                        record = self._transition(record, Event.VANISHED, Change(error=error))
+                        record = await self._transition(record, Event.VANISHED, Change(error=error))
                         continue
                     except (ProviderConnectionError, ServerError, RateLimited, ProviderResponseError) as exc:
                         # The transport already retried; the job itself is fine. Keep waiting, and
@@ -586,32 +777,33 @@ class JobEngine:
                         await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
                         continue
                     last_problem = None
-                    record = self._transition(record, Event.POLLED, outcome.change())
+                    record = await self._transition(record, Event.POLLED, outcome.change())
                 await report.step(self._progress_line(driver, record, start))
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
 
     async def _await_submission(self, record: JobRecord, slot: _Slot, deadline: float) -> JobRecord:
         """Wait, within the budget, for a submission in flight: ours running in the background, a
-        duplicate call's original, or one made by another process sharing the journal."""
+        duplicate call's original, or one made by another process sharing the journal — which is
+        declared lost only once that process is gone, however long its upload takes."""
         ours = slot.submitted
         if ours is not None:
             await self.clock.wait_for(ours, within_s=deadline - self.clock.monotonic())
-        else:
-            while (remaining := deadline - self.clock.monotonic()) > 0:
-                fresh = self.journal.get(record.job_id)
-                if fresh is None or fresh.submit_state != "pending":
-                    break
-                await self.clock.sleep(min(remaining, 0.5))
-        fresh = self.journal.get(record.job_id) or record
-        orphaned = slot.submitted is None and self._wall() - fresh.submitted_ts > ORPHAN_SUBMIT_S
-        if fresh.submit_state == "pending" and orphaned:
-            error = JobError(
-                error_class="provider_error",
-                message="this job's submission never recorded an outcome (the server stopped mid-request); "
-                "it may or may not have reached the provider — check the provider's dashboard",
-            )
-            fresh = self._transition(fresh, Event.ORPHANED, Change(error=error))
-        return fresh
+            return self._read(record.job_id) or record
+        while True:
+            fresh = self._read(record.job_id) or record
+            if fresh.submit_state != "pending":
+                return fresh
+            if self._owner_gone(fresh):
+                error = JobError(
+                    error_class="provider_error",
+                    message="this job's submission never recorded an outcome (the server that sent it stopped "
+                    "mid-request); it may or may not have reached the provider — check the provider's dashboard",
+                )
+                return await self._transition(fresh, Event.ORPHANED, Change(error=error))
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return fresh
+            await self.clock.sleep(min(remaining, 0.5))
 
     async def _finalize_within(
         self, record: JobRecord, driver: JobDriver, slot: _Slot, deadline: float
@@ -625,12 +817,13 @@ class JobEngine:
 
             async def work() -> None:
                 # Holds its own place in the slot, so the event outlives every waiter that gives up.
+                # It takes no lock: a slow download must never stop a status read (the event already
+                # makes it the only save of this job in this process).
                 async with self._slot(job_id) as own:
                     try:
-                        async with own.lock:
-                            fresh = self.journal.get(job_id) or record
-                            if fresh.status == "completed" and not fresh.finalized:
-                                await self._finalize(fresh, driver, _Reporter(_no_progress))
+                        fresh = self._read(job_id) or record
+                        if fresh.status == "completed" and not fresh.finalized:
+                            await self._finalize(fresh, driver, _Reporter(_no_progress))
                     finally:
                         own.finalizing = None
                         done.set()
@@ -642,7 +835,7 @@ class JobEngine:
         finalizing = slot.finalizing
         if finalizing is not None:
             await self.clock.wait_for(finalizing, within_s=deadline - self.clock.monotonic())
-        return self.journal.get(job_id) or record
+        return self._read(job_id) or record
 
     async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
         outcome = Outcome(status="completed", result=record.result, cost=Cost())
@@ -654,7 +847,11 @@ class JobEngine:
             result = dict(record.result or {})
             result["save_error"] = str(exc)[:300]
             outcome = Outcome(status="completed", result=result)
-        return self._transition(record, Event.FINALIZED, outcome.change())
+        try:
+            return await self._transition(record, Event.FINALIZED, outcome.change())
+        except IllegalTransition:
+            # Another process saved it first; outputs are named by content, so nothing is doubled.
+            return self._read(record.job_id) or record
 
     @asynccontextmanager
     async def _heartbeating(
@@ -712,7 +909,10 @@ class JobEngine:
             provider=record.provider,
             operation=record.operation,
             provider_job_id=record.provider_job_id,
-            status=record.status,
+            # Finished upstream, outputs still downloading: resumable, and not yet what was asked for.
+            status="saving_outputs"
+            if record.status == "completed" and not record.finalized
+            else record.status,
             provider_status=record.provider_status,
             result=record.result,
             error=record.error,

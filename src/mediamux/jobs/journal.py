@@ -7,6 +7,8 @@ ledger holds one row per job (re-polls overwrite it), so totals never count a ch
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mediamux.errors import MediamuxError
 from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
 from mediamux.providers.cost import Cost
 
@@ -93,8 +96,10 @@ _COLUMNS = (
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
 
-class JournalError(RuntimeError):
+class JournalError(MediamuxError):
     """The journal cannot be used as it is; the message says what to do."""
+
+    error_class = "provider_error"
 
 
 class OverBudget(Exception):
@@ -106,23 +111,68 @@ class OverBudget(Exception):
         self.reserved_usd = reserved_usd
 
 
+class JournalWriteError(JournalError):
+    """A write did not reach the journal (disk full, a lock held too long, a read-only folder)."""
+
+
+def _describe(exc: BaseException, busy_timeout_s: float) -> str:
+    text = str(exc)
+    if "disk is full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    if "locked" in text or "busy" in text:
+        return f"another program held the journal's write lock for more than {busy_timeout_s:g} s"
+    code = getattr(exc, "errno", None)
+    if "readonly" in text or "read-only" in text.lower() or code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the journal's folder is read-only"
+    return text or type(exc).__name__
+
+
 class Journal:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = path
-        # One connection guarded by a lock: statements are short, and several server processes
-        # may share the file, which SQLite's own locking (WAL + busy timeout) arbitrates.
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
+        self.busy_timeout_s = busy_timeout_s
+        try:
+            # Prompts, paths and transcripts live here: the folder and the file are the user's alone.
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = not path.exists()
+            # Writes go through one connection (used from worker threads, so a held lock never stalls
+            # the event loop); reads through another, which WAL lets proceed while a write waits.
+            self._db = self._connect(path)
+            self._reader = self._connect(path)
+            if fresh:
+                path.chmod(0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(
+                f"cannot open the journal at {path}: {_describe(exc, busy_timeout_s)}; set MEDIAMUX_HOME to a "
+                "folder you can write to"
+            ) from None
         self._lock = threading.RLock()
+        self._rlock = threading.RLock()
         with self._lock:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                if isinstance(exc, sqlite3.OperationalError) and "not a database" not in str(exc):
+                    raise JournalError(
+                        f"cannot use the journal at {path}: {_describe(exc, busy_timeout_s)}; set MEDIAMUX_HOME "
+                        "to a folder you can write to, or stop the program holding it"
+                    ) from None
+                raise JournalError(
+                    f"the journal at {path} is damaged or is not a mediamux journal ({exc}); move it aside "
+                    f"(mv {path} {path}.broken) and mediamux starts a new one; the old file can still be read "
+                    "with sqlite3"
+                ) from None
             except BaseException:
-                self._db.close()
+                self.close()
                 raise
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        return db
 
     def _migrate(self) -> None:
         """Create the schema, or bring a journal written by an older release up to date."""
@@ -160,19 +210,31 @@ class Journal:
         db.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
+        self._reader.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction; a failure to write is a JournalWriteError that says why."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalWriteError(_describe(exc, self.busy_timeout_s)) from exc
             try:
                 yield self._db
+                self._db.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                self._rollback()
+                raise JournalWriteError(_describe(exc, self.busy_timeout_s)) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back on its own (a full disk does).
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -205,8 +267,8 @@ class Journal:
         return record, True
 
     def find_duplicate(self, dedup_key: str, window_start_ts: float) -> JobRecord | None:
-        with self._lock:
-            return self._duplicate(self._db, dedup_key, window_start_ts)
+        with self._rlock:
+            return self._duplicate(self._reader, dedup_key, window_start_ts)
 
     @staticmethod
     def _duplicate(db: sqlite3.Connection, dedup_key: str, window_start_ts: float) -> JobRecord | None:
@@ -233,13 +295,13 @@ class Journal:
             )
 
     def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        with self._rlock:
+            row = self._reader.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
     def find_by_provider_id(self, provider: str, provider_job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._rlock:
+            row = self._reader.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE provider = ? AND provider_job_id = ? "
                 "ORDER BY submitted_ts DESC LIMIT 1",
                 (provider, provider_job_id),
@@ -260,8 +322,8 @@ class Journal:
             clauses.append("provider = ?")
             params.append(provider)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._reader.execute(
                 f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY submitted_ts DESC LIMIT ?",
                 (*params, int(limit)),
             ).fetchall()
@@ -297,8 +359,8 @@ class Journal:
     def totals(self, session_id: str | None = None) -> dict[str, Any]:
         """Spend per provider: charged USD (refunds excluded), credits, tokens, entries."""
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
-        with self._lock:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._reader.execute(
                 "SELECT provider, "
                 "SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) AS usd, "
                 "SUM(CASE WHEN refunded = 1 THEN 0 ELSE credits END) AS credits, "
@@ -325,8 +387,8 @@ class Journal:
 
     def committed_usd(self) -> float:
         """Reported spend plus what live jobs have reserved: what the budget is checked against."""
-        with self._lock:
-            return self._committed(self._db)
+        with self._rlock:
+            return self._committed(self._reader)
 
     @staticmethod
     def _committed(db: sqlite3.Connection) -> float:
@@ -338,8 +400,8 @@ class Journal:
 
     def price_history(self, provider: str, operation: str, price_key: str) -> float | None:
         """The most a recent job of this kind was charged in dollars, or None when none was priced."""
-        with self._lock:
-            row = self._db.execute(
+        with self._rlock:
+            row = self._reader.execute(
                 "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM ledger l JOIN jobs j ON j.job_id = l.entry_id "
                 "WHERE j.provider = ? AND j.operation = ? AND j.price_key = ? AND l.usd IS NOT NULL "
                 "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY l.recorded_ts DESC LIMIT 20)",
@@ -359,8 +421,8 @@ class Journal:
 
     def owner(self, owner: str) -> tuple[str, int, float] | None:
         """(host, pid, last heartbeat) of a process that submitted jobs, if it ever said so."""
-        with self._lock:
-            row = self._db.execute(
+        with self._rlock:
+            row = self._reader.execute(
                 "SELECT host, pid, seen_ts FROM owners WHERE owner = ?", (owner,)
             ).fetchone()
         return None if row is None else (row["host"], int(row["pid"]), float(row["seen_ts"]))

@@ -29,7 +29,7 @@ class _ProviderEnum:
 
 ProviderId = Annotated[str, AfterValidator(_known_provider), _ProviderEnum()]
 
-JobStatus = Literal["queued", "running", "completed", "failed", "cancelled", "expired"]
+JobStatus = Literal["queued", "running", "saving_outputs", "completed", "failed", "cancelled", "expired"]
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 ACTIVE_STATUSES = frozenset({"queued", "running"})
 

@@ -111,7 +111,8 @@ class SubtitleWorkflow:
         file_args = FileJobArgs(path=media.path, file=media.sha256)
         speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress)
         jobs = [speech.job_id]
-        if speech.status != "completed":
+        # muse.ai results are in the record once the job finishes; there are no files to wait for.
+        if speech.status not in ("completed", "saving_outputs"):
             return _unfinished(svid, speech.status, jobs, speech.error.message if speech.error else None)
         text = (speech.result or {}).get("text", "")
         if not text.strip():
@@ -125,7 +126,7 @@ class SubtitleWorkflow:
             progress=progress,
         )
         jobs.append(align.job_id)
-        if align.status != "completed":
+        if align.status not in ("completed", "saving_outputs"):
             return _unfinished(svid, align.status, jobs, align.error.message if align.error else None)
         words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
         vtt, count = build_vtt(words)

@@ -118,6 +118,12 @@ async def open_services(
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         engine.task_group = watcher.task_group = task_group
+        task_group.start_soon(engine.keep_alive)
+        recovered = await engine.recover()
+        if recovered:
+            logger.warning(
+                "recorded %d accepted job(s) an earlier run could not write to the journal", recovered
+            )
         yield svc
 
 
