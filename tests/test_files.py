@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import socket
+import tempfile
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -229,6 +231,71 @@ def test_parse_allowed_dirs_unset_falls_back_to_defaults(tmp_path: Path, value: 
     ]
 
 
+WIDE_FOLDERS = {
+    "filesystem-root": "/",
+    "tmp": "/tmp",
+    "var-tmp": "/var/tmp",
+    "python-temp-root": tempfile.gettempdir(),
+    "linux-homes": "/home",
+    "macos-homes": "/Users",
+}
+
+
+@pytest.mark.parametrize("folder", WIDE_FOLDERS.values(), ids=WIDE_FOLDERS.keys())
+def test_allowed_dirs_set_to_a_folder_that_is_too_wide_are_refused_saying_what_to_name(
+    tmp_path: Path, folder: str
+) -> None:
+    value = os.pathsep.join([str(tmp_path), folder])
+    with pytest.raises(FileAccessError) as info:
+        parse_allowed_dirs(value, output_dir=tmp_path / "out", cwd=tmp_path)
+    message = str(info.value)
+    assert f"{ALLOWED_DIRS_ENV} entry {os.path.realpath(folder)} is refused" in message
+    assert "instead" in message and "restart mediamux" in message
+
+
+def test_a_folder_holding_several_account_homes_is_refused(tmp_path: Path) -> None:
+    people = tmp_path / "people"
+    homes = [str(people / "ana"), str(people / "bo")]
+    with pytest.raises(FileAccessError, match="holds the home folders of 2 accounts"):
+        parse_allowed_dirs(str(people), output_dir=tmp_path / "out", cwd=tmp_path, homes=homes)
+    # One account's own home, or a folder inside it, is that user's choice to make.
+    assert parse_allowed_dirs(str(people / "ana"), output_dir=tmp_path / "out", homes=homes)[0] == Path(
+        os.path.realpath(people / "ana")
+    )
+
+
+def test_an_output_folder_that_is_too_wide_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileAccessError, match="MEDIAMUX_OUTPUT_DIR"):
+        parse_allowed_dirs(str(tmp_path), output_dir=Path(tempfile.gettempdir()), cwd=tmp_path)
+    with pytest.raises(FileAccessError, match="MEDIAMUX_OUTPUT_DIR"):
+        parse_allowed_dirs(None, output_dir=Path("/"), cwd=tmp_path, home=tmp_path / "h")
+
+
+@pytest.mark.parametrize("folder", ["/tmp", "/var/tmp", "/home", "/"])
+def test_started_in_a_wide_folder_only_outputs_are_allowed_and_errors_say_why(
+    tmp_path: Path, folder: str
+) -> None:
+    out = tmp_path / "out"
+    allowed = parse_allowed_dirs(None, output_dir=out, cwd=Path(folder), home=tmp_path / "h")
+    assert allowed == [out.resolve()]
+    with pytest.raises(PathNotAllowed) as info:
+        resolve_allowed_path(f"{folder.rstrip('/')}/clip.mp4", allowed)
+    message = str(info.value)
+    assert f"The working directory {os.path.realpath(folder)} is not allowed automatically" in message
+    assert ALLOWED_DIRS_ENV in message
+
+
+def test_project_folders_inside_a_temp_root_stay_allowed(tmp_path: Path) -> None:
+    # pytest's own folders live under the temp root: a folder inside it is a project, not the root.
+    assert str(tmp_path.resolve()).startswith(os.path.realpath(tempfile.gettempdir()) + os.sep)
+    out = tmp_path / "out"
+    assert parse_allowed_dirs(str(tmp_path), output_dir=out) == [tmp_path.resolve(), out.resolve()]
+    assert default_allowed_dirs(output_dir=out, cwd=tmp_path, home=tmp_path / "h") == [
+        tmp_path.resolve(),
+        out.resolve(),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Path confinement (test 18)
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +409,31 @@ def test_resolve_allowed_path_accepts_allowed_dir_that_is_a_symlink(tree: dict[s
 def test_resolve_allowed_path_second_allowed_dir_works(tree: dict[str, Path]) -> None:
     got = resolve_allowed_path(str(tree["outside"] / "secret.txt"), [tree["allowed"], tree["outside"]])
     assert got == (tree["outside"] / "secret.txt").resolve()
+
+
+HOSTILE_SPELLINGS = {
+    "5000-char-name": ("a" * 5000 + ".mp4", "at most 255"),
+    "5000-char-path": ("/".join(["abcdefghi"] * 500) + ".mp4", "at most 4095"),
+    "lone-surrogate": ("clip\ud800.mp4", "not valid Unicode"),
+}
+
+
+@pytest.mark.parametrize(("raw", "expected"), HOSTILE_SPELLINGS.values(), ids=HOSTILE_SPELLINGS.keys())
+def test_hostile_path_spellings_get_clear_errors(tree: dict[str, Path], raw: str, expected: str) -> None:
+    with pytest.raises(PathNotAllowed, match=expected):
+        resolve_allowed_path(raw, [tree["allowed"]])
+
+
+def test_a_link_that_changes_while_it_is_resolved_gets_a_clear_error(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What realpath meets when a link it has just seen is swapped for a regular file before readlink.
+    def swapped(path: Any, *args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.EINVAL, "Invalid argument", path)
+
+    monkeypatch.setattr(os, "readlink", swapped)
+    with pytest.raises(PathNotAllowed, match=r"could not be resolved .*changed while it was being checked"):
+        resolve_allowed_path("link_in", [tree["allowed"]])
 
 
 # ---------------------------------------------------------------------------------------------

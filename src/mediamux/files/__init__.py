@@ -14,13 +14,16 @@ package's own layout.
 
 from mediamux.files.confinement import (
     ALLOWED_DIRS_ENV,
+    AllowedDirs,
     FileAccessError,
     PathNotAllowed,
     default_allowed_dirs,
     open_confined,
     output_path,
     parse_allowed_dirs,
+    refuse_too_wide,
     resolve_allowed_path,
+    too_wide,
 )
 from mediamux.files.downloads import (
     OUTPUTS_PREFIX,
@@ -37,6 +40,7 @@ __all__ = [
     "ALLOWED_DIRS_ENV",
     "MEDIA_KINDS",
     "OUTPUTS_PREFIX",
+    "AllowedDirs",
     "DownloadError",
     "FileAccessError",
     "MultipartUpload",
@@ -50,7 +54,9 @@ __all__ = [
     "open_confined",
     "output_path",
     "parse_allowed_dirs",
+    "refuse_too_wide",
     "resolve_allowed_path",
     "resolve_host",
     "save_output_bytes",
+    "too_wide",
 ]
