@@ -7,8 +7,10 @@ import hashlib
 import os
 import pickle
 import socket
+import stat
 import tempfile
 import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -1086,6 +1088,137 @@ def test_output_path_refuses_anything_but_a_saved_file(tmp_path: Path, name: str
 def test_output_path_returns_saved_file(tmp_path: Path) -> None:
     (tmp_path / "abc.png").write_bytes(PNG)
     assert output_path(tmp_path, "abc.png") == tmp_path.resolve() / "abc.png"
+
+
+OUTPUT_NAME_PROBLEMS = {
+    "300-byte-name": ("a" * 300 + ".png", "at most 255 bytes"),
+    "multibyte-name-over-255-bytes": ("é" * 200 + ".png", "at most 255 bytes; this one is 404"),
+    "lone-surrogate": ("x\ud800.png", "not valid Unicode"),
+    "newline": ("a\nb.png", "control character"),
+    "separator": ("a/b.png", "path separator"),
+    "temp-file": (".mediamux-0123456789abcdef.part", "not the name of a saved output"),
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), OUTPUT_NAME_PROBLEMS.values(), ids=OUTPUT_NAME_PROBLEMS.keys())
+def test_output_names_no_saved_output_can_have_are_refused_clearly_for_reads_and_writes(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    for attempt in (
+        lambda: files.open_output(tmp_path, name),
+        lambda: output_path(tmp_path, name),
+        lambda: files.write_output(tmp_path, name, b"data"),
+    ):
+        with pytest.raises(FileAccessError, match=expected):
+            attempt()
+    assert files_in(tmp_path) == []
+
+
+def test_open_output_reads_a_saved_file_and_refuses_links_fifos_and_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "a.png").write_bytes(PNG)
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    (out / "link.png").symlink_to(tmp_path / "secret.txt")
+    (out / "inside-link.png").symlink_to("a.png")
+    os.mkfifo(out / "pipe.png")
+    with files.open_output(out, "a.png") as handle:
+        assert handle.read() == PNG
+    for name, why in [
+        ("link.png", "symbolic link"),
+        ("inside-link.png", "symbolic link"),
+        ("pipe.png", "not a regular saved output"),
+        ("sub", "not a regular saved output"),
+        ("missing.png", "No saved output named"),
+    ]:
+        with pytest.raises(FileAccessError, match=why):
+            files.open_output(out, name)
+
+
+def test_write_output_replaces_a_planted_link_instead_of_writing_through_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (out / "talk.vtt").symlink_to(victim)
+    written = files.write_output(out, "talk.vtt", b"WEBVTT\n")
+    assert victim.read_bytes() == b"precious"
+    assert written == out.resolve() / "talk.vtt"
+    assert not written.is_symlink() and written.read_bytes() == b"WEBVTT\n"
+    # Rewriting with other bytes of the same size replaces them: only downloads are content-addressed.
+    files.write_output(out, "talk.vtt", b"WEBVTT\r")
+    assert written.read_bytes() == b"WEBVTT\r"
+    assert files_in(out) == ["talk.vtt"]
+
+
+@pytest.fixture
+def common_umask() -> Iterator[None]:
+    """The usual 022 umask, under which files were created 0644 and folders 0755."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_saved_outputs_and_their_folder_are_private(tmp_path: Path, common_umask: None) -> None:
+    saved = await fetch(tmp_path, png_handler)
+    vtt = files.write_output(tmp_path / "out", "talk.vtt", b"WEBVTT\n")
+    inline = await files.save_output_bytes(b"ID3", tmp_path / "out", media_type="audio/mpeg", source="test")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
+    for path in (Path(saved.path), vtt, Path(inline.path)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_missing_parents_of_the_output_folder_are_created_private(tmp_path: Path, common_umask: None) -> None:
+    out = files.prepare_output_dir(tmp_path / "state" / "outputs")
+    for folder in (tmp_path / "state", out):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_start_up_makes_an_output_folder_left_open_by_earlier_versions_private(
+    tmp_path: Path, common_umask: None
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    assert files.prepare_output_dir(out) == out.resolve()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("folder", ["/", "/tmp", "/home"])
+def test_start_up_refuses_an_output_folder_that_is_too_wide(folder: str) -> None:
+    mode = stat.S_IMODE(os.stat(folder).st_mode) if os.path.exists(folder) else None
+    with pytest.raises(FileAccessError, match=r"MEDIAMUX_OUTPUT_DIR .* is refused"):
+        files.prepare_output_dir(Path(folder))
+    if mode is not None:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == mode  # never chmod a shared folder
+
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_start_up_removes_stale_temp_files_and_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, fresh = out / ".mediamux-00112233445566aa.part", out / ".mediamux-00112233445566bb.part"
+    keep = {
+        "output.png": 7200,  # an output, however old
+        ".mediamux-not-ours.part": 7200,  # not a name we make
+        fresh.name: 60,  # may be a download still running in another process
+    }
+    for name, seconds in {stale.name: 7200, **keep}.items():
+        (out / name).write_bytes(b"x")
+        age(out / name, seconds)
+    (tmp_path / "victim.txt").write_bytes(b"precious")
+    stale_link = out / ".mediamux-00112233445566cc.part"
+    stale_link.symlink_to(tmp_path / "victim.txt")
+    age(stale_link, 7200)
+
+    assert files.prepare_output_dir(out) == out.resolve()
+
+    assert files_in(out) == sorted(keep)
+    assert (tmp_path / "victim.txt").read_bytes() == b"precious"
+    assert files.remove_stale_temp_files(out, older_than_s=3600, now=time.time() + 3600) == [fresh.name]
 
 
 def test_download_error_survives_pickling() -> None:

@@ -4,6 +4,8 @@
   on the real path and again on the opened descriptor) and which saved output a resource may serve;
 * :mod:`~mediamux.files.uploads`: what may be sent to a provider, and multipart bodies streamed from
   disk;
+* :mod:`~mediamux.files.outputs`: the output folder, the one place mediamux writes: reads that never
+  follow a link out of it, atomic private writes, and the start-up clean-up of interrupted downloads;
 * :mod:`~mediamux.files.downloads`: provider outputs fetched without SSRF or leaked credentials and
   saved atomically under content-addressed names.
 
@@ -19,7 +21,6 @@ from mediamux.files.confinement import (
     PathNotAllowed,
     default_allowed_dirs,
     open_confined,
-    output_path,
     parse_allowed_dirs,
     refuse_too_wide,
     resolve_allowed_path,
@@ -34,6 +35,14 @@ from mediamux.files.downloads import (
     resolve_host,
     save_output_bytes,
 )
+from mediamux.files.outputs import (
+    check_output_name,
+    open_output,
+    output_path,
+    prepare_output_dir,
+    remove_stale_temp_files,
+    write_output,
+)
 from mediamux.files.uploads import MEDIA_KINDS, MultipartUpload, check_uploadable, multipart_file_upload
 
 __all__ = [
@@ -47,16 +56,21 @@ __all__ = [
     "PathNotAllowed",
     "Resolver",
     "SavedOutput",
+    "check_output_name",
     "check_uploadable",
     "default_allowed_dirs",
     "download_output",
     "multipart_file_upload",
     "open_confined",
+    "open_output",
     "output_path",
     "parse_allowed_dirs",
+    "prepare_output_dir",
     "refuse_too_wide",
+    "remove_stale_temp_files",
     "resolve_allowed_path",
     "resolve_host",
     "save_output_bytes",
     "too_wide",
+    "write_output",
 ]

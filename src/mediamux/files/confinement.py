@@ -377,29 +377,3 @@ def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
-
-
-def output_path(output_dir: Path, name: str) -> Path:
-    """For the mediamux://outputs/{name} resource: name must be a plain file name (no separators, no '..', no NUL), file must
-    exist inside output_dir and not be a symlink; else FileAccessError."""
-    if (
-        not name
-        or "\x00" in name
-        or "/" in name
-        or "\\" in name
-        or name in (".", "..")
-        # Leading dots are our in-progress temp files (and dotfiles are never outputs).
-        or name.startswith(".")
-    ):
-        raise FileAccessError(
-            f"{_show(name)} is not the name of a saved output; use a name from a download result."
-        )
-    directory = os.path.realpath(os.path.expanduser(os.fspath(output_dir)))
-    candidate = os.path.join(directory, name)
-    try:
-        st = os.lstat(candidate)
-    except FileNotFoundError:
-        raise FileAccessError(f"No saved output named {_show(name)} in {directory}.") from None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-        raise FileAccessError(f"{_show(name)} in {directory} is not a regular saved output file.")
-    return Path(candidate)
