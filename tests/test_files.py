@@ -8,6 +8,7 @@ import os
 import pickle
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -22,13 +23,15 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from anyio.streams.buffered import BufferedByteReceiveStream
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mediamux import files
+import mediamux
+from mediamux import deadlines, files
 from mediamux.files import (
     ALLOWED_DIRS_ENV,
     DownloadError,
@@ -737,6 +740,120 @@ async def test_endless_loopback_stream_is_cut_at_the_size_cap(tmp_path: Path) ->
     assert files_in(out) == []
 
 
+def drip_app() -> Starlette:
+    """A provider output that arrives a byte at a time: every read is quick, the whole never ends."""
+
+    async def drip(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield bytes(1024)
+            while not await request.is_disconnected():
+                # The slowness is the fault being simulated, not a wait in the test.
+                await anyio.sleep(0.02)
+                yield b"\x00"
+
+        return StreamingResponse(chunks(), media_type="video/mp4")
+
+    return Starlette(routes=[Route("/outputs/drip", drip)])
+
+
+@pytest.mark.faults
+async def test_a_drip_fed_download_stops_at_its_total_deadline_leaving_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # Per-read timeouts far above the drip interval: only a total deadline can stop this download.
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        started = time.monotonic()
+        with anyio.fail_after(10), pytest.raises(DownloadError, match="too slow") as info:
+            await download_output(
+                client, f"{base}/outputs/drip", out, trusted_origins=[base], max_seconds=0.5
+            )
+        took = time.monotonic() - started
+    assert took < 5
+    assert "retried" in str(info.value)
+    assert info.value.error_class == "timeout"
+    assert files_in(out) == []
+
+
+@pytest.mark.faults
+async def test_a_drip_fed_download_stops_when_the_calls_wait_budget_runs_out(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        with (
+            anyio.fail_after(10),
+            pytest.raises(DownloadError, match=r"too slow.*time left in this call") as info,
+            deadlines.within(0.5),
+        ):
+            await download_output(client, f"{base}/outputs/drip", out, trusted_origins=[base])
+    assert isinstance(info.value, files.DownloadTooSlow)
+    assert files_in(out) == []
+
+
+@pytest.mark.faults
+async def test_a_download_cancelled_mid_body_over_loopback_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        with anyio.fail_after(10), anyio.move_on_after(0.3) as scope:
+            await download_output(client, f"{base}/outputs/drip", out, trusted_origins=[base])
+    assert scope.cancelled_caught
+    assert files_in(out) == []
+
+
+KILLED_CHILD = """
+import sys
+from pathlib import Path
+
+import anyio
+import httpx2
+
+from mediamux.files import downloads
+
+
+class Announced(downloads.TempOutput):
+    def __init__(self, directory):
+        super().__init__(directory)
+        print(self.name, flush=True)
+
+
+downloads.TempOutput = Announced
+
+
+async def main():
+    async with httpx2.AsyncClient() as client:
+        await downloads.download_output(client, sys.argv[1], Path(sys.argv[2]), trusted_origins=[sys.argv[3]])
+
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.faults
+async def test_a_download_killed_midway_leaves_a_part_file_that_start_up_removes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    src = Path(mediamux.__file__).parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+    }
+    async with serve(drip_app()) as base:
+        process = await anyio.open_process(
+            [sys.executable, "-c", KILLED_CHILD, f"{base}/outputs/drip", str(out), base], env=env
+        )
+        try:
+            assert process.stdout is not None
+            with anyio.fail_after(12):
+                part = (await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200)).decode()
+        finally:
+            process.kill()
+            with anyio.fail_after(5):
+                await process.wait()
+    # SIGKILL gives no chance to clean up: the partial file stays until something removes it.
+    assert files_in(out) == [part]
+    # Fresh, it may be another process's download still running; start-up leaves it.
+    assert files.prepare_output_dir(out) == out.resolve()
+    assert files_in(out) == [part]
+    files.prepare_output_dir(out, now=time.time() + files.STALE_TEMP_AGE_S + 1)
+    assert files_in(out) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # SSRF (test 16)
 # ---------------------------------------------------------------------------------------------
@@ -1225,6 +1342,8 @@ def test_download_error_survives_pickling() -> None:
     err = DownloadError("cdn.example.com", "it points at a loopback address", refused=True)
     again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own bytes, round-tripped
     assert (str(again), again.host, again.refused) == (str(err), "cdn.example.com", True)
+    slow = pickle.loads(pickle.dumps(files.DownloadTooSlow("cdn.example.com", "it was too slow")))  # noqa: S301
+    assert type(slow) is files.DownloadTooSlow and slow.error_class == "timeout"
 
 
 def test_escape_messages_say_whether_a_link_was_involved(tree: dict[str, Path]) -> None:

@@ -29,6 +29,7 @@ from mediamux.files.confinement import (
 from mediamux.files.downloads import (
     OUTPUTS_PREFIX,
     DownloadError,
+    DownloadTooSlow,
     Resolver,
     SavedOutput,
     download_output,
@@ -36,6 +37,7 @@ from mediamux.files.downloads import (
     save_output_bytes,
 )
 from mediamux.files.outputs import (
+    STALE_TEMP_AGE_S,
     check_output_name,
     open_output,
     output_path,
@@ -49,8 +51,10 @@ __all__ = [
     "ALLOWED_DIRS_ENV",
     "MEDIA_KINDS",
     "OUTPUTS_PREFIX",
+    "STALE_TEMP_AGE_S",
     "AllowedDirs",
     "DownloadError",
+    "DownloadTooSlow",
     "FileAccessError",
     "MultipartUpload",
     "PathNotAllowed",

@@ -24,7 +24,7 @@ import anyio.to_thread
 import httpx2
 from pydantic import BaseModel
 
-from mediamux import __version__
+from mediamux import __version__, deadlines
 from mediamux.errors import MediamuxError
 from mediamux.files.outputs import TempOutput, ensure_output_dir
 from mediamux.urls import origin
@@ -50,11 +50,20 @@ class DownloadError(MediamuxError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the exception picklable (worker processes, some test runners) despite the keyword-only field.
-        return (_rebuild_download_error, (self.host, self.reason, self.refused))
+        return (_rebuild_download_error, (self.host, self.reason, self.refused, type(self)))
 
 
-def _rebuild_download_error(host: str, reason: str, refused: bool) -> DownloadError:
-    return DownloadError(host, reason, refused=refused)
+def _rebuild_download_error(
+    host: str, reason: str, refused: bool, kind: type[DownloadError] = DownloadError
+) -> DownloadError:
+    return kind(host, reason, refused=refused)
+
+
+class DownloadTooSlow(DownloadError):
+    """The download did not finish within its total deadline; nothing was kept, and it can be retried
+    (the output is still at the provider). A job can report itself as still saving its outputs."""
+
+    error_class = "timeout"
 
 
 class SavedOutput(BaseModel):
@@ -70,6 +79,8 @@ class SavedOutput(BaseModel):
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 _RESOLVE_TIMEOUT_S: Final = 10.0
+# Long enough for a large video over a slow link, short enough that a stalled provider frees the job.
+DEFAULT_MAX_SECONDS: Final = 600.0
 _WRITE_BUFFER: Final = 1 << 20
 _REDIRECT_CODES: Final = frozenset({301, 302, 303, 307, 308})
 
@@ -261,6 +272,7 @@ async def download_output(
     allowed_types: Sequence[str] = ("image/", "audio/", "video/", "application/octet-stream", "model/"),
     max_redirects: int = 3,
     resolve: Resolver | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> SavedOutput:
     """Download a provider output into output_dir.
 
@@ -288,10 +300,49 @@ async def download_output(
       name and size is kept (idempotent re-download); a symlink at that name is replaced, never
       followed. On any failure, including cancellation, the temp file is removed.
     - ``source_url`` in the result is the URL as given, without query string or fragment.
-
-    Callers should bound the total time (``anyio.fail_after``): the client's timeouts apply per
-    read, so a server that drips bytes slowly is only stopped by the size cap or the caller.
+    - The whole download (lookups, redirects, body) must finish within ``max_seconds`` and within
+      the time left in the current tool call (:func:`mediamux.deadlines.remaining`), whichever is
+      sooner; otherwise :class:`DownloadTooSlow`, with no partial file left. The client's timeouts
+      apply per read only, and a server dripping a byte at a time never trips them.
     """
+    left = deadlines.remaining()
+    if left is not None and left < max_seconds:
+        limit, what = left, "the time left in this call"
+    else:
+        limit, what = max_seconds, "the download time limit"
+    with anyio.move_on_after(limit):
+        return await _download(
+            client,
+            url,
+            output_dir,
+            trusted_origins=trusted_origins,
+            max_bytes=max_bytes,
+            allowed_types=allowed_types,
+            max_redirects=max_redirects,
+            resolve=resolve,
+        )
+    try:
+        host = _display(httpx2.URL(url))
+    except (httpx2.InvalidURL, TypeError):  # pragma: no cover - refused before any time passes
+        host = ""
+    raise DownloadTooSlow(
+        host,
+        f"it was too slow: not finished within {limit:.3g} s ({what}); nothing was kept, and the file "
+        "is still at the provider, so the download can be retried",
+    )
+
+
+async def _download(
+    client: httpx2.AsyncClient,
+    url: str,
+    output_dir: Path,
+    *,
+    trusted_origins: Sequence[str],
+    max_bytes: int,
+    allowed_types: Sequence[str],
+    max_redirects: int,
+    resolve: Resolver | None,
+) -> SavedOutput:
     resolver = resolve or resolve_host
     trusted: set[str] = set()
     for given in trusted_origins:
