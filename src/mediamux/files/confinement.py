@@ -315,6 +315,18 @@ def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool 
     return Path(real)
 
 
+# For reads of a path that may have been swapped: a link in the last component fails (ELOOP). O_NONBLOCK
+# only for the open itself, since a FIFO swapped in would otherwise block the thread for ever; clear it
+# (os.set_blocking) once the descriptor is known to be a regular file.
+READ_NOFOLLOW: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+
+
 def _fd_path(fd: int) -> str | None:
     """Where the kernel says an open descriptor lives, or None when the platform cannot tell."""
     if os.path.isdir("/proc/self/fd"):
@@ -337,17 +349,8 @@ def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
     opened fd (os.fstat + re-resolving /proc/self/fd/N or comparing st_dev/st_ino with a fresh os.stat of the
     realpath) is still a regular file inside the allowed dirs; otherwise close and raise PathNotAllowed."""
     shown = _show(os.fspath(path))
-    # O_NONBLOCK only for the open itself: a FIFO swapped in after validation would otherwise
-    # block this thread forever. It is cleared again once we know the file is regular.
-    flags = (
-        os.O_RDONLY
-        | getattr(os, "O_NOFOLLOW", 0)
-        | getattr(os, "O_NONBLOCK", 0)
-        | getattr(os, "O_CLOEXEC", 0)
-        | getattr(os, "O_NOCTTY", 0)
-    )
     try:
-        fd = os.open(os.fspath(path), flags)
+        fd = os.open(os.fspath(path), READ_NOFOLLOW)
     except FileNotFoundError:
         raise PathNotAllowed(f"File not found: {shown}. {_allowed_hint(allowed)}") from None
     except OSError as exc:

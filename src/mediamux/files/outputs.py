@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from mediamux.files.confinement import FileAccessError, _fd_path, _show, refuse_too_wide
+from mediamux.files.confinement import READ_NOFOLLOW, FileAccessError, _fd_path, _show, refuse_too_wide
 
 logger = logging.getLogger("mediamux.files")
 
@@ -149,21 +149,13 @@ def open_output(output_dir: Path, name: str) -> BinaryIO:
     directly inside the output folder, however the folder changes while this runs."""
     check_output_name(name)
     directory = _real_dir(output_dir)
-    flags = (
-        os.O_RDONLY
-        | getattr(os, "O_NOFOLLOW", 0)
-        # A FIFO planted under an output's name would otherwise block this thread for ever.
-        | getattr(os, "O_NONBLOCK", 0)
-        | getattr(os, "O_CLOEXEC", 0)
-        | getattr(os, "O_NOCTTY", 0)
-    )
     try:
         folder = _Folder(directory)
     except OSError as exc:
         raise FileAccessError(f"The output folder {directory} cannot be opened ({exc.strerror}).") from None
     with folder:
         try:
-            fd = folder.open(name, flags)
+            fd = folder.open(name, READ_NOFOLLOW)
         except FileNotFoundError:
             raise FileAccessError(f"No saved output named {_show(name)} in {directory}.") from None
         except OSError as exc:
