@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import socket
+import stat
+import sys
+import tempfile
 import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,13 +23,15 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from anyio.streams.buffered import BufferedByteReceiveStream
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mediamux import files
+import mediamux
+from mediamux import deadlines, files
 from mediamux.files import (
     ALLOWED_DIRS_ENV,
     DownloadError,
@@ -229,6 +236,71 @@ def test_parse_allowed_dirs_unset_falls_back_to_defaults(tmp_path: Path, value: 
     ]
 
 
+WIDE_FOLDERS = {
+    "filesystem-root": "/",
+    "tmp": "/tmp",
+    "var-tmp": "/var/tmp",
+    "python-temp-root": tempfile.gettempdir(),
+    "linux-homes": "/home",
+    "macos-homes": "/Users",
+}
+
+
+@pytest.mark.parametrize("folder", WIDE_FOLDERS.values(), ids=WIDE_FOLDERS.keys())
+def test_allowed_dirs_set_to_a_folder_that_is_too_wide_are_refused_saying_what_to_name(
+    tmp_path: Path, folder: str
+) -> None:
+    value = os.pathsep.join([str(tmp_path), folder])
+    with pytest.raises(FileAccessError) as info:
+        parse_allowed_dirs(value, output_dir=tmp_path / "out", cwd=tmp_path)
+    message = str(info.value)
+    assert f"{ALLOWED_DIRS_ENV} entry {os.path.realpath(folder)} is refused" in message
+    assert "instead" in message and "restart mediamux" in message
+
+
+def test_a_folder_holding_several_account_homes_is_refused(tmp_path: Path) -> None:
+    people = tmp_path / "people"
+    homes = [str(people / "ana"), str(people / "bo")]
+    with pytest.raises(FileAccessError, match="holds the home folders of 2 accounts"):
+        parse_allowed_dirs(str(people), output_dir=tmp_path / "out", cwd=tmp_path, homes=homes)
+    # One account's own home, or a folder inside it, is that user's choice to make.
+    assert parse_allowed_dirs(str(people / "ana"), output_dir=tmp_path / "out", homes=homes)[0] == Path(
+        os.path.realpath(people / "ana")
+    )
+
+
+def test_an_output_folder_that_is_too_wide_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileAccessError, match="MEDIAMUX_OUTPUT_DIR"):
+        parse_allowed_dirs(str(tmp_path), output_dir=Path(tempfile.gettempdir()), cwd=tmp_path)
+    with pytest.raises(FileAccessError, match="MEDIAMUX_OUTPUT_DIR"):
+        parse_allowed_dirs(None, output_dir=Path("/"), cwd=tmp_path, home=tmp_path / "h")
+
+
+@pytest.mark.parametrize("folder", ["/tmp", "/var/tmp", "/home", "/"])
+def test_started_in_a_wide_folder_only_outputs_are_allowed_and_errors_say_why(
+    tmp_path: Path, folder: str
+) -> None:
+    out = tmp_path / "out"
+    allowed = parse_allowed_dirs(None, output_dir=out, cwd=Path(folder), home=tmp_path / "h")
+    assert allowed == [out.resolve()]
+    with pytest.raises(PathNotAllowed) as info:
+        resolve_allowed_path(f"{folder.rstrip('/')}/clip.mp4", allowed)
+    message = str(info.value)
+    assert f"The working directory {os.path.realpath(folder)} is not allowed automatically" in message
+    assert ALLOWED_DIRS_ENV in message
+
+
+def test_project_folders_inside_a_temp_root_stay_allowed(tmp_path: Path) -> None:
+    # pytest's own folders live under the temp root: a folder inside it is a project, not the root.
+    assert str(tmp_path.resolve()).startswith(os.path.realpath(tempfile.gettempdir()) + os.sep)
+    out = tmp_path / "out"
+    assert parse_allowed_dirs(str(tmp_path), output_dir=out) == [tmp_path.resolve(), out.resolve()]
+    assert default_allowed_dirs(output_dir=out, cwd=tmp_path, home=tmp_path / "h") == [
+        tmp_path.resolve(),
+        out.resolve(),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Path confinement (test 18)
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +414,31 @@ def test_resolve_allowed_path_accepts_allowed_dir_that_is_a_symlink(tree: dict[s
 def test_resolve_allowed_path_second_allowed_dir_works(tree: dict[str, Path]) -> None:
     got = resolve_allowed_path(str(tree["outside"] / "secret.txt"), [tree["allowed"], tree["outside"]])
     assert got == (tree["outside"] / "secret.txt").resolve()
+
+
+HOSTILE_SPELLINGS = {
+    "5000-char-name": ("a" * 5000 + ".mp4", "at most 255"),
+    "5000-char-path": ("/".join(["abcdefghi"] * 500) + ".mp4", "at most 4095"),
+    "lone-surrogate": ("clip\ud800.mp4", "not valid Unicode"),
+}
+
+
+@pytest.mark.parametrize(("raw", "expected"), HOSTILE_SPELLINGS.values(), ids=HOSTILE_SPELLINGS.keys())
+def test_hostile_path_spellings_get_clear_errors(tree: dict[str, Path], raw: str, expected: str) -> None:
+    with pytest.raises(PathNotAllowed, match=expected):
+        resolve_allowed_path(raw, [tree["allowed"]])
+
+
+def test_a_link_that_changes_while_it_is_resolved_gets_a_clear_error(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What realpath meets when a link it has just seen is swapped for a regular file before readlink.
+    def swapped(path: Any, *args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.EINVAL, "Invalid argument", path)
+
+    monkeypatch.setattr(os, "readlink", swapped)
+    with pytest.raises(PathNotAllowed, match=r"could not be resolved .*changed while it was being checked"):
+        resolve_allowed_path("link_in", [tree["allowed"]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,6 +737,120 @@ async def test_endless_loopback_stream_is_cut_at_the_size_cap(tmp_path: Path) ->
             await download_output(
                 client, f"{base}/outputs/forever", out, trusted_origins=[base], max_bytes=1024 * 1024
             )
+    assert files_in(out) == []
+
+
+def drip_app() -> Starlette:
+    """A provider output that arrives a byte at a time: every read is quick, the whole never ends."""
+
+    async def drip(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield bytes(1024)
+            while not await request.is_disconnected():
+                # The slowness is the fault being simulated, not a wait in the test.
+                await anyio.sleep(0.02)
+                yield b"\x00"
+
+        return StreamingResponse(chunks(), media_type="video/mp4")
+
+    return Starlette(routes=[Route("/outputs/drip", drip)])
+
+
+@pytest.mark.faults
+async def test_a_drip_fed_download_stops_at_its_total_deadline_leaving_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # Per-read timeouts far above the drip interval: only a total deadline can stop this download.
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        started = time.monotonic()
+        with anyio.fail_after(10), pytest.raises(DownloadError, match="too slow") as info:
+            await download_output(
+                client, f"{base}/outputs/drip", out, trusted_origins=[base], max_seconds=0.5
+            )
+        took = time.monotonic() - started
+    assert took < 5
+    assert "retried" in str(info.value)
+    assert info.value.error_class == "timeout"
+    assert files_in(out) == []
+
+
+@pytest.mark.faults
+async def test_a_drip_fed_download_stops_when_the_calls_wait_budget_runs_out(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        with (
+            anyio.fail_after(10),
+            pytest.raises(DownloadError, match=r"too slow.*time left in this call") as info,
+            deadlines.within(0.5),
+        ):
+            await download_output(client, f"{base}/outputs/drip", out, trusted_origins=[base])
+    assert isinstance(info.value, files.DownloadTooSlow)
+    assert files_in(out) == []
+
+
+@pytest.mark.faults
+async def test_a_download_cancelled_mid_body_over_loopback_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with serve(drip_app()) as base, httpx2.AsyncClient(timeout=httpx2.Timeout(5.0)) as client:
+        with anyio.fail_after(10), anyio.move_on_after(0.3) as scope:
+            await download_output(client, f"{base}/outputs/drip", out, trusted_origins=[base])
+    assert scope.cancelled_caught
+    assert files_in(out) == []
+
+
+KILLED_CHILD = """
+import sys
+from pathlib import Path
+
+import anyio
+import httpx2
+
+from mediamux.files import downloads
+
+
+class Announced(downloads.TempOutput):
+    def __init__(self, directory):
+        super().__init__(directory)
+        print(self.name, flush=True)
+
+
+downloads.TempOutput = Announced
+
+
+async def main():
+    async with httpx2.AsyncClient() as client:
+        await downloads.download_output(client, sys.argv[1], Path(sys.argv[2]), trusted_origins=[sys.argv[3]])
+
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.faults
+async def test_a_download_killed_midway_leaves_a_part_file_that_start_up_removes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    src = Path(mediamux.__file__).parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+    }
+    async with serve(drip_app()) as base:
+        process = await anyio.open_process(
+            [sys.executable, "-c", KILLED_CHILD, f"{base}/outputs/drip", str(out), base], env=env
+        )
+        try:
+            assert process.stdout is not None
+            with anyio.fail_after(12):
+                part = (await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200)).decode()
+        finally:
+            process.kill()
+            with anyio.fail_after(5):
+                await process.wait()
+    # SIGKILL gives no chance to clean up: the partial file stays until something removes it.
+    assert files_in(out) == [part]
+    # Fresh, it may be another process's download still running; start-up leaves it.
+    assert files.prepare_output_dir(out) == out.resolve()
+    assert files_in(out) == [part]
+    files.prepare_output_dir(out, now=time.time() + files.STALE_TEMP_AGE_S + 1)
     assert files_in(out) == []
 
 
@@ -996,10 +1207,143 @@ def test_output_path_returns_saved_file(tmp_path: Path) -> None:
     assert output_path(tmp_path, "abc.png") == tmp_path.resolve() / "abc.png"
 
 
+OUTPUT_NAME_PROBLEMS = {
+    "300-byte-name": ("a" * 300 + ".png", "at most 255 bytes"),
+    "multibyte-name-over-255-bytes": ("é" * 200 + ".png", "at most 255 bytes; this one is 404"),
+    "lone-surrogate": ("x\ud800.png", "not valid Unicode"),
+    "newline": ("a\nb.png", "control character"),
+    "separator": ("a/b.png", "path separator"),
+    "temp-file": (".mediamux-0123456789abcdef.part", "not the name of a saved output"),
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), OUTPUT_NAME_PROBLEMS.values(), ids=OUTPUT_NAME_PROBLEMS.keys())
+def test_output_names_no_saved_output_can_have_are_refused_clearly_for_reads_and_writes(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    for attempt in (
+        lambda: files.open_output(tmp_path, name),
+        lambda: output_path(tmp_path, name),
+        lambda: files.write_output(tmp_path, name, b"data"),
+    ):
+        with pytest.raises(FileAccessError, match=expected):
+            attempt()
+    assert files_in(tmp_path) == []
+
+
+def test_open_output_reads_a_saved_file_and_refuses_links_fifos_and_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "a.png").write_bytes(PNG)
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    (out / "link.png").symlink_to(tmp_path / "secret.txt")
+    (out / "inside-link.png").symlink_to("a.png")
+    os.mkfifo(out / "pipe.png")
+    with files.open_output(out, "a.png") as handle:
+        assert handle.read() == PNG
+    for name, why in [
+        ("link.png", "symbolic link"),
+        ("inside-link.png", "symbolic link"),
+        ("pipe.png", "not a regular saved output"),
+        ("sub", "not a regular saved output"),
+        ("missing.png", "No saved output named"),
+    ]:
+        with pytest.raises(FileAccessError, match=why):
+            files.open_output(out, name)
+
+
+def test_write_output_replaces_a_planted_link_instead_of_writing_through_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (out / "talk.vtt").symlink_to(victim)
+    written = files.write_output(out, "talk.vtt", b"WEBVTT\n")
+    assert victim.read_bytes() == b"precious"
+    assert written == out.resolve() / "talk.vtt"
+    assert not written.is_symlink() and written.read_bytes() == b"WEBVTT\n"
+    # Rewriting with other bytes of the same size replaces them: only downloads are content-addressed.
+    files.write_output(out, "talk.vtt", b"WEBVTT\r")
+    assert written.read_bytes() == b"WEBVTT\r"
+    assert files_in(out) == ["talk.vtt"]
+
+
+@pytest.fixture
+def common_umask() -> Iterator[None]:
+    """The usual 022 umask, under which files were created 0644 and folders 0755."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_saved_outputs_and_their_folder_are_private(tmp_path: Path, common_umask: None) -> None:
+    saved = await fetch(tmp_path, png_handler)
+    vtt = files.write_output(tmp_path / "out", "talk.vtt", b"WEBVTT\n")
+    inline = await files.save_output_bytes(b"ID3", tmp_path / "out", media_type="audio/mpeg", source="test")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
+    for path in (Path(saved.path), vtt, Path(inline.path)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_missing_parents_of_the_output_folder_are_created_private(tmp_path: Path, common_umask: None) -> None:
+    out = files.prepare_output_dir(tmp_path / "state" / "outputs")
+    for folder in (tmp_path / "state", out):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_start_up_makes_an_output_folder_left_open_by_earlier_versions_private(
+    tmp_path: Path, common_umask: None
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    assert files.prepare_output_dir(out) == out.resolve()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("folder", ["/", "/tmp", "/home"])
+def test_start_up_refuses_an_output_folder_that_is_too_wide(folder: str) -> None:
+    mode = stat.S_IMODE(os.stat(folder).st_mode) if os.path.exists(folder) else None
+    with pytest.raises(FileAccessError, match=r"MEDIAMUX_OUTPUT_DIR .* is refused"):
+        files.prepare_output_dir(Path(folder))
+    if mode is not None:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == mode  # never chmod a shared folder
+
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_start_up_removes_stale_temp_files_and_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, fresh = out / ".mediamux-00112233445566aa.part", out / ".mediamux-00112233445566bb.part"
+    keep = {
+        "output.png": 7200,  # an output, however old
+        ".mediamux-not-ours.part": 7200,  # not a name we make
+        fresh.name: 60,  # may be a download still running in another process
+    }
+    for name, seconds in {stale.name: 7200, **keep}.items():
+        (out / name).write_bytes(b"x")
+        age(out / name, seconds)
+    (tmp_path / "victim.txt").write_bytes(b"precious")
+    stale_link = out / ".mediamux-00112233445566cc.part"
+    stale_link.symlink_to(tmp_path / "victim.txt")
+    age(stale_link, 7200)
+
+    assert files.prepare_output_dir(out) == out.resolve()
+
+    assert files_in(out) == sorted(keep)
+    assert (tmp_path / "victim.txt").read_bytes() == b"precious"
+    assert files.remove_stale_temp_files(out, older_than_s=3600, now=time.time() + 3600) == [fresh.name]
+
+
 def test_download_error_survives_pickling() -> None:
     err = DownloadError("cdn.example.com", "it points at a loopback address", refused=True)
     again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own bytes, round-tripped
     assert (str(again), again.host, again.refused) == (str(err), "cdn.example.com", True)
+    slow = pickle.loads(pickle.dumps(files.DownloadTooSlow("cdn.example.com", "it was too slow")))  # noqa: S301
+    assert type(slow) is files.DownloadTooSlow and slow.error_class == "timeout"
 
 
 def test_escape_messages_say_whether_a_link_was_involved(tree: dict[str, Path]) -> None:

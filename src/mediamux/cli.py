@@ -51,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serving only the jobs tools. Add --sandbox to try every provider offline.",
             file=sys.stderr,
         )
-    problem = _journal_problem(settings)
+    problem = _state_problem(settings)
     if problem:
         print(f"mediamux: {problem}", file=sys.stderr)
         return 2
@@ -94,13 +94,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _journal_problem(settings: Any) -> str | None:
-    """Why the journal cannot be opened, said before serving rather than as a traceback mid-handshake."""
+def _state_problem(settings: Any) -> str | None:
+    """Why the state cannot be used (journal, folders), said before serving rather than as a traceback
+    mid-handshake."""
+    from mediamux.files import FileAccessError, parse_allowed_dirs, prepare_output_dir
     from mediamux.jobs.journal import Journal, JournalError
 
     try:
+        output_dir = prepare_output_dir(settings.output_dir)
+        parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
         Journal(settings.state_db).close()
-    except JournalError as exc:
+    except (JournalError, FileAccessError) as exc:
         return str(exc)
     return None
 
@@ -301,6 +305,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     settings = _settings(args.sandbox)
     configure_logging(settings.secrets(), "ERROR")
+    problem = _state_problem(settings)
+    if problem:
+        print(f"mediamux: {problem}", file=sys.stderr)
+        return 1
     return anyio.run(_doctor, settings)
 
 

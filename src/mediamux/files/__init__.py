@@ -4,6 +4,8 @@
   on the real path and again on the opened descriptor) and which saved output a resource may serve;
 * :mod:`~mediamux.files.uploads`: what may be sent to a provider, and multipart bodies streamed from
   disk;
+* :mod:`~mediamux.files.outputs`: the output folder, the one place mediamux writes: reads that never
+  follow a link out of it, atomic private writes, and the start-up clean-up of interrupted downloads;
 * :mod:`~mediamux.files.downloads`: provider outputs fetched without SSRF or leaked credentials and
   saved atomically under content-addressed names.
 
@@ -14,22 +16,34 @@ package's own layout.
 
 from mediamux.files.confinement import (
     ALLOWED_DIRS_ENV,
+    AllowedDirs,
     FileAccessError,
     PathNotAllowed,
     default_allowed_dirs,
     open_confined,
-    output_path,
     parse_allowed_dirs,
+    refuse_too_wide,
     resolve_allowed_path,
+    too_wide,
 )
 from mediamux.files.downloads import (
     OUTPUTS_PREFIX,
     DownloadError,
+    DownloadTooSlow,
     Resolver,
     SavedOutput,
     download_output,
     resolve_host,
     save_output_bytes,
+)
+from mediamux.files.outputs import (
+    STALE_TEMP_AGE_S,
+    check_output_name,
+    open_output,
+    output_path,
+    prepare_output_dir,
+    remove_stale_temp_files,
+    write_output,
 )
 from mediamux.files.uploads import MEDIA_KINDS, MultipartUpload, check_uploadable, multipart_file_upload
 
@@ -37,20 +51,30 @@ __all__ = [
     "ALLOWED_DIRS_ENV",
     "MEDIA_KINDS",
     "OUTPUTS_PREFIX",
+    "STALE_TEMP_AGE_S",
+    "AllowedDirs",
     "DownloadError",
+    "DownloadTooSlow",
     "FileAccessError",
     "MultipartUpload",
     "PathNotAllowed",
     "Resolver",
     "SavedOutput",
+    "check_output_name",
     "check_uploadable",
     "default_allowed_dirs",
     "download_output",
     "multipart_file_upload",
     "open_confined",
+    "open_output",
     "output_path",
     "parse_allowed_dirs",
+    "prepare_output_dir",
+    "refuse_too_wide",
+    "remove_stale_temp_files",
     "resolve_allowed_path",
     "resolve_host",
     "save_output_bytes",
+    "too_wide",
+    "write_output",
 ]

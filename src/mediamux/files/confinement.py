@@ -11,9 +11,10 @@ import logging
 import os
 import stat
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from mediamux.errors import MediamuxError
 
@@ -38,23 +39,100 @@ class PathNotAllowed(FileAccessError):
 # Allowed folders
 # ---------------------------------------------------------------------------------------------
 
+# Where the home folders of every account live on common systems (Linux, macOS, Solaris, Silverblue, BSD).
+_HOMES_PARENTS: Final = ("/home", "/Users", "/export/home", "/var/home", "/usr/home")
+# Shared scratch space: every program and account writes here, so allowing it hands the model their files.
+# (Named to be refused, never written to.)
+_TEMP_ROOTS: Final = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108
+
+
+class AllowedDirs(list[Path]):
+    """The allowed folders, plus why a folder the user might expect is missing from them.
+
+    A list, so it is used like one; ``notes`` ride along into every "not allowed" message, so a user
+    who started mediamux in ``/tmp`` learns why nothing there can be read and what to set instead.
+    """
+
+    def __init__(self, dirs: Sequence[Path] = (), *, notes: Sequence[str] = ()) -> None:
+        super().__init__(dirs)
+        self.notes = tuple(notes)
+
 
 def _real(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
 
+def _account_homes() -> list[str]:
+    """Every account's home folder from the password database (none where there is no such database)."""
+    try:
+        import pwd
+    except ImportError:  # pragma: no cover - Windows
+        return []
+    try:
+        entries = pwd.getpwall()
+    except OSError:  # pragma: no cover - a broken name service must not stop start-up
+        return []
+    return [entry.pw_dir for entry in entries if entry.pw_dir and os.path.isabs(entry.pw_dir)]
+
+
+def too_wide(folder: Path, *, homes: Sequence[str] | None = None) -> str | None:
+    """Why ``folder`` (a real path) is too wide to hand to a model, or None if it is not.
+
+    Too wide: the root of the file system, a system temporary folder, or a folder holding the home
+    folders of several accounts (``/home``, ``/Users``, or any folder with two or more account homes
+    below it). A folder inside any of these is fine: that is where projects and pytest live.
+    """
+    real = os.fspath(folder)
+    if real == os.path.realpath(Path(real).anchor or os.sep):
+        return "it is the root of the file system"
+    temp_roots = {os.path.realpath(t) for t in (*_TEMP_ROOTS, tempfile.gettempdir())}
+    if real in temp_roots:
+        return "it is a system temporary folder, which every program and account writes to"
+    if real in {os.path.realpath(h) for h in _HOMES_PARENTS}:
+        return "it holds every account's home folder"
+    below = sorted(
+        {
+            home
+            for home in (os.path.realpath(h) for h in (_account_homes() if homes is None else homes))
+            if home != real and _within(home, real)
+        }
+    )
+    if len(below) >= 2:
+        shown = ", ".join(below[:3]) + (", …" if len(below) > 3 else "")
+        return f"it holds the home folders of {len(below)} accounts ({shown})"
+    return None
+
+
+def _narrower(folder: Path, reason: str) -> str:
+    if "temporary" in reason:
+        return f"Make a folder of your own inside it (e.g. {Path(folder, 'my-media')}) and name that instead"
+    return "Name the folder that holds your media instead (e.g. ~/Videos, or a project folder)"
+
+
+def refuse_too_wide(folder: Path, *, setting: str, homes: Sequence[str] | None = None) -> None:
+    """FileAccessError naming ``setting`` if ``folder`` is too wide (see :func:`too_wide`)."""
+    reason = too_wide(folder, homes=homes)
+    if reason is not None:
+        raise FileAccessError(
+            f"{setting} {folder} is refused: {reason}, so every file in it would be open to the model. "
+            f"{_narrower(folder, reason)}, and restart mediamux."
+        )
+
+
 def default_allowed_dirs(
-    *, output_dir: Path, cwd: Path | None = None, home: Path | None = None
-) -> list[Path]:
+    *, output_dir: Path, cwd: Path | None = None, home: Path | None = None, homes: Sequence[str] | None = None
+) -> AllowedDirs:
     """Unset MEDIAMUX_ALLOWED_DIRS: the output folder and the working directory — unless the working directory
-    is `/` or the home folder itself (common under desktop hosts), in which case only the output folder."""
+    is the home folder itself (common under desktop hosts) or too wide (see :func:`too_wide`), in which case only
+    the output folder, with a note saying why."""
     out = _real(output_dir)
+    refuse_too_wide(out, setting="MEDIAMUX_OUTPUT_DIR (the output folder)", homes=homes)
     if cwd is None:
         try:
             cwd = Path.cwd()
         except FileNotFoundError:
             # The working directory was deleted under us; there is nothing sensible to allow there.
-            return [out]
+            return AllowedDirs([out])
     real_cwd = _real(cwd)
     if home is None:
         try:
@@ -62,28 +140,44 @@ def default_allowed_dirs(
         except (RuntimeError, KeyError):  # no HOME and no passwd entry (minimal containers)
             home = None
     real_home = _real(home) if home is not None else None
-    # Desktop hosts start servers in `/` or `~`; allowing those would expose the whole disk or
-    # every dotfile (SSH keys, cloud credentials) to whatever the model decides to upload.
-    if real_cwd == Path(real_cwd.anchor) or real_cwd == real_home:
-        return [out]
-    return [real_cwd] if real_cwd == out else [real_cwd, out]
+    # Desktop hosts start servers in `/` or `~`, scripts in /tmp: allowing those would expose the whole
+    # disk, every dotfile (SSH keys, cloud credentials) or every other program's scratch files.
+    reason = too_wide(real_cwd, homes=homes)
+    if reason is None and real_cwd == real_home:
+        reason = "it is your home folder, which holds SSH keys and other credentials"
+    if reason is not None:
+        note = (
+            f"The working directory {real_cwd} is not allowed automatically: {reason}. "
+            f"{_narrower(real_cwd, reason)} in {ALLOWED_DIRS_ENV}"
+        )
+        logger.warning("%s; only the output folder %s may be read", note, out)
+        return AllowedDirs([out], notes=[note])
+    return AllowedDirs([real_cwd] if real_cwd == out else [real_cwd, out])
 
 
 def parse_allowed_dirs(
-    value: str | None, *, output_dir: Path, cwd: Path | None = None, home: Path | None = None
-) -> list[Path]:
+    value: str | None,
+    *,
+    output_dir: Path,
+    cwd: Path | None = None,
+    home: Path | None = None,
+    homes: Sequence[str] | None = None,
+) -> AllowedDirs:
     """os.pathsep-separated list → resolved absolute dirs (expanduser), in order, output_dir appended (always allowed),
-    duplicates dropped; None/empty → default_allowed_dirs."""
+    duplicates dropped; None/empty → default_allowed_dirs. A folder that is too wide (see :func:`too_wide`) is
+    refused with a FileAccessError saying which and what to name instead: set explicitly, it is a mistake to
+    stop on, not to quietly work around."""
     entries = [part.strip() for part in (value or "").split(os.pathsep) if part.strip()]
     if not entries:
-        return default_allowed_dirs(output_dir=output_dir, cwd=cwd, home=home)
+        return default_allowed_dirs(output_dir=output_dir, cwd=cwd, home=home, homes=homes)
     base = cwd if cwd is not None else Path.cwd()
-    dirs: list[Path] = []
+    dirs = AllowedDirs()
     for entry in entries:
         expanded = Path(os.path.expanduser(entry))
         if not expanded.is_absolute():
             expanded = base / expanded
         real = _real(expanded)
+        refuse_too_wide(real, setting=f"{ALLOWED_DIRS_ENV} entry", homes=homes)
         if not real.is_dir():
             # Kept, not dropped: the folder may be created later (a mounted drive), and dropping it
             # would silently shift which folder relative paths resolve against.
@@ -91,6 +185,7 @@ def parse_allowed_dirs(
         if real not in dirs:
             dirs.append(real)
     out = _real(output_dir)
+    refuse_too_wide(out, setting="MEDIAMUX_OUTPUT_DIR (the output folder)", homes=homes)
     if out not in dirs:
         dirs.append(out)
     return dirs
@@ -107,11 +202,38 @@ def _show(raw: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
+# NAME_MAX and PATH_MAX on every filesystem we run on; longer fails deeper down, less clearly.
+NAME_MAX_BYTES: Final = 255
+PATH_MAX_BYTES: Final = 4095
+
+
+def _check_spelling(raw: str) -> None:
+    """PathNotAllowed for a path no file can have: invalid Unicode, or a name or path too long."""
+    try:
+        encoded = os.fsencode(raw)
+    except UnicodeEncodeError:
+        raise PathNotAllowed(
+            f"The path {_show(raw)} contains characters that are not valid Unicode, so no file has it."
+        ) from None
+    longest = max(encoded.split(os.fsencode(os.sep)), key=len)
+    if len(longest) > NAME_MAX_BYTES:
+        raise PathNotAllowed(
+            f"The path {_show(raw, 60)} has a name of {len(longest)} bytes; file and folder names may be at "
+            f"most {NAME_MAX_BYTES}."
+        )
+    if len(encoded) > PATH_MAX_BYTES:
+        raise PathNotAllowed(
+            f"The path {_show(raw, 60)} is {len(encoded)} bytes long; paths may be at most {PATH_MAX_BYTES}."
+        )
+
+
 def _allowed_hint(allowed: Sequence[Path]) -> str:
     folders = ", ".join(str(d) for d in allowed) or "(none configured)"
+    notes = "".join(f" {note}." for note in getattr(allowed, "notes", ()))
     return (
         f"mediamux may only read files in: {folders}. Move the file into one of these folders, "
         f"or add its folder to {ALLOWED_DIRS_ENV} (folders separated by '{os.pathsep}') and restart mediamux."
+        + notes
     )
 
 
@@ -143,6 +265,7 @@ def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool 
         raise PathNotAllowed(f"The path {_show(raw)} contains a NUL byte, which no real file name has.")
     if not allowed:
         raise PathNotAllowed(f"Reading local files is disabled. {_allowed_hint(allowed)}")
+    _check_spelling(raw)
 
     expanded = os.path.expanduser(raw)
     if not os.path.isabs(expanded):
@@ -150,7 +273,15 @@ def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool 
     # realpath on the unnormalised path, so 'link/..' means what the kernel means by it; the
     # real location, not the spelling, decides (allowed folders are stored resolved, and /tmp
     # vs /private/tmp must not matter).
-    real = os.path.realpath(expanded)
+    try:
+        real = os.path.realpath(expanded)
+    except (OSError, ValueError) as exc:
+        # realpath reads links it has just seen: one swapped for a file in between gives EINVAL.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PathNotAllowed(
+            f"{_show(raw)} could not be resolved ({why}); it may have changed while it was being checked. "
+            f"Try again once it stays put. {_allowed_hint(allowed)}"
+        ) from None
     real_roots = _real_roots(allowed)
     if not _inside_any(real, real_roots):
         spelled_inside = _inside_any(os.path.normpath(expanded), real_roots) or _inside_any(
@@ -184,6 +315,18 @@ def resolve_allowed_path(raw: str, allowed: Sequence[Path], *, must_exist: bool 
     return Path(real)
 
 
+# For reads of a path that may have been swapped: a link in the last component fails (ELOOP). O_NONBLOCK
+# only for the open itself, since a FIFO swapped in would otherwise block the thread for ever; clear it
+# (os.set_blocking) once the descriptor is known to be a regular file.
+READ_NOFOLLOW: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+
+
 def _fd_path(fd: int) -> str | None:
     """Where the kernel says an open descriptor lives, or None when the platform cannot tell."""
     if os.path.isdir("/proc/self/fd"):
@@ -206,17 +349,8 @@ def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
     opened fd (os.fstat + re-resolving /proc/self/fd/N or comparing st_dev/st_ino with a fresh os.stat of the
     realpath) is still a regular file inside the allowed dirs; otherwise close and raise PathNotAllowed."""
     shown = _show(os.fspath(path))
-    # O_NONBLOCK only for the open itself: a FIFO swapped in after validation would otherwise
-    # block this thread forever. It is cleared again once we know the file is regular.
-    flags = (
-        os.O_RDONLY
-        | getattr(os, "O_NOFOLLOW", 0)
-        | getattr(os, "O_NONBLOCK", 0)
-        | getattr(os, "O_CLOEXEC", 0)
-        | getattr(os, "O_NOCTTY", 0)
-    )
     try:
-        fd = os.open(os.fspath(path), flags)
+        fd = os.open(os.fspath(path), READ_NOFOLLOW)
     except FileNotFoundError:
         raise PathNotAllowed(f"File not found: {shown}. {_allowed_hint(allowed)}") from None
     except OSError as exc:
@@ -246,29 +380,3 @@ def open_confined(path: Path, allowed: Sequence[Path]) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
-
-
-def output_path(output_dir: Path, name: str) -> Path:
-    """For the mediamux://outputs/{name} resource: name must be a plain file name (no separators, no '..', no NUL), file must
-    exist inside output_dir and not be a symlink; else FileAccessError."""
-    if (
-        not name
-        or "\x00" in name
-        or "/" in name
-        or "\\" in name
-        or name in (".", "..")
-        # Leading dots are our in-progress temp files (and dotfiles are never outputs).
-        or name.startswith(".")
-    ):
-        raise FileAccessError(
-            f"{_show(name)} is not the name of a saved output; use a name from a download result."
-        )
-    directory = os.path.realpath(os.path.expanduser(os.fspath(output_dir)))
-    candidate = os.path.join(directory, name)
-    try:
-        st = os.lstat(candidate)
-    except FileNotFoundError:
-        raise FileAccessError(f"No saved output named {_show(name)} in {directory}.") from None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-        raise FileAccessError(f"{_show(name)} in {directory} is not a regular saved output file.")
-    return Path(candidate)

@@ -8,17 +8,13 @@ behind.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import ipaddress
 import mimetypes
-import os
 import re
-import secrets
 import socket
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import unquote
@@ -28,8 +24,9 @@ import anyio.to_thread
 import httpx2
 from pydantic import BaseModel
 
-from mediamux import __version__
+from mediamux import __version__, deadlines
 from mediamux.errors import MediamuxError
+from mediamux.files.outputs import TempOutput, ensure_output_dir
 from mediamux.urls import origin
 
 # Where the mediamux://outputs/{name} resource serves a saved output from.
@@ -53,11 +50,20 @@ class DownloadError(MediamuxError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the exception picklable (worker processes, some test runners) despite the keyword-only field.
-        return (_rebuild_download_error, (self.host, self.reason, self.refused))
+        return (_rebuild_download_error, (self.host, self.reason, self.refused, type(self)))
 
 
-def _rebuild_download_error(host: str, reason: str, refused: bool) -> DownloadError:
-    return DownloadError(host, reason, refused=refused)
+def _rebuild_download_error(
+    host: str, reason: str, refused: bool, kind: type[DownloadError] = DownloadError
+) -> DownloadError:
+    return kind(host, reason, refused=refused)
+
+
+class DownloadTooSlow(DownloadError):
+    """The download did not finish within its total deadline; nothing was kept, and it can be retried
+    (the output is still at the provider). A job can report itself as still saving its outputs."""
+
+    error_class = "timeout"
 
 
 class SavedOutput(BaseModel):
@@ -73,6 +79,8 @@ class SavedOutput(BaseModel):
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 _RESOLVE_TIMEOUT_S: Final = 10.0
+# Long enough for a large video over a slow link, short enough that a stalled provider frees the job.
+DEFAULT_MAX_SECONDS: Final = 600.0
 _WRITE_BUFFER: Final = 1 << 20
 _REDIRECT_CODES: Final = frozenset({301, 302, 303, 307, 308})
 
@@ -254,61 +262,6 @@ def _extension(media_type: str, url: httpx2.URL, allowed_types: Sequence[str]) -
     return url_ext or (".bin" if media_type == "application/octet-stream" else "")
 
 
-class _TempOutput:
-    """A temp file in the output folder, created exclusively so nothing planted there is reused."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / f".mediamux-{secrets.token_hex(8)}.part"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        self._fd: int | None = os.open(self.path, flags, 0o644)
-        self._hash = hashlib.sha256()
-
-    def write(self, data: bytes) -> None:
-        assert self._fd is not None
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-    def commit(self, final: Path, size: int) -> None:
-        assert self._fd is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        try:
-            existing = os.lstat(final)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and stat.S_ISREG(existing.st_mode) and existing.st_size == size:
-            # Content-addressed: same name and size means we already have these bytes. Keeping the
-            # old file leaves its inode alone for anyone reading it right now.
-            os.unlink(self.path)
-            return
-        if existing is not None and stat.S_ISLNK(existing.st_mode):
-            # rename(2) would replace the link itself, not its target; removing it first makes that
-            # explicit and also covers a dangling link.
-            os.unlink(final)
-        os.replace(self.path, final)
-
-    def discard(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-def _prepare_output_dir(output_dir: Path) -> Path:
-    directory = Path(os.path.expanduser(output_dir))
-    directory.mkdir(parents=True, exist_ok=True)
-    return Path(os.path.realpath(directory))
-
-
 async def download_output(
     client: httpx2.AsyncClient,
     url: str,
@@ -319,6 +272,7 @@ async def download_output(
     allowed_types: Sequence[str] = ("image/", "audio/", "video/", "application/octet-stream", "model/"),
     max_redirects: int = 3,
     resolve: Resolver | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> SavedOutput:
     """Download a provider output into output_dir.
 
@@ -346,10 +300,49 @@ async def download_output(
       name and size is kept (idempotent re-download); a symlink at that name is replaced, never
       followed. On any failure, including cancellation, the temp file is removed.
     - ``source_url`` in the result is the URL as given, without query string or fragment.
-
-    Callers should bound the total time (``anyio.fail_after``): the client's timeouts apply per
-    read, so a server that drips bytes slowly is only stopped by the size cap or the caller.
+    - The whole download (lookups, redirects, body) must finish within ``max_seconds`` and within
+      the time left in the current tool call (:func:`mediamux.deadlines.remaining`), whichever is
+      sooner; otherwise :class:`DownloadTooSlow`, with no partial file left. The client's timeouts
+      apply per read only, and a server dripping a byte at a time never trips them.
     """
+    left = deadlines.remaining()
+    if left is not None and left < max_seconds:
+        limit, what = left, "the time left in this call"
+    else:
+        limit, what = max_seconds, "the download time limit"
+    with anyio.move_on_after(limit):
+        return await _download(
+            client,
+            url,
+            output_dir,
+            trusted_origins=trusted_origins,
+            max_bytes=max_bytes,
+            allowed_types=allowed_types,
+            max_redirects=max_redirects,
+            resolve=resolve,
+        )
+    try:
+        host = _display(httpx2.URL(url))
+    except (httpx2.InvalidURL, TypeError):  # pragma: no cover - refused before any time passes
+        host = ""
+    raise DownloadTooSlow(
+        host,
+        f"it was too slow: not finished within {limit:.3g} s ({what}); nothing was kept, and the file "
+        "is still at the provider, so the download can be retried",
+    )
+
+
+async def _download(
+    client: httpx2.AsyncClient,
+    url: str,
+    output_dir: Path,
+    *,
+    trusted_origins: Sequence[str],
+    max_bytes: int,
+    allowed_types: Sequence[str],
+    max_redirects: int,
+    resolve: Resolver | None,
+) -> SavedOutput:
     resolver = resolve or resolve_host
     trusted: set[str] = set()
     for given in trusted_origins:
@@ -364,7 +357,7 @@ async def download_output(
         raise DownloadError("", "the URL is not valid", refused=True) from None
     source_url = str(current.copy_with(query=None, fragment=None))
     try:
-        directory = await anyio.to_thread.run_sync(_prepare_output_dir, output_dir)
+        directory = await anyio.to_thread.run_sync(ensure_output_dir, output_dir)
     except OSError as exc:
         raise DownloadError(
             _display(current), f"cannot create the output folder {output_dir} ({exc.strerror})"
@@ -442,7 +435,7 @@ async def _save(
         )
 
     try:
-        temp = await anyio.to_thread.run_sync(_TempOutput, directory)
+        temp = await anyio.to_thread.run_sync(TempOutput, directory)
     except OSError as exc:
         raise DownloadError(
             hop.display, f"cannot write to the output folder {directory} ({exc.strerror})"
@@ -469,9 +462,8 @@ async def _save(
             await anyio.to_thread.run_sync(temp.write, bytes(buffer))
         digest = temp.hexdigest()
         name = digest[:16] + _extension(media_type, url, allowed_types)
-        final = directory / name
         try:
-            await anyio.to_thread.run_sync(temp.commit, final, size)
+            final = await anyio.to_thread.run_sync(partial(temp.commit, name, keep_same_size=True))
         except OSError as exc:
             raise DownloadError(hop.display, f"could not save the file ({exc.strerror})") from exc
     except BaseException:
@@ -492,17 +484,16 @@ async def _save(
 async def save_output_bytes(data: bytes, output_dir: Path, *, media_type: str, source: str) -> SavedOutput:
     """Save bytes a provider returned inline (base64 audio) exactly as downloads are saved: atomically,
     content-addressed, never over a planted symlink. ``source`` names where they came from."""
-    directory = _prepare_output_dir(output_dir)
+    directory = ensure_output_dir(output_dir)
     ext = _EXTENSIONS.get(media_type) or (mimetypes.guess_extension(media_type) or "").lower()
     ext = ext if _SAFE_EXT.fullmatch(ext) else ".bin"
 
     def write() -> tuple[str, Path]:
-        temp = _TempOutput(directory)
+        temp = TempOutput(directory)
         try:
             temp.write(data)
             digest = temp.hexdigest()
-            final = directory / (digest[:16] + ext)
-            temp.commit(final, len(data))
+            final = temp.commit(digest[:16] + ext, keep_same_size=True)
         except BaseException:
             temp.discard()
             raise

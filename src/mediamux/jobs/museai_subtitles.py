@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import anyio.to_thread
 import httpx2
 from pydantic import BaseModel, Field
 
 from mediamux.clock import Clock
 from mediamux.errors import InputError
-from mediamux.files import download_output
+from mediamux.files import download_output, write_output
 from mediamux.jobs.engine import JobEngine, ProgressFn
 from mediamux.jobs.museai import FileJobArgs
 from mediamux.providers.museai import AlignedWord, MuseaiClient
@@ -130,8 +131,10 @@ class SubtitleWorkflow:
             return _unfinished(svid, align.status, jobs, align.error.message if align.error else None)
         words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
         vtt, count = build_vtt(words)
-        vtt_path = self.output_dir / f"{svid}-{name.replace(' ', '_')}.vtt"
-        vtt_path.write_text(vtt, encoding="utf-8")
+        # Never written through the path: a link planted under this name would aim the write elsewhere.
+        vtt_path = await anyio.to_thread.run_sync(
+            write_output, self.output_dir, f"{svid}-{name.replace(' ', '_')}.vtt", vtt.encode("utf-8")
+        )
         ref = await self.client.upload_subtitles(svid, vtt_path, [self.output_dir], name=name)
         return AutoSubtitles(
             status="completed",

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
-from mediamux.files import OUTPUTS_PREFIX, FileAccessError, output_path
+from mediamux.files import OUTPUTS_PREFIX, FileAccessError, open_output
 from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import ProviderError
 
@@ -103,17 +105,24 @@ def register_resources(server: MCPServer[Any]) -> None:
 
 
 def _read_output(s: Services, name: str) -> tuple[bytes, str]:
+    # Size and bytes both come from the one descriptor open_output checked: a second lookup by
+    # name could meet a link swapped in meanwhile.
     try:
-        path = output_path(s.files.output_dir, name)
+        handle = open_output(s.files.output_dir, name)
     except FileAccessError as exc:
         raise ResourceNotFoundError(str(exc)) from None
-    size = path.stat().st_size
-    if size > MAX_INLINE_OUTPUT_BYTES:
-        raise ResourceError(
-            f"{name} is {size} bytes, too large to send inline (limit {MAX_INLINE_OUTPUT_BYTES}); open {path}"
-        )
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_INLINE_OUTPUT_BYTES:
+            raise ResourceError(
+                f"{name} is {size} bytes, too large to send inline (limit {MAX_INLINE_OUTPUT_BYTES}); "
+                f"open {Path(s.files.output_dir, name)}"
+            )
+        data = handle.read(MAX_INLINE_OUTPUT_BYTES + 1)
+    if len(data) > MAX_INLINE_OUTPUT_BYTES:
+        raise ResourceError(f"{name} grew past {MAX_INLINE_OUTPUT_BYTES} bytes while it was being read")
     mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return path.read_bytes(), mime
+    return data, mime
 
 
 def read_output(s: Services, uri: str) -> tuple[bytes, str]:

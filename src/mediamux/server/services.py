@@ -14,7 +14,7 @@ from mediamux import __version__, registry
 from mediamux.clock import Clock, SystemClock
 from mediamux.config import Settings
 from mediamux.context import Clients, Files, Services, Watcher
-from mediamux.files import parse_allowed_dirs
+from mediamux.files import parse_allowed_dirs, prepare_output_dir
 from mediamux.jobs.engine import JobEngine
 from mediamux.jobs.journal import Journal
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
@@ -56,8 +56,7 @@ async def open_services(
     notifier: Notifier | None = None,
 ) -> AsyncIterator[Services]:
     clock = clock or SystemClock()
-    output_dir = settings.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(settings.output_dir)
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
     journal = Journal(settings.state_db)
     engine = JobEngine(
