@@ -83,8 +83,9 @@ async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_feature
     task = sandbox.mixpeek.tasks[data["provider_job_id"]]
     asset_id = data["result"]["asset_id"]
     assert asset_id == task.asset_id and data["result"]["task_id"] == task.task_id
-    # Mixpeek reports no charge: unknown, never a made-up zero.
-    assert all(value is None for value in data["cost"].values())
+    # Mixpeek reports no charge: unknown, never a made-up zero, and said so.
+    assert all(value is None for key, value in data["cost"].items() if key != "note")
+    assert data["cost"]["note"] == "not reported by Mixpeek"
     assert "cost not reported" in text(result)
     summary = data["result"]["features_summary"]
     duration = duration_of(sandbox, asset_id)

@@ -204,7 +204,7 @@ async def test_a_registered_provider_works_end_to_end_with_no_other_file_knowing
             shouted = await client.call_tool("echo_shout", {"text": "hello"})
             listed = await client.call_tool("jobs_list", {"provider": "echo"})
 
-    assert names == {"echo_shout", "jobs_wait", "jobs_get", "jobs_list"}
+    assert names == {"echo_shout", "jobs_wait", "jobs_get", "jobs_list", "jobs_cancel", "jobs_costs"}
     view = shouted.structured_content or {}
     assert shouted.is_error is False, shouted.content
     assert view["provider"] == "echo" and view["status"] == "completed"

@@ -207,6 +207,7 @@ async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_ev
         "jobs_wait",
         "jobs_get",
         "jobs_list",
+        "jobs_costs",
     }
     async with Client(server) as client:
         refused = await call(
@@ -218,7 +219,7 @@ async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_ev
 
 async def test_toolsets_select_what_is_registered(make_server: Callable[..., MediamuxServer]) -> None:
     only_jobs = {t.name for t in await tool_list(make_server(MEDIAMUX_TOOLSETS="jobs"))}
-    assert only_jobs == {"jobs_wait", "jobs_get", "jobs_list"}
+    assert only_jobs == {"jobs_wait", "jobs_get", "jobs_list", "jobs_cancel", "jobs_costs"}
 
 
 def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_provider(

@@ -21,6 +21,7 @@ class Cost(BaseModel):
     source: Literal["body", "headers", "body+headers", "estimate"] | None = Field(
         None, description="Where the figures came from"
     )
+    note: str | None = Field(None, description="Why there are no figures, when the provider reports none")
 
     @property
     def is_empty(self) -> bool:
@@ -43,6 +44,23 @@ class Cost(BaseModel):
             if value is not None:
                 data[key] = value
         return Cost.model_validate(data)
+
+
+def total_cost(costs: list[Cost]) -> Cost:
+    """Several jobs' charges as one: each figure summed over the jobs that reported it."""
+
+    def total(name: str) -> float | None:
+        values = [getattr(c, name) for c in costs if getattr(c, name) is not None]
+        return round(sum(values), 6) if values else None
+
+    notes = {c.note for c in costs if c.note}
+    return Cost(
+        usd=total("usd"),
+        credits=total("credits"),
+        bonus_credits=total("bonus_credits"),
+        tokens=total("tokens"),
+        note=next(iter(notes)) if len(notes) == 1 else None,
+    )
 
 
 def format_usd(usd: float) -> str:

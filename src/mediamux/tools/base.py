@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, check_uploadable, resolve_allowed_path
-from mediamux.jobs.engine import ProgressFn
+from mediamux.jobs.engine import Progress
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
 
@@ -179,11 +179,19 @@ def write_key_file(home: Path, provider: str, key: str) -> Path:
     return path
 
 
-def progress_of(ctx: Context) -> ProgressFn:
-    async def report(progress: float, total: float | None, message: str) -> None:
-        await ctx.report_progress(progress, total, message)
+def progress_of(ctx: Context) -> Progress:
+    """The request's one Progress, however many steps ask for it: the host sees one rising sequence.
+    Kept on the request's own context object, so it lives and dies with the request."""
+    request = ctx.request_context
+    found: Progress | None = getattr(request, "_mediamux_progress", None)
+    if found is None:
 
-    return report
+        async def report(progress: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(progress, total, message)
+
+        found = Progress(report)
+        setattr(request, "_mediamux_progress", found)  # noqa: B010 - a name no SDK field can clash with
+    return found
 
 
 def model_result(
