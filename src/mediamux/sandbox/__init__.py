@@ -8,7 +8,7 @@ package exists.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,9 +29,26 @@ SANDBOX_KEYS = {
 
 
 class Sandbox:
+    """The four emulators; ``only`` names the providers to serve (None: all four).
+
+    Every emulator object exists either way (tests reach into them); ``running()`` serves, and
+    ``keys`` / ``urls`` cover, only the chosen ones.
+    """
+
     def __init__(
-        self, *, now: Callable[[], float] = time.monotonic, job_seconds: float | None = None
+        self,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        job_seconds: float | None = None,
+        only: Iterable[str] | None = None,
     ) -> None:
+        chosen = tuple(SANDBOX_KEYS) if only is None else tuple(dict.fromkeys(only))
+        unknown = [name for name in chosen if name not in SANDBOX_KEYS]
+        if unknown:
+            raise ValueError(
+                f"unknown sandbox provider(s) {', '.join(unknown)}; choose from {', '.join(SANDBOX_KEYS)}"
+            )
+        self.providers: tuple[str, ...] = chosen
         self.muapi = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEYS["muapi"])
         self.museai = MuseaiEmulator(
             now=now, master_key=SANDBOX_KEYS["museai"], job_seconds=job_seconds or 3.0
@@ -42,7 +59,7 @@ class Sandbox:
 
     @property
     def keys(self) -> dict[str, str]:
-        return dict(SANDBOX_KEYS)
+        return {name: key for name, key in SANDBOX_KEYS.items() if name in self.providers}
 
     def close(self) -> None:
         for emulator in (self.muapi, self.museai, self.muzaic, self.mixpeek):
@@ -50,14 +67,15 @@ class Sandbox:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[dict[str, str]]:
-        """Serve every emulator on loopback; yields service → origin URL."""
-        apps = {
+        """Serve the chosen emulators on loopback; yields service → origin URL."""
+        every = {
             "muapi": self.muapi.app,
             "museai": self.museai.app,
             "museai_jobs": self.museai.jobs_app,
             "muzaic": self.muzaic.app,
             "mixpeek": self.mixpeek.app,
         }
+        apps = {name: app for name, app in every.items() if name.removesuffix("_jobs") in self.providers}
         urls: dict[str, str] = {}
         stop = anyio.Event()
 
@@ -75,10 +93,14 @@ class Sandbox:
                 tg.start_soon(serve, name, app, started[name])
             for event in started.values():
                 await event.wait()
-            self.muapi.base_url = urls["muapi"]
-            self.museai.base_url, self.museai.jobs_base_url = urls["museai"], urls["museai_jobs"]
-            self.muzaic.base_url = urls["muzaic"]
-            self.mixpeek.base_url = urls["mixpeek"]
+            if "muapi" in urls:
+                self.muapi.base_url = urls["muapi"]
+            if "museai" in urls:
+                self.museai.base_url, self.museai.jobs_base_url = urls["museai"], urls["museai_jobs"]
+            if "muzaic" in urls:
+                self.muzaic.base_url = urls["muzaic"]
+            if "mixpeek" in urls:
+                self.mixpeek.base_url = urls["mixpeek"]
             self.urls = dict(urls)
             try:
                 yield dict(urls)
