@@ -16,6 +16,7 @@ from mediamux.jobs.engine import JobEngine, Outcome
 from mediamux.jobs.journal import Journal
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
 
 IMAGE = {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}}
@@ -143,8 +144,7 @@ async def test_cancelling_the_call_stops_polling_at_once_and_the_job_stays_resum
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "muapi_generate", stuck)
-            while sum(sandbox.muapi.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.muapi.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.muapi.polls.values())
         for _ in range(5):
@@ -295,8 +295,7 @@ async def test_the_server_keeps_answering_ping_and_other_calls_while_a_job_is_po
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "muapi_generate", stuck)
-                while sum(sandbox.muapi.polls.values()) < 1:
-                    await anyio.sleep(0)
+                await eventually(lambda: sum(sandbox.muapi.polls.values()) >= 1)
                 await client.send_ping()
                 balance = await client.call_tool("muapi_get_balance", {})
                 tg.cancel_scope.cancel()

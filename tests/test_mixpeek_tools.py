@@ -19,6 +19,7 @@ from mediamux.jobs.mixpeek import summarize
 from mediamux.providers.mixpeek import Task, normalize_status, parse_features, parse_search
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
 
 DEMO = "https://mixpeek-public-demo.s3.us-east-2.amazonaws.com/starter/aussie_agility.mp4"
@@ -284,8 +285,7 @@ async def test_cancelling_the_call_stops_polling_at_once_and_the_task_stays_resu
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "mixpeek_index_url", index_args(wait_s=600))
-            while sum(sandbox.mixpeek.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.mixpeek.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.mixpeek.polls.values())
         for _ in range(5):

@@ -28,6 +28,7 @@ from mediamux.providers.errors import NotFound
 from mediamux.sandbox import Sandbox
 from mediamux.sandbox.media import mp4_bytes, png_bytes, png_stripes_bytes, wav_sequence_bytes
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 
 # "echo" (440 Hz) for 1 s, half a second of silence, "charlie" (250 Hz) for 1 s, half a second of silence.
 SPEECH_WAV = wav_sequence_bytes([(1.0, 440.0), (0.5, None), (1.0, 250.0), (0.5, None)])
@@ -589,8 +590,7 @@ async def test_cancelling_a_job_wait_stops_polling_at_once_and_the_job_stays_res
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "museai_transcribe", args)
-            while sum(sandbox.museai.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.museai.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.museai.polls.values())
         for _ in range(5):
@@ -845,9 +845,7 @@ async def test_resource_updated_is_sent_when_a_cut_clip_finishes_ingesting_after
         clip = await ok(client, "museai_cut_clip", {"svid": source["svid"], "start": 0, "end": 1})
         assert clip["ingesting"] is True
         uri = f"museai://videos/{clip['svid']}"
-        with anyio.fail_after(10):
-            while sandbox.museai.faults.parked < 1:
-                await anyio.sleep(0)
+        await eventually(lambda: sandbox.museai.faults.parked >= 1, clock=clock)
         await feed.subscribe(uri)
         assert ("updated", uri) not in feed.seen
 

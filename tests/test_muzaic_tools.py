@@ -16,6 +16,7 @@ from mcp import Client
 from mediamux.clock import FakeClock
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
 
 
@@ -220,8 +221,7 @@ async def test_cancelling_the_call_during_a_long_render_loses_nothing(
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "muzaic_generate_music", {"duration": 20, "wait_s": 600})
-                while sandbox.muzaic.parked < 1:
-                    await anyio.sleep(0)
+                await eventually(lambda: sandbox.muzaic.parked >= 1)
                 tg.cancel_scope.cancel()
         # The render was not abandoned with the call: it finishes and is recorded.
         sandbox.muzaic.hold.set()
