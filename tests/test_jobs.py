@@ -19,6 +19,8 @@ from mediamux.server.app import MediamuxServer
 from tests.support import eventually
 from tests.test_muapi_tools import call, text
 
+pytestmark = pytest.mark.providers("muapi")
+
 IMAGE = {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}}
 VIDEO = {"endpoint": "kling-v2.1-master-t2v", "params": {"prompt": "rain on a window", "duration": 5}}
 
@@ -29,6 +31,7 @@ async def costs(client: Client) -> dict[str, Any]:
     return dict(json.loads(read.contents[0].text))
 
 
+@pytest.mark.both_eras
 async def test_a_job_that_outlives_its_wait_budget_returns_running_with_a_job_id_not_an_error(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -88,6 +91,7 @@ async def test_an_identical_paid_call_within_the_window_returns_the_same_job_wit
     assert (await costs(client))["session"]["usd"] == pytest.approx(0.006)
 
 
+@pytest.mark.both_eras
 async def test_two_identical_calls_in_flight_at_once_create_exactly_one_job(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -136,6 +140,7 @@ async def test_budget_refuses_new_paid_work_once_reached_and_names_the_figures(
     assert sandbox.muapi.submissions == 2
 
 
+@pytest.mark.both_eras
 async def test_cancelling_the_call_stops_polling_at_once_and_the_job_stays_resumable(
     client: Client, sandbox: Sandbox, clock: FakeClock
 ) -> None:
@@ -205,6 +210,7 @@ async def test_a_refused_submission_does_not_block_a_retry(client: Client, sandb
     assert sandbox.muapi.submissions == 1
 
 
+@pytest.mark.both_eras
 async def test_jobs_tools_report_unknown_and_malformed_ids_clearly(client: Client) -> None:
     unknown = await call(client, "jobs_get", {"job_id": "job_doesnotexist"})
     malformed = await call(client, "jobs_wait", {"job_id": "../../etc"})
@@ -225,6 +231,7 @@ async def test_jobs_list_filters_by_status_and_provider(client: Client) -> None:
     assert len(active) == 1 and len(done["jobs"]) == 1 and other == []
 
 
+@pytest.mark.both_eras
 async def test_job_resources_list_and_read_jobs(client: Client) -> None:
     done = (await call(client, "muapi_generate", IMAGE)).structured_content
 
@@ -266,6 +273,7 @@ class StallingDriver:
         return outcome
 
 
+@pytest.mark.unit
 async def test_progress_keeps_arriving_while_a_poll_stalls(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     engine = JobEngine(journal, clock=FakeClock(), heartbeat_s=0.01)
@@ -334,6 +342,7 @@ class BrokenAnswerDriver(StallingDriver):
         raise RuntimeError("could not parse")  # the provider answered; we failed to read it
 
 
+@pytest.mark.unit
 async def test_an_unreadable_submission_answer_is_recorded_as_possibly_charged(tmp_path: Path) -> None:
     from mediamux.providers.errors import ProviderResponseError
 
@@ -369,6 +378,7 @@ async def test_a_slow_output_download_does_not_hold_the_call_past_its_budget(
     assert done.structured_content["note"] is None
 
 
+@pytest.mark.both_eras
 async def test_progress_only_increases_and_never_passes_its_total_across_two_uploads(
     client: Client, files_dir: Path
 ) -> None:

@@ -1,5 +1,8 @@
-"""Every Mixpeek tool through the real server and the in-memory MCP client, in both protocol eras,
-against the Mixpeek emulator (which was written from the documents, independently of the client)."""
+"""Every Mixpeek tool through the real server and the in-memory MCP client, against the Mixpeek
+emulator (which was written from the documents, independently of the client).
+
+Tool behaviour is checked in one protocol era; progress, cancellation and resources are marked ``both_eras``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.support import eventually
 from tests.test_muapi_tools import call, text
+
+pytestmark = pytest.mark.providers("mixpeek")
 
 DEMO = "https://mixpeek-public-demo.s3.us-east-2.amazonaws.com/starter/aussie_agility.mp4"
 CITY = "https://media.example.com/videos/city_night_walk.mp4"
@@ -61,6 +66,7 @@ def duration_of(sandbox: Sandbox, asset_id: str) -> float:
 # -- indexing ----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_features_summary(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -149,6 +155,7 @@ async def test_bad_index_arguments_are_refused_before_any_upstream_call(
     assert sandbox.mixpeek.requests == []
 
 
+@pytest.mark.both_eras
 async def test_index_file_streams_the_upload_with_json_encoded_fields_and_indexes_it(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:
@@ -277,6 +284,7 @@ async def test_cancel_task_kills_a_running_task_and_the_job_ends_with_the_reason
     assert not again.is_error and again.structured_content["message"] == "Task already finished"
 
 
+@pytest.mark.both_eras
 async def test_cancelling_the_call_stops_polling_at_once_and_the_task_stays_resumable(
     client: Client, sandbox: Sandbox, clock: FakeClock
 ) -> None:
@@ -357,6 +365,7 @@ async def test_features_of_an_unknown_asset_are_not_found(client: Client) -> Non
     assert result.is_error and result.meta["mediamux/error"]["class"] == "not_found"
 
 
+@pytest.mark.both_eras
 async def test_the_asset_resource_serves_the_normalised_features(client: Client, sandbox: Sandbox) -> None:
     done = await indexed(client)
     asset_id = done["result"]["asset_id"]

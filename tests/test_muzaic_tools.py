@@ -1,4 +1,4 @@
-"""Muzaic tools through the real server, in both protocol eras, against the Muzaic emulator."""
+"""Muzaic tools through the real server against the Muzaic emulator, in one protocol era (prompts in both)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.support import eventually
 from tests.test_muapi_tools import call, text
+
+pytestmark = pytest.mark.providers("muzaic")
 
 
 def wav_seconds(path: str) -> float:
@@ -256,6 +258,8 @@ async def test_an_identical_generation_is_not_paid_twice(client: Client, sandbox
     assert sandbox.muzaic.generations == 1
 
 
+@pytest.mark.providers("muzaic", "museai", "mixpeek", "muapi")  # every prompt is registered
+@pytest.mark.both_eras
 async def test_prompts_guide_multi_provider_workflows(client: Client) -> None:
     with anyio.fail_after(10):
         names = {p.name for p in (await client.list_prompts()).prompts}
