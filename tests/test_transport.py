@@ -14,7 +14,7 @@ import random
 import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -804,12 +804,13 @@ def in_flight(transport: Transport) -> int:
     return len(pool._requests)
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening: bound, then released."""
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening. It stays bound (without listening) while in use, so
+    no server started meanwhile — this test's emulator, another pytest-xdist worker's — can take it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+        yield sock.getsockname()[1]
 
 
 def posts(emu: MuapiEmulator) -> int:
@@ -921,8 +922,7 @@ async def test_loopback_a_submission_is_never_duplicated_under_a_fault(
 async def test_loopback_a_submission_to_a_closed_port_is_retried_and_never_reaches_the_provider(
     emu: MuapiEmulator, clock: FakeClock
 ) -> None:
-    port = closed_port()
-    with anyio.fail_after(BOUND_S):
+    with closed_port() as port, anyio.fail_after(BOUND_S):
         async with serve_on_loopback(emu.app) as url:
             emu.base_url = url
             transport = real_transport(f"http://127.0.0.1:{port}", clock)
