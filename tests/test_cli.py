@@ -54,6 +54,7 @@ def test_doctor_reports_an_unreachable_provider_and_exits_non_zero(
     assert "CANARY" not in out
 
 
+@pytest.mark.unit
 def test_jobs_command_says_when_there_is_no_journal(
     capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +64,7 @@ def test_jobs_command_says_when_there_is_no_journal(
     assert "no journal yet" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_a_configuration_error_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIAMUX_TOOLSETS", "vidz")
 

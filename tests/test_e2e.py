@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -56,10 +57,31 @@ def stdio_params(root: Path) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=serve_cmd()[1:], env=server_env(root), cwd=root)
 
 
+def ephemeral_low() -> int:
+    """The first port the kernel hands out for port 0 (Linux's default when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the ephemeral range, for a server that must be told its port.
+
+    A port the kernel picked for port 0 and that was then released can be handed out again to
+    anyone binding port 0 (every emulator, and other pytest-xdist workers do it all the time) before
+    the server binds it; the kernel never hands out ports below the range.
+    """
+    low = ephemeral_low()
+    candidates = range(max(1024, low - 12_000), low)
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port between {candidates.start} and {candidates.stop}")
 
 
 @dataclass

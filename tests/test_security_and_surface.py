@@ -51,6 +51,7 @@ def dump(result: Any) -> str:
     return json.dumps(result.model_dump(mode="json"), default=str)
 
 
+@pytest.mark.both_eras
 async def test_keys_appear_in_no_result_error_resource_log_or_repr(
     live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink, era: str, files_dir: Path
 ) -> None:
@@ -114,6 +115,7 @@ async def test_a_rejected_key_is_not_repeated_back(home: Path, clock: FakeClock,
     assert not [line for line in log_sink.lines if CANARY in line]
 
 
+@pytest.mark.unit
 def test_log_redaction_masks_secrets_in_messages_arguments_and_tracebacks() -> None:
     records: list[str] = []
 
@@ -138,6 +140,7 @@ def test_log_redaction_masks_secrets_in_messages_arguments_and_tracebacks() -> N
     assert "[redacted]" in records[0]
 
 
+@pytest.mark.unit
 def test_configure_logging_writes_to_stderr_only(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -192,6 +195,7 @@ async def test_tool_descriptions_are_short_declarative_and_say_what_they_cost(
         assert re.search(r"\b(free|paid|costs?|spends?|charged?)\b", description, re.IGNORECASE), tool.name
 
 
+@pytest.mark.providers("muapi")
 async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_even_when_named(
     make_server: Callable[..., MediamuxServer], sandbox: Any
 ) -> None:
@@ -222,6 +226,7 @@ async def test_toolsets_select_what_is_registered(make_server: Callable[..., Med
     assert only_jobs == {"jobs_wait", "jobs_get", "jobs_list", "jobs_cancel", "jobs_costs"}
 
 
+@pytest.mark.unit
 def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_provider(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -237,6 +242,7 @@ def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_pro
     ]
 
 
+@pytest.mark.unit
 def test_an_unknown_toolset_name_is_a_clear_configuration_error(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -244,6 +250,7 @@ def test_an_unknown_toolset_name_is_a_clear_configuration_error(
         make_settings(MEDIAMUX_TOOLSETS="muapi,vidz")
 
 
+@pytest.mark.unit
 def test_keys_are_secret_in_settings(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(MUAPI_API_KEY=CANARY)
 
@@ -251,6 +258,7 @@ def test_keys_are_secret_in_settings(make_settings: Callable[..., Settings]) -> 
     assert settings.secrets() == [CANARY]
 
 
+@pytest.mark.providers("muapi")
 @pytest.mark.parametrize(
     "name",
     [".env", ".git/config", "notes.txt", "id_rsa", "secrets/.hidden.png"],
@@ -271,6 +279,7 @@ async def test_uploads_refuse_hidden_and_non_media_files_inside_allowed_folders(
     assert sandbox.muapi.requests == []
 
 
+@pytest.mark.providers("muapi")
 async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
     make_server: Callable[..., MediamuxServer], sandbox: Any, home: Path
 ) -> None:

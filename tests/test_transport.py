@@ -14,7 +14,7 @@ import random
 import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -163,6 +163,7 @@ async def mocked() -> AsyncIterator[Callable[..., Mocked]]:
 # Retry budget, classification and jitter (checklist 10) -------------------------------------------------
 
 
+@pytest.mark.unit
 async def test_persistent_503_on_a_get_makes_exactly_max_attempts_requests_with_jittered_backoff(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -193,6 +194,7 @@ async def test_persistent_503_on_a_get_makes_exactly_max_attempts_requests_with_
     assert "try again later" in str(error)
 
 
+@pytest.mark.unit
 async def test_retries_stop_before_max_attempts_when_the_next_wait_would_overrun_the_total_budget(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -207,6 +209,7 @@ async def test_retries_stop_before_max_attempts_when_the_next_wait_would_overrun
     assert m.seen[-1].at - m.seen[0].at <= config.max_total_s
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "kind", "error_class", "remedy"),
     [
@@ -240,6 +243,7 @@ async def test_a_client_error_on_a_get_is_not_retried_and_names_provider_operati
 # Retry-After (checklist 9) --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_seconds_makes_the_next_attempt_exactly_that_many_fake_seconds_later(
     mocked: Callable[..., Mocked], status: int
@@ -257,6 +261,7 @@ async def test_retry_after_seconds_makes_the_next_attempt_exactly_that_many_fake
     assert m.seen[1].at - m.seen[0].at == 7.0
 
 
+@pytest.mark.unit
 async def test_retry_after_as_an_http_date_seven_seconds_ahead_waits_seven_fake_seconds(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -276,6 +281,7 @@ async def test_retry_after_as_an_http_date_seven_seconds_ahead_waits_seven_fake_
     assert m.seen[1].at - m.seen[0].at == 7.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "value",
     ["-10", "", "   ", "soon", "99999999999999999999", "1e3", "7s", "Wed, 32 Foo 2026 00:00:00 GMT"],
@@ -301,6 +307,7 @@ def _past_http_date() -> str:
     return "Wed, 31 Dec 2025 23:59:53 GMT"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["0", _past_http_date()])
 async def test_a_zero_or_past_retry_after_falls_back_to_backoff_instead_of_hammering(
     mocked: Callable[..., Mocked], value: str
@@ -317,6 +324,7 @@ async def test_a_zero_or_past_retry_after_falls_back_to_backoff_instead_of_hamme
     assert low <= m.clock.sleeps[0] <= high
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("value", "seconds"), [("3600", 3600.0), ("61", 61.0)])
 async def test_a_retry_after_beyond_the_cap_raises_rate_limited_at_once_without_sleeping(
     mocked: Callable[..., Mocked], value: str, seconds: float
@@ -340,6 +348,7 @@ async def test_a_retry_after_beyond_the_cap_raises_rate_limited_at_once_without_
 NOW = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -373,6 +382,7 @@ def test_parse_retry_after_reads_delta_seconds_and_http_dates_and_rejects_everyt
 # Paid submissions: retried only when provably not sent (checklist 1-3) -----------------------------------
 
 
+@pytest.mark.unit
 async def test_a_submission_answered_with_503_is_not_resent_and_is_flagged_maybe_sent(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -389,6 +399,7 @@ async def test_a_submission_answered_with_503_is_not_resent_and_is_flagged_maybe
     assert "MuAPI generate" in str(caught.value)
 
 
+@pytest.mark.unit
 async def test_a_submission_whose_connection_could_not_be_opened_is_retried_until_it_gets_through(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -403,6 +414,7 @@ async def test_a_submission_whose_connection_could_not_be_opened_is_retried_unti
     assert len(m.clock.sleeps) == 2
 
 
+@pytest.mark.unit
 async def test_a_submission_that_can_never_connect_gives_up_after_max_attempts_as_not_sent(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -416,6 +428,7 @@ async def test_a_submission_that_can_never_connect_gives_up_after_max_attempts_a
     assert "MuAPI generate: could not connect to api.muapi.ai" in str(caught.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("failure", "kind", "error_class"),
     [
@@ -441,6 +454,7 @@ async def test_a_submission_lost_after_sending_is_not_resent_and_is_flagged_mayb
     assert str(caught.value).startswith("MuAPI generate: ")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "failure",
     [
@@ -469,6 +483,7 @@ async def test_a_get_whose_connection_failed_is_retried_and_succeeds(
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Oops</title></head><body><h1>Bad gateway</h1></body></html>"
 
 
+@pytest.mark.unit
 async def test_an_html_page_answered_with_200_is_described_not_quoted(mocked: Callable[..., Mocked]) -> None:
     m = mocked(scripted(httpx2.Response(200, content=HTML_PAGE, headers={"content-type": "text/html"})))
 
@@ -483,6 +498,7 @@ async def test_an_html_page_answered_with_200_is_described_not_quoted(mocked: Ca
     assert len(m.seen) == 1
 
 
+@pytest.mark.unit
 async def test_an_html_error_page_with_a_5xx_is_summarised_without_markup(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -502,6 +518,7 @@ async def _endless() -> AsyncIterator[bytes]:
         await anyio.lowlevel.checkpoint()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "endless-stream"])
 async def test_a_body_over_the_size_cap_is_refused_instead_of_read_to_the_end(
     mocked: Callable[..., Mocked], declared: bool
@@ -523,6 +540,7 @@ async def test_a_body_over_the_size_cap_is_refused_instead_of_read_to_the_end(
     assert len(m.seen) == 1
 
 
+@pytest.mark.unit
 async def test_the_size_cap_error_names_the_limit_that_was_applied(mocked: Callable[..., Mocked]) -> None:
     m = mocked(scripted(httpx2.Response(200, content=b"x" * 5 * 1024 * 1024)))
 
@@ -535,6 +553,7 @@ async def test_the_size_cap_error_names_the_limit_that_was_applied(mocked: Calla
     assert "1 MiB" in str(caught.value)
 
 
+@pytest.mark.unit
 async def test_a_body_with_a_corrupt_content_encoding_becomes_a_provider_error(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -550,6 +569,7 @@ async def test_a_body_with_a_corrupt_content_encoding_becomes_a_provider_error(
         await m.muapi.balance()
 
 
+@pytest.mark.unit
 async def test_fastapi_validation_details_are_flattened_into_field_and_message(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -595,6 +615,7 @@ def echoing(status: int, shape: str) -> Handler:
     return handler
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("shape", ["detail", "detail-list", "error-object", "plain-text"])
 @pytest.mark.parametrize("status", [400, 401, 500])
 @pytest.mark.parametrize("operation", ["balance", "submit"])
@@ -642,6 +663,7 @@ def redirect_once(status: int, location: str, final: httpx2.Response) -> Handler
     return scripted(httpx2.Response(status, headers={"Location": location}), final)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", OFF_ORIGIN)
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 async def test_a_get_redirected_to_another_origin_is_followed_without_the_api_key(
@@ -667,6 +689,7 @@ async def test_a_get_redirected_to_another_origin_is_followed_without_the_api_ke
     assert KEY not in str(second.url)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", SAME_ORIGIN)
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_a_same_origin_redirect_keeps_the_api_key(
@@ -682,6 +705,7 @@ async def test_a_same_origin_redirect_keeps_the_api_key(
     assert m.seen[1].headers["x-api-key"] == KEY
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", OFF_ORIGIN)
 @pytest.mark.parametrize(
     "status",
@@ -710,6 +734,7 @@ async def test_a_submission_redirected_to_another_origin_is_refused_without_a_se
 # Missing credentials ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("api_key", [None, SecretStr("")], ids=["unset", "empty"])
 async def test_a_missing_api_key_raises_missing_credentials_naming_the_variable_before_any_request(
     mocked: Callable[..., Mocked], api_key: SecretStr | None
@@ -779,12 +804,13 @@ def in_flight(transport: Transport) -> int:
     return len(pool._requests)
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening: bound, then released."""
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening. It stays bound (without listening) while in use, so
+    no server started meanwhile — this test's emulator, another pytest-xdist worker's — can take it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+        yield sock.getsockname()[1]
 
 
 def posts(emu: MuapiEmulator) -> int:
@@ -896,8 +922,7 @@ async def test_loopback_a_submission_is_never_duplicated_under_a_fault(
 async def test_loopback_a_submission_to_a_closed_port_is_retried_and_never_reaches_the_provider(
     emu: MuapiEmulator, clock: FakeClock
 ) -> None:
-    port = closed_port()
-    with anyio.fail_after(BOUND_S):
+    with closed_port() as port, anyio.fail_after(BOUND_S):
         async with serve_on_loopback(emu.app) as url:
             emu.base_url = url
             transport = real_transport(f"http://127.0.0.1:{port}", clock)
@@ -938,6 +963,7 @@ async def test_loopback_an_empty_wallet_gives_insufficient_credits_and_creates_n
     assert clock.sleeps == []
 
 
+@pytest.mark.unit
 async def test_a_tls_verification_failure_is_reported_once_and_not_retried(
     mocked: Callable[..., Mocked],
 ) -> None:
