@@ -240,6 +240,14 @@ class Journal:
         self, entry_id: str, *, provider: str, operation: str, session_id: str, cost: Cost, ts: float
     ) -> None:
         """Upsert the charge for one job (or one non-job request): re-polls replace, never add."""
+        # Cost already refuses these; the ledger re-checks because one -inf or NaN stored here makes
+        # every later total non-finite or NULL, and a negative one lowers spend below what was paid.
+        cost = cost.model_copy(
+            update={
+                k: v if v is None or 0 <= v < float("inf") else None
+                for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
+            }
+        )
         if cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mediamux.providers._util import number
-from mediamux.providers.cost import Cost
+from mediamux.providers.cost import Cost, reported_amount
 from mediamux.providers.transport import Retry, Transport
 
 # Long tracks come back as base64 in one JSON body (~35 MiB for 20 minutes of 192 kbps MP3).
@@ -251,7 +251,7 @@ class MuzaicClient:
             hash=str(data.get("hash") or data.get("soundtrackHash") or "") or None,
             region_hashes=_region_hashes(data),
             audio_duration_s=number(data.get("audioDuration", data.get("duration"))),
-            tokens_used=number(data.get("tokensUsed")),
+            tokens_used=reported_amount(data.get("tokensUsed"), "tokensUsed", "Muzaic"),
             status=[
                 self.t.scrub(str(s), 200) for s in (status if isinstance(status, list) else [status]) if s
             ],
