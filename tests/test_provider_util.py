@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 
 from mediamux.providers._util import Tolerant, number, path_segment
 from mediamux.providers.errors import InvalidRequest
@@ -122,3 +123,61 @@ def test_tolerant_models_keep_fields_a_provider_adds_later() -> None:
         id: str
 
     assert Thing.model_validate({"id": "x", "new_field": 1}).model_extra == {"new_field": 1}
+
+
+# -- MuAPI's own paths are not model endpoints ----------------------------------------------------------
+
+RESERVED = {
+    "keys": "muapi_create_key",
+    "KEYS": "muapi_create_key",
+    "Keys/7": "muapi_delete_key",
+    "account/balance": "muapi_get_balance",
+    "account/topup": "muapi_topup",
+    "balance": "muapi_get_balance",
+    "topup": "muapi_topup",
+    "payments": "muapi_topup",
+    "upload_file": "muapi_upload_file",
+    "get_upload_url": "muapi_upload_file",
+    "predictions/abc123/result": "muapi_get_result",
+    "models": "muapi_list_models",
+    "models/flux-dev-image/estimate-cost": "muapi_get_model",
+    "auth/keys": "mediamux does not",
+    "workflow/1/run": "mediamux does not",
+}
+
+
+@pytest.mark.parametrize(("endpoint", "instead"), RESERVED.items(), ids=list(RESERVED))
+async def test_a_muapi_account_or_api_path_is_refused_as_a_model_endpoint_before_any_request(
+    endpoint: str, instead: str
+) -> None:
+    seen: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json={"request_id": "r1", "id": 1, "api_key": "new-key"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(record)) as http:
+        muapi = MuapiClient(
+            Transport(
+                provider="muapi",
+                base_url="https://api.muapi.ai/api/v1",
+                hints=ProviderHints(title="MuAPI", key_env="MUAPI_API_KEY"),
+                auth_header="x-api-key",
+                api_key=SecretStr("k" * 20),
+                client=http,
+            )
+        )
+        with pytest.raises(InvalidRequest) as caught:
+            await muapi.submit(endpoint, {"name": "x"})
+
+    assert seen == []
+    message = str(caught.value)
+    assert message.startswith("MuAPI generate: ") and "is not a model endpoint" in message
+    assert instead in message
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["flux-dev-image", "mmaudio-v2/text-to-audio", "kling-v2.1-master-t2v", "keys-art"]
+)
+def test_model_endpoints_that_merely_resemble_reserved_words_are_accepted(endpoint: str) -> None:
+    assert MuapiClient.check_endpoint(endpoint) == endpoint

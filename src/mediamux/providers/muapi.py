@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -22,6 +22,36 @@ from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import ProviderResponse, Retry, Transport
 
 ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+_NOT_EXPOSED = "mediamux does not expose it"
+# MuAPI serves its own account and API under the same prefix as the models, so an "endpoint" that
+# names one of them would call it with the caller's params: "keys" created an API key, and
+# "account/topup" would open a checkout. No model is named like these (first path segment,
+# compared case-insensitively), and each that matters has a tool of its own, named here.
+RESERVED_ENDPOINTS: Final[dict[str, tuple[str, str]]] = {
+    "keys": ("API-key management", "muapi_list_keys, muapi_create_key or muapi_delete_key"),
+    "account": ("account", "muapi_get_balance or muapi_topup"),
+    "balance": ("account balance", "muapi_get_balance"),
+    "billing": ("billing", "muapi_get_balance or muapi_topup"),
+    "topup": ("top-up", "muapi_topup"),
+    "payments": ("payments", "muapi_topup"),
+    "upload_file": ("file upload", "muapi_upload_file"),
+    "upload": ("file upload", "muapi_upload_file"),
+    "uploads": ("file upload", "muapi_upload_file"),
+    "get_upload_url": ("file upload", "muapi_upload_file"),
+    "predictions": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "prediction": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "result": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "results": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "models": ("model catalogue", "muapi_list_models or muapi_get_model"),
+    "auth": ("sign-in", _NOT_EXPOSED),
+    "workflow": ("workflow", _NOT_EXPOSED),
+    "workflows": ("workflow", _NOT_EXPOSED),
+    "creative-agent": ("Design Agent", _NOT_EXPOSED),
+    "jobs": ("Design Agent", _NOT_EXPOSED),
+    "webhooks": ("webhook", _NOT_EXPOSED),
+    "mcp": ("hosted MCP", _NOT_EXPOSED),
+}
 
 
 class Submission(Tolerant):
@@ -207,6 +237,16 @@ class MuapiClient:
             raise InvalidRequest(
                 f"MuAPI {operation}: {endpoint!r} is not a model endpoint slug (letters, digits, '.', '_', '-', "
                 "'/' between parts, e.g. 'flux-dev-image'); use muapi_list_models to find one",
+                provider="muapi",
+                operation=operation,
+            )
+        reserved = RESERVED_ENDPOINTS.get(endpoint.split("/", 1)[0].lower())
+        if reserved is not None:
+            what, instead = reserved
+            advice = instead if instead == _NOT_EXPOSED else f"use {instead} instead"
+            raise InvalidRequest(
+                f"MuAPI {operation}: {endpoint!r} is not a model endpoint but MuAPI's own {what} API; "
+                f"{advice} (muapi_list_models lists the models)",
                 provider="muapi",
                 operation=operation,
             )
