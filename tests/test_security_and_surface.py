@@ -21,6 +21,7 @@ from mediamux.server.app import MediamuxServer, build_server
 from mediamux.server.logs import RedactSecrets, configure_logging
 from tests.conftest import FAST_RETRY, LogSink
 from tests.test_muapi_tools import call, text
+from tests.test_transport import RedirectPolls, internal_service
 
 CANARY = "CANARY-muapi-7f3a9c2e41"
 TOKEN_CANARY = "CANARY-http-token-55aa"
@@ -284,3 +285,38 @@ async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
     assert refused.is_error and "state folder" in text(refused)
     assert not allowed.is_error, text(allowed)
     assert [p for _, p in sandbox.muapi.requests] == ["/api/v1/upload_file"]
+
+
+@pytest.mark.faults
+async def test_a_result_poll_redirected_to_an_internal_service_shows_the_model_nothing_of_it(
+    home: Path, files_dir: Path, clock: FakeClock
+) -> None:
+    emulator = MuapiEmulator(now=clock.monotonic)
+    try:
+        async with internal_service() as (internal_url, asked):
+            front = RedirectPolls(emulator.app, lambda _path: f"{internal_url}/admin/status")
+            async with serve_on_loopback(front) as url:
+                emulator.base_url = url
+                settings = Settings(
+                    MUAPI_API_KEY="sandbox-muapi-key",
+                    MUAPI_BASE_URL=f"{url}/api/v1",
+                    MEDIAMUX_HOME=str(home),
+                    MEDIAMUX_ALLOWED_DIRS=str(files_dir),
+                )
+                async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+                    generated = await call(
+                        client,
+                        "muapi_generate",
+                        {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}},
+                    )
+                    request_id = generated.structured_content["provider_job_id"]
+                    polled = await call(client, "muapi_get_result", {"request_id": request_id})
+    finally:
+        emulator.close()
+
+    assert asked == []
+    assert polled.is_error and "redirected the request to another host" in text(polled)
+    # The job is not failed by a refused poll: it is still there to be resumed once the provider behaves.
+    assert generated.structured_content["status"] in ("queued", "running")
+    for result in (generated, polled):
+        assert "INTERNAL-ONLY" not in dump(result)

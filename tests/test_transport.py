@@ -644,27 +644,23 @@ def redirect_once(status: int, location: str, final: httpx2.Response) -> Handler
 
 @pytest.mark.parametrize("location", OFF_ORIGIN)
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-async def test_a_get_redirected_to_another_origin_is_followed_without_the_api_key(
+async def test_a_get_redirected_to_another_origin_is_refused_without_a_second_request(
     mocked: Callable[..., Mocked], status: int, location: str
 ) -> None:
     m = mocked(redirect_once(status, location, httpx2.Response(200, json=OK_BALANCE)))
 
-    with anyio.fail_after(BOUND_S):
+    with anyio.fail_after(BOUND_S), pytest.raises(ProviderResponseError) as caught:
         await m.muapi.balance()
 
-    assert len(m.seen) == 2
-    first, second = m.seen
-    assert first.headers["x-api-key"] == KEY
-    assert second.method == "GET"
-    assert (second.url.scheme, second.url.host, second.url.port) != (
-        first.url.scheme,
-        first.url.host,
-        first.url.port,
+    assert len(m.seen) == 1  # the other origin was never asked, with or without the key
+    assert m.seen[0].headers["x-api-key"] == KEY
+    assert caught.value.error_class == "provider_error"
+    assert caught.value.maybe_sent is False  # a read: nothing was acted upon
+    assert str(caught.value).startswith(
+        "MuAPI get_balance: the provider redirected the request to another host"
     )
-    assert "x-api-key" not in second.headers
-    assert all(KEY not in value for value in second.headers.values())
-    assert all(KEY.encode() not in value for _name, value in second.headers.raw)
-    assert KEY not in str(second.url)
+    assert "other.test" not in str(caught.value)
+    assert m.clock.sleeps == []  # an answer, not a transient failure: not retried
 
 
 @pytest.mark.parametrize("location", SAME_ORIGIN)
@@ -957,3 +953,104 @@ async def test_a_tls_verification_failure_is_reported_once_and_not_retried(
     assert len(m.seen) == 1
     assert "TLS verification of api.muapi.ai failed" in str(caught.value)
     assert m.clock.sleeps == []
+
+
+# Redirects on real sockets: the sandbox's own origin is loopback http, like an internal service's ----------
+
+
+class RedirectPolls:
+    """In front of the emulator: a result poll (without a query) is answered 302 to ``location(path)``."""
+
+    def __init__(self, app: Any, location: Callable[[str], str]) -> None:
+        self.app = app
+        self.location = location
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/result") and not scope["query_string"]:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 302,
+                    "headers": [
+                        (b"location", self.location(scope["path"]).encode()),
+                        (b"content-length", b"0"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+INTERNAL_BODY = {"id": "x", "status": "completed", "outputs": ["INTERNAL-ONLY: db password hunter2"]}
+
+
+@asynccontextmanager
+async def internal_service() -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback service nobody outside this machine should read: (its URL, the paths it was asked for)."""
+    asked: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        asked.append(scope["path"])
+        body = json.dumps(INTERNAL_BODY).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async with serve_on_loopback(app) as url:
+        yield url, asked
+
+
+@pytest.mark.faults
+async def test_loopback_a_poll_redirected_to_an_internal_service_is_refused_and_the_service_never_asked(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    with anyio.fail_after(BOUND_S):
+        async with internal_service() as (internal_url, asked):
+            front = RedirectPolls(emu.app, lambda _path: f"{internal_url}/admin/status")
+            async with serve_on_loopback(front) as url:
+                emu.base_url = url
+                transport = real_transport(url, clock)
+                try:
+                    muapi = MuapiClient(transport)
+                    submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+                    with pytest.raises(ProviderResponseError) as caught:
+                        await muapi.get_result(submission.request_id)
+                finally:
+                    await transport.aclose()
+
+    assert asked == []
+    assert "INTERNAL-ONLY" not in everything_about(caught.value)
+    assert internal_url.split("//")[1] not in str(caught.value)
+    assert "redirected the request to another host" in str(caught.value)
+    assert clock.sleeps == []
+
+
+async def test_loopback_a_poll_redirected_within_the_providers_own_origin_is_followed_with_the_key(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    with anyio.fail_after(BOUND_S):
+        front = RedirectPolls(emu.app, lambda path: f"{path}?moved=1")
+        async with serve_on_loopback(front) as url:
+            emu.base_url = url
+            transport = real_transport(url, clock)
+            try:
+                muapi = MuapiClient(transport)
+                submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+                prediction = await muapi.get_result(submission.request_id)
+            finally:
+                await transport.aclose()
+
+    # Only the redirected request reaches the emulator, which answers it only with the key.
+    assert prediction.id == submission.request_id
+    assert ("GET", f"/api/v1/predictions/{submission.request_id}/result") in emu.requests

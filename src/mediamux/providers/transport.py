@@ -336,18 +336,35 @@ class Transport:
         timeout = httpx2.Timeout(read_timeout, connect=10.0) if read_timeout else None
         if params:
             current = current.copy_merge_params({k: v for k, v in params.items() if v is not None})
-        # Judged on the method the caller asked for: a POST that a 302/303 turns into a GET must
-        # still never land on another host and pass its answer off as the provider's.
+        # Redirects are followed within the provider's own origin only, never to another one, for
+        # any method. Vetting the target the way output downloads are vetted (no loopback, private
+        # or link-local address, https only) was the alternative, and it would still be wrong here:
+        # the key is never sent to another origin, so whatever answers there cannot be the
+        # provider's authenticated answer, only a stranger's text passed off as it (a poll once
+        # showed an internal service's body to the model). None of the four APIs documents a
+        # redirect to another host, and media on a CDN is fetched by the downloader, with its own
+        # checks. The provider's own origin needs no address rule: the operator configured it, and
+        # in sandbox mode it is plain http on loopback.
         original_method = method
-        for _hop in range(4):
+        for hop in range(4):
             same_origin = origin(current) == self._origin
-            if not same_origin and original_method not in ("GET", "HEAD"):
+            if not same_origin and (hop > 0 or original_method not in ("GET", "HEAD")):
+                logger.warning(
+                    "%s %s: refused a redirect to %s (only %s is followed)",
+                    self.provider,
+                    operation,
+                    origin(current),
+                    self._origin,
+                )
                 raise ProviderResponseError(
-                    f"{self.hints.title} {operation}: the provider redirected a {original_method} to another "
-                    "host; refusing to follow it",
+                    f"{self.hints.title} {operation}: the provider redirected the request to another host; "
+                    "refusing to follow it (only redirects within the provider's own address are followed). "
+                    "Check the base URL, or try again later",
                     provider=self.provider,
                     operation=operation,
-                    maybe_sent=True,
+                    # Judged on the method the caller asked for: a POST turned into a GET by a
+                    # 302/303 had still reached the provider.
+                    maybe_sent=hop > 0 and original_method not in ("GET", "HEAD"),
                 )
             headers = self._headers(authenticated and same_origin)
             content: AsyncIterator[bytes] | None = None
