@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import socket
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ import pytest
 from pydantic import SecretStr
 
 from mediamux.clock import FakeClock
+from mediamux.deadlines import unbounded, within
 from mediamux.providers.errors import (
     AuthFailed,
     InsufficientCredits,
@@ -47,6 +49,7 @@ from mediamux.providers.transport import (
     Transport,
     parse_retry_after,
 )
+from mediamux.sandbox.faults import wait_unless_client_leaves
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.muapi import MuapiEmulator
 
@@ -1054,3 +1057,120 @@ async def test_loopback_a_poll_redirected_within_the_providers_own_origin_is_fol
     # Only the redirected request reaches the emulator, which answers it only with the key.
     assert prediction.id == submission.request_id
     assert ("GET", f"/api/v1/predictions/{submission.request_id}/result") in emu.requests
+
+
+# The call's time budget (mediamux.deadlines) bounds the whole request: attempts, backoff and body ---------
+
+BUDGET_S = 0.5
+SLACK_S = 1.0  # scheduling noise on a shared machine; the drip alone would take 200 s
+
+
+@asynccontextmanager
+async def dripping_provider() -> AsyncIterator[str]:
+    """A provider that answers 200 at once and then sends its body one byte every 2 s."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"id": "drip", "status": "processing", "pad": "x" * 60}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+
+        async def drip() -> None:
+            for i in range(len(body)):
+                await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
+                await anyio.sleep(2.0)
+
+        # Stops dripping once the client hangs up, so the server can shut down at once.
+        await wait_unless_client_leaves(receive, drip)
+
+    async with serve_on_loopback(app) as url:
+        yield url
+
+
+@pytest.mark.faults
+async def test_a_poll_whose_body_drips_ends_within_the_calls_budget_as_a_resumable_timeout(
+    clock: FakeClock,
+) -> None:
+    async with dripping_provider() as url:
+        # Per-read timeouts far above the drip interval: only the call's budget can stop this.
+        transport = real_transport(url, clock, httpx2.Timeout(30.0))
+        try:
+            started = time.monotonic()
+            with anyio.fail_after(BOUND_S), within(BUDGET_S), pytest.raises(ProviderTimeout) as caught:
+                await MuapiClient(transport).get_result("drip")
+            elapsed = time.monotonic() - started
+            assert in_flight(transport) == 0  # the half-read answer was abandoned, not leaked
+        finally:
+            await transport.aclose()
+
+    error = caught.value
+    assert BUDGET_S <= elapsed < BUDGET_S + SLACK_S
+    assert error.error_class == "timeout"
+    assert error.maybe_sent is False  # a read: nothing is lost by giving up on it
+    message = str(error)
+    assert message.startswith("MuAPI get_result: ")
+    assert "time budget ran out" in message and "nothing is lost" in message and "resumed" in message
+    assert clock.sleeps == []  # no retry inside a budget that is already spent
+
+
+@pytest.mark.faults
+async def test_a_submission_whose_answer_hangs_past_the_budget_may_have_been_sent(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    emu.faults.add(method="POST", path=r"/flux-schnell-image$", kind="hang", after_handler=True)
+
+    with anyio.fail_after(BOUND_S):
+        async with live(emu, clock, httpx2.Timeout(30.0)) as (muapi, transport):
+            with within(BUDGET_S), pytest.raises(ProviderTimeout) as caught:
+                await muapi.submit("flux-schnell-image", {"prompt": "x"})
+            assert in_flight(transport) == 0
+
+    error = caught.value
+    assert error.maybe_sent is True  # the provider did take it: the job exists upstream
+    assert emu.submissions == 1 and posts(emu) == 1
+    assert "time budget ran out" in str(error) and "may have reached" in str(error)
+    assert "nothing is lost" not in str(error)
+
+
+async def test_a_spent_budget_makes_no_request_at_all(mocked: Callable[..., Mocked]) -> None:
+    m = mocked(scripted(httpx2.Response(200, json=OK_BALANCE)))
+
+    with anyio.fail_after(BOUND_S), within(0), pytest.raises(ProviderTimeout) as caught:
+        await m.muapi.submit("flux-schnell-image", {"prompt": "x"})
+
+    assert m.seen == []
+    assert caught.value.maybe_sent is False
+    assert "nothing was sent" in str(caught.value)
+
+
+async def test_no_retry_is_started_that_the_budget_cannot_wait_for(mocked: Callable[..., Mocked]) -> None:
+    # The first backoff is at least 0.25 s (half of 0.5 s); a 0.1 s budget cannot wait for it.
+    m = mocked(scripted(httpx2.Response(503, json={"detail": "overloaded"})))
+
+    with anyio.fail_after(BOUND_S), within(0.1), pytest.raises(ServerError) as caught:
+        await m.muapi.balance()
+
+    assert len(m.seen) == 1
+    assert m.clock.sleeps == []
+    assert caught.value.status == 503  # the provider's own answer, which says more than "out of time"
+
+
+async def test_work_marked_unbounded_is_not_cut_short_by_the_callers_budget(
+    mocked: Callable[..., Mocked],
+) -> None:
+    m = mocked(scripted(httpx2.Response(503), httpx2.Response(200, json=OK_BALANCE)))
+
+    with anyio.fail_after(BOUND_S), within(0), unbounded():
+        balance, _cost = await m.muapi.balance()
+
+    assert balance.balance == 12.5
+    assert len(m.seen) == 2

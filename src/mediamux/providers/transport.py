@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx2
 from pydantic import SecretStr
 
+from mediamux import deadlines
 from mediamux.clock import Clock, SystemClock
 from mediamux.providers.errors import (
     MissingCredentials,
+    OutOfTime,
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
@@ -213,60 +216,72 @@ class Transport:
                 operation=operation,
             )
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
-        deadline = self.clock.monotonic() + self.retry.max_total_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._send_following_redirects(
-                    method,
-                    url,
-                    operation=operation,
-                    json_body=json_body,
-                    params=params,
-                    body=body,
-                    authenticated=authenticated,
-                    max_bytes=max_bytes,
-                    read_timeout=read_timeout,
-                )
-            except ProviderConnectionError as exc:
-                retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
-                delay = self._backoff(attempt)
-                if not retryable or not self._may_retry(attempt, delay, deadline):
-                    raise
-                logger.info(
-                    "%s %s: %s; retrying in %.1fs (attempt %d)",
-                    self.provider,
-                    operation,
-                    type(exc).__name__,
-                    delay,
-                    attempt,
-                )
-                await self.clock.sleep(delay)
-                continue
-
-            if response.status < 400 or response.status in ok_statuses:
-                return response
-
-            error = self.status_error(response, operation)
-            if retry is Retry.ALWAYS and (response.status == 429 or response.status >= 500):
-                hinted = error.retry_after_s
-                if hinted is not None and hinted > self.retry.retry_after_cap_s:
-                    raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
-                # "0" or a past date would mean hammering the provider: treat it as no hint.
-                delay = hinted if hinted is not None and hinted > 0 else self._backoff(attempt)
-                if self._may_retry(attempt, delay, deadline):
+        budget = deadlines.remaining()
+        # Whether the request may have reached the provider, should the budget end it mid-attempt.
+        maybe_sent = False
+        if budget is not None and budget <= 0:
+            raise self._out_of_time(operation, retry, maybe_sent)
+        # One bound around everything, retries, backoff and the body included: per-read timeouts
+        # cannot stop a body that trickles a byte every few seconds, and the caller's wait_s is a
+        # promise about the whole call. Without a budget (None) the scope never fires.
+        with anyio.move_on_after(budget):
+            deadline = self.clock.monotonic() + self.retry.max_total_s
+            attempt = 0
+            while True:
+                attempt += 1
+                maybe_sent = retry is not Retry.ALWAYS
+                try:
+                    response = await self._send_following_redirects(
+                        method,
+                        url,
+                        operation=operation,
+                        json_body=json_body,
+                        params=params,
+                        body=body,
+                        authenticated=authenticated,
+                        max_bytes=max_bytes,
+                        read_timeout=read_timeout,
+                    )
+                except ProviderConnectionError as exc:
+                    maybe_sent = maybe_sent and exc.maybe_sent
+                    retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
+                    delay = self._backoff(attempt)
+                    if not retryable or not self._may_retry(attempt, delay, deadline):
+                        raise
                     logger.info(
-                        "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
+                        "%s %s: %s; retrying in %.1fs (attempt %d)",
                         self.provider,
                         operation,
-                        response.status,
+                        type(exc).__name__,
                         delay,
                         attempt,
                     )
                     await self.clock.sleep(delay)
                     continue
-            raise error
+
+                if response.status < 400 or response.status in ok_statuses:
+                    return response
+
+                error = self.status_error(response, operation)
+                if retry is Retry.ALWAYS and (response.status == 429 or response.status >= 500):
+                    hinted = error.retry_after_s
+                    if hinted is not None and hinted > self.retry.retry_after_cap_s:
+                        raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
+                    # "0" or a past date would mean hammering the provider: treat it as no hint.
+                    delay = hinted if hinted is not None and hinted > 0 else self._backoff(attempt)
+                    if self._may_retry(attempt, delay, deadline):
+                        logger.info(
+                            "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
+                            self.provider,
+                            operation,
+                            response.status,
+                            delay,
+                            attempt,
+                        )
+                        await self.clock.sleep(delay)
+                        continue
+                raise error
+        raise self._out_of_time(operation, retry, maybe_sent)
 
     async def get_json(self, path: str, *, operation: str, params: Mapping[str, Any] | None = None) -> Any:
         response = await self.request("GET", path, operation=operation, retry=Retry.ALWAYS, params=params)
@@ -309,7 +324,25 @@ class Transport:
         return ceiling * (0.5 + self._rng.random() / 2)
 
     def _may_retry(self, attempt: int, delay: float, deadline: float) -> bool:
+        budget = deadlines.remaining()
+        # A retry the call's budget cannot wait for would only swap the provider's own answer, which
+        # says what went wrong, for "out of time", which does not.
+        if budget is not None and delay >= budget:
+            return False
         return attempt < self.retry.max_attempts and self.clock.monotonic() + delay <= deadline
+
+    def _out_of_time(self, operation: str, retry: Retry, maybe_sent: bool) -> OutOfTime:
+        what = "the call's time budget ran out before the provider finished answering"
+        if retry is Retry.ALWAYS:
+            advice = "nothing is lost: the job can be resumed (jobs_wait) or the request made again"
+        elif maybe_sent:
+            advice = "the request may have reached the provider; check before sending it again"
+        else:
+            what = "the call's time budget ran out before the request could be sent"
+            advice = "nothing was sent, so nothing is lost; call again with a larger wait_s"
+        error = self._failure(OutOfTime, operation, what, advice, maybe_sent=maybe_sent)
+        assert isinstance(error, OutOfTime)
+        return error
 
     def _headers(self, authenticated: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
