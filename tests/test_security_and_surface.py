@@ -21,7 +21,7 @@ from mediamux.server.app import MediamuxServer, build_server
 from mediamux.server.logs import RedactSecrets, configure_logging
 from tests.conftest import FAST_RETRY, LogSink
 from tests.test_muapi_tools import call, text
-from tests.test_transport import RedirectPolls, internal_service
+from tests.test_transport import RedirectPolls, echoes_of, internal_service, leaks
 
 CANARY = "CANARY-muapi-7f3a9c2e41"
 TOKEN_CANARY = "CANARY-http-token-55aa"
@@ -320,3 +320,59 @@ async def test_a_result_poll_redirected_to_an_internal_service_shows_the_model_n
     assert generated.structured_content["status"] in ("queued", "running")
     for result in (generated, polled):
         assert "INTERNAL-ONLY" not in dump(result)
+
+
+async def test_a_key_echoed_in_another_form_reaches_no_result_resource_or_log(
+    live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink
+) -> None:
+    emulator, settings = live_like
+    echoes = echoes_of(CANARY)
+    emulator.faults.add(
+        method="GET",
+        path=r"/account/balance",
+        kind="status",
+        status=500,
+        times=-1,
+        body={"detail": "upstream echoed your credentials: " + " | ".join(echoes.values())},
+    )
+    seen: list[str] = []
+    async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+        result = await call(client, "muapi_get_balance", {})
+        seen.append(dump(result))
+        with anyio.fail_after(10):
+            seen.append((await client.read_resource("mediamux://jobs")).model_dump_json())
+
+    assert result.is_error and "[redacted]" in text(result)
+    seen += log_sink.lines
+    assert [leaks(s, CANARY) for s in seen if leaks(s, CANARY)] == []
+
+
+@pytest.mark.parametrize("form", ["in-an-id", "upper", "base64"])
+async def test_a_provider_job_id_carrying_the_key_is_never_shown_and_the_job_is_not_silently_lost(
+    live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink, form: str
+) -> None:
+    emulator, settings = live_like
+    # The provider really takes the job (after_handler), then answers with an id built from the key.
+    emulator.faults.add(
+        method="POST",
+        path=r"/flux-schnell-image$",
+        kind="status",
+        status=200,
+        after_handler=True,
+        body={"request_id": echoes_of(CANARY)[form], "status": "processing"},
+    )
+    seen: list[str] = []
+    async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+        result = await call(
+            client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
+        )
+        seen.append(dump(result))
+        seen.append(dump(await call(client, "jobs_list", {})))
+        with anyio.fail_after(10):
+            seen.append((await client.read_resource("mediamux://jobs")).model_dump_json())
+
+    assert result.is_error
+    assert "contains the API key" in text(result) and "may have been" in text(result)
+    assert emulator.submissions == 1
+    seen += log_sink.lines
+    assert [leaks(s, CANARY) for s in seen if leaks(s, CANARY)] == []

@@ -7,10 +7,12 @@ backoff costs nothing; the only real waits are bounded socket operations, each u
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
 import random
+import re
 import socket
 import time
 import traceback
@@ -41,6 +43,7 @@ from mediamux.providers.errors import (
     RateLimited,
     ServerError,
 )
+from mediamux.providers.masking import SecretMask
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.transport import (
     ProviderHints,
@@ -1174,3 +1177,89 @@ async def test_work_marked_unbounded_is_not_cut_short_by_the_callers_budget(
 
     assert balance.balance == 12.5
     assert len(m.seen) == 2
+
+
+# A key echoed in another form is masked too -----------------------------------------------------------------
+
+LONG_KEY = "mk_live_4f9a2c7e1b8d3f60a5c2"
+
+
+def echoes_of(key: str) -> dict[str, str]:
+    """The forms a provider has echoed a key in: changed case, spaced out, base64 (as in a Basic auth
+    header, at any alignment), hex, and inside an id."""
+    raw = key.encode()
+    return {
+        "upper": key.upper(),
+        "lower": key.lower(),
+        "spaced": " ".join(key),
+        "dashed-upper": "-".join(key.upper()),
+        "line-broken": key[:9] + "\n  " + key[9:],
+        "base64": base64.b64encode(raw).decode(),
+        "basic-auth": "Basic " + base64.b64encode(b"user:" + raw).decode(),
+        "base64-offset-1": base64.b64encode(b"k" + raw + b"!").decode(),
+        "urlsafe-base64": base64.urlsafe_b64encode(b"??" + raw).decode(),
+        "hex": raw.hex(),
+        "in-an-id": f"req_{key}_7",
+    }
+
+
+def leaks(text: str, key: str) -> list[str]:
+    """Which echoes of ``key`` (or its letters and digits in order) survive in ``text``."""
+    found = [name for name, form in echoes_of(key).items() if form in text]
+    squeezed = re.sub(r"[^0-9a-z]", "", text.lower())
+    if re.sub(r"[^0-9a-z]", "", key.lower()) in squeezed:
+        found.append("letters-and-digits")
+    return found
+
+
+@pytest.mark.parametrize("form", list(echoes_of(LONG_KEY)))
+async def test_scrub_masks_the_key_in_every_form_a_provider_echoed_it_in(
+    mocked: Callable[..., Mocked], form: str
+) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+
+    shown = m.transport.scrub(f"upstream said: {echoes_of(LONG_KEY)[form]} (request 42)")
+
+    assert leaks(shown, LONG_KEY) == []
+    assert "[redacted]" in shown
+    assert shown.startswith("upstream said: ") and shown.endswith("(request 42)")
+
+
+async def test_scrub_leaves_ordinary_text_and_short_lookalikes_alone(mocked: Callable[..., Mocked]) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+    text = "model mk_live is busy; retry in 4 s; ids 4f9a2c7e, 1b8d3f60"
+
+    assert m.transport.scrub(text) == text
+
+
+@pytest.mark.parametrize("echoes", [0, 1, 3, 5, 30])
+async def test_a_long_body_cut_before_masking_never_shows_part_of_a_key(
+    mocked: Callable[..., Mocked], echoes: int
+) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+    spaced = " ".join(LONG_KEY) + " "
+    shown_chars = 40
+    # Echoes that shrink when masked, then filler, then a key at every position up to where the body
+    # is cut, wherever that is: a key split by the cut must not slide into view.
+    for filler in range(SecretMask([LONG_KEY]).window(shown_chars) + 10):
+        text = spaced * echoes + "f" * filler + LONG_KEY + "x" * 20_000
+        visible = m.transport.scrub(text, shown_chars).replace("[redacted]", "").lower()
+        assert not any(LONG_KEY[i : i + 5].lower() in visible for i in range(len(LONG_KEY) - 4)), filler
+
+
+@pytest.mark.parametrize("form", ["in-an-id", "base64", "upper"])
+async def test_a_request_id_carrying_the_key_is_refused_as_an_answer_that_may_have_been_acted_upon(
+    mocked: Callable[..., Mocked], form: str
+) -> None:
+    request_id = echoes_of(LONG_KEY)[form]
+    m = mocked(
+        scripted(httpx2.Response(200, json={"request_id": request_id, "status": "processing"})),
+        api_key=SecretStr(LONG_KEY),
+    )
+
+    with anyio.fail_after(BOUND_S), pytest.raises(ProviderResponseError) as caught:
+        await m.muapi.submit("flux-schnell-image", {"prompt": "x"})
+
+    assert caught.value.maybe_sent is True
+    assert "request_id contains the API key" in str(caught.value)
+    assert leaks(everything_about(caught.value), LONG_KEY) == []

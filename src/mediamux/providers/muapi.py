@@ -273,8 +273,9 @@ class MuapiClient:
             error = self.t.malformed("generate", "no request_id in the answer")
             error.maybe_sent = True
             raise error
+        request_id = self.t.checked_id(str(request_id), "request_id", "generate")
         return Submission.model_validate(
-            {**data, "request_id": str(request_id), "cost": cost_from(response, data)}
+            {**data, "request_id": request_id, "cost": cost_from(response, data)}
         )
 
     async def get_result(self, request_id: str) -> Prediction:

@@ -45,6 +45,7 @@ from mediamux.providers.errors import (
     RateLimited,
     status_error_type,
 )
+from mediamux.providers.masking import SecretMask
 from mediamux.urls import origin
 
 logger = logging.getLogger("mediamux.transport")
@@ -168,6 +169,7 @@ class Transport:
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._origin = origin(httpx2.URL(self.base_url))
+        self._mask = SecretMask([api_key.get_secret_value()] if api_key is not None else [])
 
     @property
     def origin(self) -> str:
@@ -308,14 +310,36 @@ class Transport:
         )
 
     def scrub(self, text: str, limit: int = 300) -> str:
-        """Provider text made safe to show: control/invisible chars removed, secrets masked, length capped."""
-        text = _CONTROL.sub("", text)
-        if self._api_key is not None:
-            secret = self._api_key.get_secret_value()
-            if secret:
-                text = text.replace(secret, "[redacted]")
-        text = " ".join(text.split())
+        """Provider text made safe to show: control/invisible chars removed, whitespace collapsed,
+        the key masked in every form a provider might echo it in (see ``masking``), length capped."""
+        text = " ".join(_CONTROL.sub("", text).split())
+        text = self._mask.mask(text[: self._mask.window(limit)])
         return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def reveals_key(self, text: str) -> bool:
+        """Whether provider text holds the API key in any form ``scrub`` masks."""
+        return self._mask.reveals(text)
+
+    def checked_id(self, value: str, what: str, operation: str) -> str:
+        """An id the provider handed back for work it accepted, unless it carries the API key.
+
+        Such an id can be neither shown (it would give the model the key) nor masked (a masked id
+        polls nothing), so the submission fails as one whose answer cannot be used: it did reach
+        the provider, and may have been acted upon.
+        """
+        if self.reveals_key(value):
+            logger.warning(
+                "%s %s: the provider's %s contains the API key; refused", self.provider, operation, what
+            )
+            raise ProviderResponseError(
+                f"{self.hints.title} {operation}: the provider's {what} contains the API key, so it is "
+                "withheld; the request may have been acted upon — check the provider's dashboard before "
+                "sending it again, and consider replacing the key",
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            )
+        return value
 
     # -- internals -------------------------------------------------------------------------
 
