@@ -21,17 +21,13 @@ from mcp import Client
 from pydantic import SecretStr
 
 from mediamux.clock import FakeClock
-from mediamux.config import Settings
 from mediamux.jobs.journal import Journal
 from mediamux.providers.cost import Cost
 from mediamux.providers.muapi import cost_from
 from mediamux.providers.muzaic import MuzaicClient
 from mediamux.providers.transport import ProviderHints, ProviderResponse, Transport
-from mediamux.sandbox.loopback import serve_on_loopback
-from mediamux.sandbox.muapi import MuapiEmulator
-from mediamux.server.app import build_server
-from tests.conftest import FAST_RETRY
 from tests.test_muapi_tools import call, text
+from tests.test_security_and_surface import server_behind
 
 pytestmark = pytest.mark.faults
 
@@ -220,21 +216,8 @@ class RewriteCost:
 async def faulty_costs(
     home: Path, files_dir: Path, clock: FakeClock
 ) -> AsyncIterator[tuple[RewriteCost, Client]]:
-    emulator = MuapiEmulator(now=clock.monotonic)
-    rewrite = RewriteCost(emulator.app)
-    try:
-        async with serve_on_loopback(rewrite) as url:
-            emulator.base_url = url
-            settings = Settings(
-                MUAPI_API_KEY="sandbox-muapi-key",
-                MUAPI_BASE_URL=f"{url}/api/v1",
-                MEDIAMUX_HOME=str(home),
-                MEDIAMUX_ALLOWED_DIRS=str(files_dir),
-            )
-            async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
-                yield rewrite, client
-    finally:
-        emulator.close()
+    async with server_behind(RewriteCost, home, files_dir, clock) as (_emulator, rewrite, client):
+        yield rewrite, client
 
 
 async def test_negative_and_infinite_charges_never_reach_the_ledger_and_later_charges_still_count(

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -287,32 +288,44 @@ async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
     assert [p for _, p in sandbox.muapi.requests] == ["/api/v1/upload_file"]
 
 
+@asynccontextmanager
+async def server_behind(
+    wrap: Callable[[Any], Any], home: Path, files_dir: Path, clock: FakeClock
+) -> AsyncIterator[tuple[MuapiEmulator, Any, Client]]:
+    """Our server, with an MCP client, talking over loopback to the MuAPI emulator as seen through
+    ``wrap(emulator.app)`` (a provider, or a network, misbehaving): (emulator, wrapped app, client)."""
+    emulator = MuapiEmulator(now=clock.monotonic)
+    front = wrap(emulator.app)
+    try:
+        async with serve_on_loopback(front) as url:
+            emulator.base_url = url
+            settings = Settings(
+                MUAPI_API_KEY="sandbox-muapi-key",
+                MUAPI_BASE_URL=f"{url}/api/v1",
+                MEDIAMUX_HOME=str(home),
+                MEDIAMUX_ALLOWED_DIRS=str(files_dir),
+            )
+            async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+                yield emulator, front, client
+    finally:
+        emulator.close()
+
+
 @pytest.mark.faults
 async def test_a_result_poll_redirected_to_an_internal_service_shows_the_model_nothing_of_it(
     home: Path, files_dir: Path, clock: FakeClock
 ) -> None:
-    emulator = MuapiEmulator(now=clock.monotonic)
-    try:
-        async with internal_service() as (internal_url, asked):
-            front = RedirectPolls(emulator.app, lambda _path: f"{internal_url}/admin/status")
-            async with serve_on_loopback(front) as url:
-                emulator.base_url = url
-                settings = Settings(
-                    MUAPI_API_KEY="sandbox-muapi-key",
-                    MUAPI_BASE_URL=f"{url}/api/v1",
-                    MEDIAMUX_HOME=str(home),
-                    MEDIAMUX_ALLOWED_DIRS=str(files_dir),
-                )
-                async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
-                    generated = await call(
-                        client,
-                        "muapi_generate",
-                        {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}},
-                    )
-                    request_id = generated.structured_content["provider_job_id"]
-                    polled = await call(client, "muapi_get_result", {"request_id": request_id})
-    finally:
-        emulator.close()
+    async with internal_service() as (internal_url, asked):
+
+        def redirect_polls(app: Any) -> Any:
+            return RedirectPolls(app, lambda _path: f"{internal_url}/admin/status")
+
+        async with server_behind(redirect_polls, home, files_dir, clock) as (_emulator, _front, client):
+            generated = await call(
+                client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
+            )
+            request_id = generated.structured_content["provider_job_id"]
+            polled = await call(client, "muapi_get_result", {"request_id": request_id})
 
     assert asked == []
     assert polled.is_error and "redirected the request to another host" in text(polled)

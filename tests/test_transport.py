@@ -762,10 +762,11 @@ def real_transport(base: str, clock: FakeClock, timeout: httpx2.Timeout | None =
 
 @asynccontextmanager
 async def live(
-    emu: MuapiEmulator, clock: FakeClock, timeout: httpx2.Timeout | None = None
+    emu: MuapiEmulator, clock: FakeClock, timeout: httpx2.Timeout | None = None, *, front: Any = None
 ) -> AsyncIterator[tuple[MuapiClient, Transport]]:
-    """The emulator on loopback and a production-like transport (owning its own client) pointed at it."""
-    async with serve_on_loopback(emu.app) as url:
+    """The emulator on loopback (behind ``front``, an ASGI app around it, if given) and a
+    production-like transport (owning its own client) pointed at it."""
+    async with serve_on_loopback(front or emu.app) as url:
         emu.base_url = url
         transport = real_transport(url, clock, timeout)
         try:
@@ -988,6 +989,12 @@ class RedirectPolls:
         await self.app(scope, receive, send)
 
 
+def json_head(body: bytes) -> dict[str, Any]:
+    """The ASGI start of a 200 JSON answer whose body is ``body``."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
 INTERNAL_BODY = {"id": "x", "status": "completed", "outputs": ["INTERNAL-ONLY: db password hunter2"]}
 
 
@@ -1001,16 +1008,7 @@ async def internal_service() -> AsyncIterator[tuple[str, list[str]]]:
             return
         asked.append(scope["path"])
         body = json.dumps(INTERNAL_BODY).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send(json_head(body))
         await send({"type": "http.response.body", "body": body})
 
     async with serve_on_loopback(app) as url:
@@ -1024,16 +1022,10 @@ async def test_loopback_a_poll_redirected_to_an_internal_service_is_refused_and_
     with anyio.fail_after(BOUND_S):
         async with internal_service() as (internal_url, asked):
             front = RedirectPolls(emu.app, lambda _path: f"{internal_url}/admin/status")
-            async with serve_on_loopback(front) as url:
-                emu.base_url = url
-                transport = real_transport(url, clock)
-                try:
-                    muapi = MuapiClient(transport)
-                    submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
-                    with pytest.raises(ProviderResponseError) as caught:
-                        await muapi.get_result(submission.request_id)
-                finally:
-                    await transport.aclose()
+            async with live(emu, clock, front=front) as (muapi, _transport):
+                submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+                with pytest.raises(ProviderResponseError) as caught:
+                    await muapi.get_result(submission.request_id)
 
     assert asked == []
     assert "INTERNAL-ONLY" not in everything_about(caught.value)
@@ -1047,15 +1039,9 @@ async def test_loopback_a_poll_redirected_within_the_providers_own_origin_is_fol
 ) -> None:
     with anyio.fail_after(BOUND_S):
         front = RedirectPolls(emu.app, lambda path: f"{path}?moved=1")
-        async with serve_on_loopback(front) as url:
-            emu.base_url = url
-            transport = real_transport(url, clock)
-            try:
-                muapi = MuapiClient(transport)
-                submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
-                prediction = await muapi.get_result(submission.request_id)
-            finally:
-                await transport.aclose()
+        async with live(emu, clock, front=front) as (muapi, _transport):
+            submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+            prediction = await muapi.get_result(submission.request_id)
 
     # Only the redirected request reaches the emulator, which answers it only with the key.
     assert prediction.id == submission.request_id
@@ -1076,16 +1062,7 @@ async def dripping_provider() -> AsyncIterator[str]:
         if scope["type"] != "http":
             return
         body = json.dumps({"id": "drip", "status": "processing", "pad": "x" * 60}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send(json_head(body))
 
         async def drip() -> None:
             for i in range(len(body)):
