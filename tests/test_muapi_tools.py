@@ -116,6 +116,29 @@ async def test_generate_with_invalid_arguments_fails_clearly_and_calls_nothing(
     assert sandbox.muapi.requests == []
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "instead"),
+    [
+        ("keys", "muapi_create_key"),
+        ("account/topup", "muapi_topup"),
+        ("predictions/abc/result", "muapi_get_result"),
+    ],
+)
+async def test_generate_refuses_muapi_account_and_api_paths_and_names_the_tool_that_does_it(
+    client: Client, sandbox: Sandbox, endpoint: str, instead: str
+) -> None:
+    result = await call(
+        client, "muapi_generate", {"endpoint": endpoint, "params": {"name": "x", "amount": 50}}
+    )
+    jobs = await call(client, "jobs_list", {})
+
+    assert result.is_error
+    assert result.meta["mediamux/error"]["class"] == "invalid_input"
+    assert "is not a model endpoint" in text(result) and instead in text(result)
+    assert sandbox.muapi.requests == []  # no key created, no checkout opened, nothing journaled
+    assert jobs.structured_content["jobs"] == []
+
+
 async def test_generate_with_an_empty_wallet_says_how_to_top_up_and_creates_no_job(
     client: Client, sandbox: Sandbox
 ) -> None:

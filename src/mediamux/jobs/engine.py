@@ -45,6 +45,7 @@ from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
+    OutOfTime,
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
@@ -811,6 +812,8 @@ class JobEngine:
                 outcome = await driver.poll(
                     record.provider_job_id, self._args(driver, record), record.options
                 )
+        except OutOfTime:
+            return record, None, None  # the caller's budget ran out mid-poll: nothing went wrong upstream
         except NotFound as exc:
             if self._wall() - record.submitted_ts < EARLY_404_S:
                 return record, exc.message, None  # a job can take a moment to become visible

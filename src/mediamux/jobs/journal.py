@@ -352,6 +352,14 @@ class Journal:
 
         ``always``: record the entry even with nothing reported (a job the provider accepted), so
         the ledger lists every paid job and says which providers report no figure."""
+        # Cost already refuses these; the ledger re-checks because one -inf or NaN stored here makes
+        # every later total non-finite or NULL, and a negative one lowers spend below what was paid.
+        cost = cost.model_copy(
+            update={
+                k: v if v is None or 0 <= v < float("inf") else None
+                for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
+            }
+        )
         if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:

@@ -629,7 +629,7 @@ class MuseaiClient:
             error = self.jobs.malformed(kind, "no job id in the answer")
             error.maybe_sent = True
             raise error
-        return job_id
+        return self.jobs.checked_id(job_id, "job id", kind)
 
     async def get_job(self, kind: JobKind, job_id: str) -> JobState:
         data = await self.jobs.get_json(f"{kind}/{_seg(job_id, 'job id', kind)}", operation=kind)

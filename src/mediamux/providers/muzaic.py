@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from mediamux.providers._util import number
-from mediamux.providers.cost import Cost
+from mediamux.providers.cost import Cost, reported_amount
 from mediamux.providers.transport import Retry, Transport
+
+logger = logging.getLogger("mediamux.providers.muzaic")
 
 # Long tracks come back as base64 in one JSON body (~35 MiB for 20 minutes of 192 kbps MP3).
 MAX_GENERATION_BYTES = 64 * 1024 * 1024
@@ -246,12 +249,17 @@ class MuzaicClient:
             error.maybe_sent = True
             raise error
         status = data.get("status")
+        # The music is rendered and paid for: a hash carrying the key is dropped, not the result.
+        hashes = [str(data.get("hash") or data.get("soundtrackHash") or ""), *_region_hashes(data)]
+        if any(self.t.reveals_key(h) for h in hashes):
+            logger.warning("muzaic %s: a hash in the answer contains the API key; hashes dropped", operation)
+            hashes = [""]
         return Generation(
             audio=audio,
-            hash=str(data.get("hash") or data.get("soundtrackHash") or "") or None,
-            region_hashes=_region_hashes(data),
+            hash=hashes[0] or None,
+            region_hashes=hashes[1:],
             audio_duration_s=number(data.get("audioDuration", data.get("duration"))),
-            tokens_used=number(data.get("tokensUsed")),
+            tokens_used=reported_amount(data.get("tokensUsed"), "tokensUsed", "Muzaic"),
             status=[
                 self.t.scrub(str(s), 200) for s in (status if isinstance(status, list) else [status]) if s
             ],

@@ -332,7 +332,7 @@ async def test_balance_and_topup_read_their_answers(wire: Callable[..., Wire]) -
 async def test_a_balance_answer_without_a_balance_is_a_response_error(wire: Callable[..., Wire]) -> None:
     client, _ = muapi(wire, always(answer(200, {"currency": "usd"})))
 
-    with pytest.raises(ProviderResponseError, match="no balance"):
+    with pytest.raises(ProviderResponseError, match="no usable balance"):
         await client.balance()
 
 
