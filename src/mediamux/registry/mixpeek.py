@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, calling, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-mixpeek-key"
 # No free listing exists in the quickstart API; asking for a task that cannot exist proves the key
@@ -48,18 +47,6 @@ async def _health(client: Any) -> str:
     return "key accepted"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.mixpeek import toolset
-
-    return toolset
-
-
-def _resources(server: Any) -> None:
-    from mediamux.resources.mixpeek import register_mixpeek_resources
-
-    register_mixpeek_resources(server)
-
-
 def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.mixpeek import MixpeekEmulator
@@ -80,8 +67,8 @@ SPEC = ProviderSpec(
     hosts=(Host("mixpeek", "api_base", "Authorization", "Bearer"),),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.mixpeek", "toolset"),
     drivers=_drivers,
-    resources=_resources,
+    resources=calling("mediamux.resources.mixpeek", "register_mixpeek_resources"),
     emulator=_emulator,
 )

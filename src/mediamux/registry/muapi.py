@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, calling, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-muapi-key"
 
@@ -46,18 +45,6 @@ async def _health(client: Any) -> str:
     return f"balance ${balance.balance:.2f}"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.muapi import toolset
-
-    return toolset
-
-
-def _resources(server: Any) -> None:
-    from mediamux.resources.muapi import register_muapi_resources
-
-    register_muapi_resources(server)
-
-
 def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muapi import MuapiEmulator
@@ -78,9 +65,9 @@ SPEC = ProviderSpec(
     hosts=(Host("muapi", "base_url", "x-api-key", sandbox_path="/api/v1"),),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.muapi", "toolset"),
     drivers=_drivers,
-    resources=_resources,
+    resources=calling("mediamux.resources.muapi", "register_muapi_resources"),
     emulator=_emulator,
     advice={
         "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "

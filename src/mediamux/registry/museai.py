@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, calling, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-museai-key"
 
@@ -43,18 +42,6 @@ async def _health(client: Any) -> str:
     return f"{len(collections)} collection(s)"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.museai import toolset
-
-    return toolset
-
-
-def _resources(server: Any) -> None:
-    from mediamux.resources.museai import register_museai_resources
-
-    register_museai_resources(server)
-
-
 def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.museai import MuseaiEmulator
@@ -78,9 +65,9 @@ SPEC = ProviderSpec(
     ),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.museai", "toolset"),
     drivers=_drivers,
-    resources=_resources,
+    resources=calling("mediamux.resources.museai", "register_museai_resources"),
     emulator=_emulator,
     key_hint=" (mediamux login museai creates one)",
     advice={

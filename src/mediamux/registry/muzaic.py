@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-muzaic-key"
 
@@ -54,12 +53,6 @@ async def _health(client: Any) -> str:
     return f"{account.tokens_remaining:g} tokens left"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.muzaic import toolset
-
-    return toolset
-
-
 def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muzaic import MuzaicEmulator
@@ -80,7 +73,7 @@ SPEC = ProviderSpec(
     hosts=(Host("muzaic", "api_url", "MuzaicAPI-Secret-Key"),),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.muzaic", "toolset"),
     drivers=_drivers,
     emulator=_emulator,
     key_hint=" (from adminpanel.muzaic.ai)",

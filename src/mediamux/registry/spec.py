@@ -9,6 +9,7 @@ called, so a provider that is not enabled costs nothing at start-up.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,24 @@ class ProviderSettings(BaseSettings):
         if self.api_key is not None and not self.api_key.get_secret_value().strip():
             return None
         return self.api_key
+
+
+def imported(module: str, name: str) -> Callable[[], Any]:
+    """``module.name``, imported when first asked for: a provider that is not enabled costs nothing."""
+
+    def load() -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+def calling(module: str, name: str) -> Callable[..., Any]:
+    """Call ``module.name`` with the arguments given, importing it then."""
+
+    def call(*args: Any) -> Any:
+        return imported(module, name)()(*args)
+
+    return call
 
 
 @dataclass(frozen=True)
