@@ -803,7 +803,7 @@ class MuapiEmulator:
         self._next_object = 1
         self._signing_secret = secrets.token_bytes(32)
         self._timeline = Timeline(now, wall_clock)
-        self._store = StateStore(state_dir, self, "mediamux-muapi-")
+        self._store = StateStore(state_dir, "mediamux-muapi-")
         self._root = self._store.files
         self._load(master_key)
         self.app: Starlette = self._build_app()

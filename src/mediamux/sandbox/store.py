@@ -74,17 +74,28 @@ def make_private_dirs(path: Path) -> None:
 class StateStore:
     """JSON records and blob files under one folder, or (``folder`` None) a scratch folder and no records."""
 
-    def __init__(self, folder: Path | None, owner: object, prefix: str) -> None:
+    def __init__(self, folder: Path | None, prefix: str) -> None:
         self.folder = folder
+        self._prefix = prefix
+        self._files: Path | None = None
         self._cleanup: Callable[[], Any] | None = None
         if folder is None:
-            self.files, self._cleanup = scratch_dir(owner, prefix)
             return
         make_private_dirs(folder)
         os.chmod(folder, FOLDER_MODE)
-        self.files = folder / "files"
-        make_private_dirs(self.files)
         self._sweep_temporaries(folder)
+
+    @property
+    def files(self) -> Path:
+        """Where blobs go: beside the records, or a scratch folder; made on first use."""
+        if self._files is None:
+            if self.folder is not None:
+                self._files = self.folder / "files"
+                make_private_dirs(self._files)
+            else:
+                # Goes with the store, which lives exactly as long as the emulator that made it.
+                self._files, self._cleanup = scratch_dir(self, self._prefix)
+        return self._files
 
     @property
     def persistent(self) -> bool:

@@ -87,7 +87,7 @@ class MuseaiCore:
         self._by_fid: dict[str, str] = {}
         self.faces = FacesDatabase()
         self._timeline = Timeline(now, wall_clock)
-        self._store = StateStore(state_dir, self, "mediamux-museai-")
+        self._store = StateStore(state_dir, "mediamux-museai-")
         self._root = self._store.files
         self._load_state()
         self.app, self.jobs_app = self._apps()
