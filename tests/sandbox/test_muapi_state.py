@@ -6,7 +6,6 @@ clock passed as both its ``now`` and its wall clock (advancing it between the tw
 
 from __future__ import annotations
 
-import stat
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ import pytest
 
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.muapi import MuapiEmulator
-from tests.sandbox.conftest import FakeNow
+from tests.sandbox.conftest import FakeNow, assert_private
 
 MASTER = "sandbox-muapi-key"
 VIDEO = "kling-v2.1-master-t2v"  # 1.40 USD per video, 10 s by default
@@ -42,6 +41,15 @@ async def ok(response: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+async def submit_then_stop(now: FakeNow, state: Path, slug: str, **body: Any) -> dict[str, Any]:
+    """The first life of a sandbox: one submission over loopback, then the emulator stops."""
+    emulator = start(now, state)
+    async with served(emulator) as client:
+        job = await ok(await client.post(f"/api/v1/{slug}", json=body))
+    emulator.close()
+    return job
 
 
 async def balance(client: httpx2.AsyncClient) -> float:
@@ -104,10 +112,7 @@ async def test_a_job_that_finished_while_the_sandbox_was_down_is_completed_at_th
     tmp_path: Path, now: FakeNow
 ) -> None:
     with anyio.fail_after(20):
-        first = start(now, tmp_path)
-        async with served(first) as client:
-            job = await ok(await client.post("/api/v1/flux-dev-image", json={"prompt": "x"}))
-        first.close()
+        job = await submit_then_stop(now, tmp_path, "flux-dev-image", prompt="x")
         now.advance(3600)
         async with served(start(now, tmp_path)) as client:
             done = await ok(await client.get(f"/api/v1/predictions/{job['request_id']}/result"))
@@ -120,10 +125,7 @@ async def test_a_failed_job_is_refunded_once_however_many_restarts_follow(
     tmp_path: Path, now: FakeNow
 ) -> None:
     with anyio.fail_after(20):
-        first = start(now, tmp_path)
-        async with served(first) as client:
-            job = await ok(await client.post(f"/api/v1/{VIDEO}", json={"prompt": "[fail] boom"}))
-        first.close()
+        job = await submit_then_stop(now, tmp_path, VIDEO, prompt="[fail] boom")
         now.advance(60)
         balances = []
         for _ in range(2):
@@ -229,19 +231,14 @@ async def test_state_files_are_private(tmp_path: Path, now: FakeNow) -> None:
 
     paths = list(state.rglob("*"))
     assert any(p.suffix == ".json" for p in paths) and any(p.name == "a.png" for p in paths)
-    for path in [state, *paths]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert_private(state)
 
 
 async def test_a_torn_write_from_a_killed_process_leaves_the_previous_record(
     tmp_path: Path, now: FakeNow
 ) -> None:
     with anyio.fail_after(20):
-        first = start(now, tmp_path)
-        async with served(first) as client:
-            job = await ok(await client.post("/api/v1/flux-dev-image", json={"prompt": "x"}))
-        first.close()
+        job = await submit_then_stop(now, tmp_path, "flux-dev-image", prompt="x")
         [record] = (tmp_path / "jobs").glob("*.json")
         (tmp_path / "jobs" / f".{record.name}.dead.tmp").write_text('{"id": "half')
         now.advance(10)

@@ -6,7 +6,6 @@ fake clock passed as both its ``now`` and its wall clock (advancing it between t
 
 from __future__ import annotations
 
-import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pytest
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.media import mp4_bytes, png_bytes, wav_sequence_bytes
 from mediamux.sandbox.museai import MuseaiEmulator
-from tests.sandbox.conftest import FakeNow
+from tests.sandbox.conftest import FakeNow, assert_private
 
 KEY = "sandbox-museai-key"
 JOB_SECONDS = 3.0
@@ -218,9 +217,7 @@ async def test_state_files_are_private(tmp_path: Path, now: FakeNow) -> None:
 
     paths = list(state.rglob("*"))
     assert {"data", "cover"} <= {p.name for p in paths}
-    for path in [state, *paths]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert_private(state)
 
 
 @pytest.mark.parametrize("lost", ["record", "blob"])

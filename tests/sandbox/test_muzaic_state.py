@@ -6,7 +6,6 @@ Each "restart" is a new emulator on the same state folder, served on a new loopb
 from __future__ import annotations
 
 import base64
-import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx2
 
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.muzaic import MuzaicEmulator
-from tests.sandbox.conftest import FakeNow
+from tests.sandbox.conftest import FakeNow, assert_private
 
 KEY = "sandbox-muzaic-key"
 
@@ -109,6 +108,4 @@ async def test_a_balance_set_by_hand_is_kept_and_state_files_are_private(
             left = (await client.get("/accountDetails")).json()["tokensRemaining"]
 
     assert refused.status_code == 402 and left == 0
-    for path in [state, *state.rglob("*")]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert_private(state)
