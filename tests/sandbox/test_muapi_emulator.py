@@ -422,7 +422,7 @@ async def test_image_outputs_are_real_pngs_one_per_requested_image(
     assert first.status_code == 200
     assert first.headers["content-type"] == "image/png"
     width, height, rgb = png_info(first.content)
-    assert (width, height) == (64, 64)
+    assert (width, height) == (1024, 1024)  # the catalog's default width and height
     assert rgb == color_for("sunset")
     other = await client.get(outputs[2])
     assert png_info(other.content)[2] != rgb

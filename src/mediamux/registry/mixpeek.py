@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
@@ -47,10 +48,11 @@ async def _health(client: Any) -> str:
     return "key accepted"
 
 
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.mixpeek import MixpeekEmulator
 
+    # The v0 emulator keeps its state in memory: `state_dir` is accepted and not used.
     emulator = MixpeekEmulator(now=now, master_key=SANDBOX_KEY)
 
     def bind(urls: Mapping[str, str]) -> None:

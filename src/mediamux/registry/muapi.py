@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
@@ -45,11 +46,11 @@ async def _health(client: Any) -> str:
     return f"balance ${balance.balance:.2f}"
 
 
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muapi import MuapiEmulator
 
-    emulator = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEY)
+    emulator = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEY, state_dir=state_dir)
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url = urls["muapi"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
@@ -42,11 +43,13 @@ async def _health(client: Any) -> str:
     return f"{len(collections)} collection(s)"
 
 
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.museai import MuseaiEmulator
 
-    emulator = MuseaiEmulator(now=now, master_key=SANDBOX_KEY, job_seconds=job_seconds or 3.0)
+    emulator = MuseaiEmulator(
+        now=now, master_key=SANDBOX_KEY, job_seconds=job_seconds or 3.0, state_dir=state_dir
+    )
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url, emulator.jobs_base_url = urls["museai"], urls["museai_jobs"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, SecretStr
@@ -53,11 +54,11 @@ async def _health(client: Any) -> str:
     return f"{account.tokens_remaining:g} tokens left"
 
 
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muzaic import MuzaicEmulator
 
-    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY)
+    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY, state_dir=state_dir)
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url = urls["muzaic"]

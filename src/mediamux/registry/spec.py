@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +83,16 @@ class DriverContext:
     settings: ProviderSettings
 
 
+class EmulatorFactory(Protocol):
+    """Builds a provider's emulator. With a `state_dir` it keeps there what the service would keep (jobs,
+    uploads, library, wallet) and finds it again when built anew on the same folder; without one, it keeps
+    everything in memory."""
+
+    def __call__(
+        self, now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None
+    ) -> Emulated: ...
+
+
 @dataclass(frozen=True)
 class ProviderSpec:
     id: str
@@ -98,8 +108,8 @@ class ProviderSpec:
     drivers: Callable[[Any, DriverContext], Iterable[JobDriver]] = lambda client, ctx: ()
     # Registers the provider's MCP resources on a server (called with the server).
     resources: Callable[[Any], None] | None = None
-    # Builds the provider's emulator: (now, job_seconds) -> a mounted emulator.
-    emulator: Callable[[Callable[[], float], float | None], Emulated] | None = None
+    # Builds the provider's emulator: (now, job_seconds, state_dir) -> a mounted emulator.
+    emulator: EmulatorFactory | None = None
     # Said after "set KEY_ENV" when the key is missing: where to get one.
     key_hint: str = ""
     # error class -> what the user can do about it, appended to provider errors of that class.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -98,7 +99,13 @@ async def running_services(
 def default_sandbox(settings: Settings) -> Any:
     if not settings.sandbox:
         return None
-    return registry.make_sandbox()
+    # Under the home, like the journal: a server restarted on the same home finds the jobs, uploads and
+    # wallets its emulators had, as it would find them at the real services.
+    return registry.make_sandbox(state_dir=sandbox_state_dir(settings))
+
+
+def sandbox_state_dir(settings: Settings) -> Path:
+    return settings.home.expanduser().resolve() / "sandbox"
 
 
 def build_server(
