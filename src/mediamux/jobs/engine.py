@@ -534,20 +534,25 @@ class JobEngine:
         claim = functools.partial(
             self.journal.claim, record, window_start_ts=window, budget_usd=self.budget_usd
         )
-        try:
-            record, created = await anyio.to_thread.run_sync(claim)
-        except OverBudget as exc:
-            raise self._over_budget(driver, exc) from None
-        except JournalWriteError as exc:
-            raise JournalUnavailable(
-                f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
-                f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
-            ) from None
-        if not created:
-            return await self._reuse(record, driver, options or {}, wait_s, report)
-
+        # The job's slot, with its "submitted" event, exists before the row does: the claim runs in a
+        # thread, and an identical call that finds the row meanwhile must find us submitting it.
         async with self._slot(record.job_id) as slot:
             slot.submitted = anyio.Event()
+            created = False
+            try:
+                claimed, created = await anyio.to_thread.run_sync(claim)
+            except OverBudget as exc:
+                raise self._over_budget(driver, exc) from None
+            except JournalWriteError as exc:
+                raise JournalUnavailable(
+                    f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
+                    f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
+                ) from None
+            finally:
+                if not created:
+                    slot.submitted.set()  # nothing of ours will be submitted under this id
+            if not created:
+                return await self._reuse(claimed, driver, options or {}, wait_s, report)
             if driver.mode == "background" and self.task_group is not None:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
