@@ -268,3 +268,22 @@ async def test_prompts_guide_multi_provider_workflows(client: Client) -> None:
     assert {"soundtrack_for_video", "find_moments", "subtitle_video"} <= names
     body = soundtrack.messages[0].content.text
     assert "AbC1234" in body and "museai_get_video" in body and "muzaic_generate_music" in body
+
+
+@pytest.mark.parametrize(("generation", "allowed"), [("new", False), ("old", True)])
+async def test_the_duration_limit_follows_the_api_generation_that_answers(
+    client: Client, sandbox: Sandbox, generation: str, allowed: bool
+) -> None:
+    sandbox.muzaic.generation = generation
+    first = await call(client, "muzaic_generate_music", {"duration": 10})
+    assert not first.is_error, text(first)
+    made = sandbox.muzaic.generations
+
+    longer = await call(client, "muzaic_generate_music", {"duration": 400})
+
+    if allowed:
+        assert not longer.is_error, text(longer)
+    else:
+        assert longer.is_error and longer.meta["mediamux/error"]["class"] == "invalid_input"
+        assert "at most 300 s" in text(longer) and "newer generation" in text(longer)
+        assert sandbox.muzaic.generations == made  # refused before any call

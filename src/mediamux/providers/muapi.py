@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
 from mediamux.providers._util import Tolerant, number, path_segment
@@ -157,12 +157,21 @@ class CreatedKey(BaseModel):
 
 class ModelInfo(Tolerant):
     name: str
-    endpoint: str | None = None
+    # The slug to call, which need not be the model's name; listed as endpoint or endpoint_url.
+    endpoint: str | None = Field(None, validation_alias=AliasChoices("endpoint", "endpoint_url"))
     category: str | None = None
     family: str | None = None
     description: str | None = None
     cost: Any = None
     input_schema: dict[str, Any] | None = None
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _slug(cls, value: Any) -> Any:
+        # endpoint_url may be the whole URL ("https://api.muapi.ai/api/v1/flux-dev-image").
+        if isinstance(value, str) and "/api/v1/" in value:
+            return value.split("/api/v1/", 1)[1].strip("/")
+        return value
 
 
 _COST_HEADERS = {

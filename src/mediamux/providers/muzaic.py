@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -191,6 +191,9 @@ class MuzaicClient:
 
     def __init__(self, transport: Transport) -> None:
         self.t = transport
+        # Which of Muzaic's two documented API generations answers, learned from its first generation:
+        # "old" (mp3 as a URL, up to 1200 s) or "new" (apiVersion, base64 audio, up to 300 s).
+        self.generation: Literal["old", "new"] | None = None
 
     @property
     def origin(self) -> str:
@@ -243,6 +246,9 @@ class MuzaicClient:
         data = self.t.parse_json(response, operation)
         if not isinstance(data, dict):
             raise self.t.malformed(operation, "expected an object")
+        version = str(data.get("apiVersion") or "")
+        newer = "audioDuration" in data or (version != "" and not version.startswith(("0.", "1.")))
+        self.generation = "new" if newer else "old"
         audio = _audio(data)
         if audio is None:
             error = self.t.malformed(operation, "no audio (mp3, wav or url) in the answer")

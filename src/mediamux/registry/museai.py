@@ -39,7 +39,16 @@ def _drivers(client: Any, ctx: DriverContext) -> Iterable[JobDriver]:
 
 
 async def _health(client: Any) -> str:
-    collections = await client.list_collections()
+    from mediamux.providers.errors import NotFound, ProviderResponseError
+
+    try:
+        collections = await client.list_collections()
+    except (ProviderResponseError, NotFound) as exc:
+        # The muse.ai domain now serves a different product; say so rather than "unexpected answer".
+        raise RuntimeError(
+            f"muse.ai's video API did not answer as documented ({exc.message}); the muse.ai domain now "
+            "serves a different product and this API may be gone (see Provider status in the README)"
+        ) from None
     return f"{len(collections)} collection(s)"
 
 

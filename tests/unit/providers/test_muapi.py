@@ -435,3 +435,23 @@ async def test_a_generation_round_trip_against_the_emulator_in_process(wire: Cal
     assert done.status == "completed" and len(done.output_urls) == 1
     assert done.cost.balance_usd == pytest.approx(25.0 - 0.003)
     assert emulator.submissions == 1
+
+
+@pytest.mark.parametrize(
+    ("listed", "slug"),
+    [
+        ({"name": "FLUX dev", "endpoint": "flux-dev-image"}, "flux-dev-image"),
+        ({"name": "FLUX dev", "endpoint_url": "flux-dev-image"}, "flux-dev-image"),
+        (
+            {"name": "FLUX dev", "endpoint_url": "https://api.muapi.ai/api/v1/flux-dev-image"},
+            "flux-dev-image",
+        ),
+        ({"name": "flux-dev-image"}, None),
+    ],
+)
+def test_a_model_is_called_by_its_endpoint_even_when_it_differs_from_its_name(
+    listed: dict[str, str], slug: str | None
+) -> None:
+    from mediamux.providers.muapi import ModelInfo
+
+    assert ModelInfo.model_validate(listed).endpoint == slug
