@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from mediamux import deadlines
 from mediamux.clock import Clock, SystemClock
+from mediamux.errors import FIX_ARGUMENTS
 from mediamux.providers.errors import (
     MissingCredentials,
     OutOfTime,
@@ -107,7 +108,7 @@ DEFAULT_ADVICE = {
     "auth": "check {key_env}: the provider rejected the key",
     "insufficient_credits": "top up the account, or use a sandbox/test key",
     "not_found": "check the id or name",
-    "invalid_input": "fix the arguments and call again",
+    "invalid_input": FIX_ARGUMENTS,
     "rate_limited": "wait and call again",
     "provider_error": "the provider had a problem; try again later",
     "timeout": "the provider did not answer in time; try again later",

@@ -88,12 +88,14 @@ async def muapi_generate(
     endpoint = client.check_endpoint(endpoint)
     if len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
         raise InputError(
-            f"params is larger than {MAX_PARAMS_BYTES // 1024} KiB; pass large inputs as files or URLs"
+            f"larger than {MAX_PARAMS_BYTES // 1024} KiB",
+            arguments=("params",),
+            advice="pass large inputs as files or URLs",
         )
     params = dict(params)
     fingerprints: dict[str, str] = {}
     for key, index, raw in local_inputs(params):
-        path = upload_path(ctx, raw)
+        path = upload_path(ctx, raw, argument=f"params.{key}" + (f".{index}" if index is not None else ""))
         fingerprints[str(path)] = file_stamp(path)
         if index is None:
             params[key] = str(path)

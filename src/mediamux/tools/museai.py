@@ -222,7 +222,10 @@ async def museai_update_video(
         if v is not None
     }
     if not changes:
-        raise InputError("nothing to change: give at least one of title, description, visibility, domains")
+        raise InputError(
+            "nothing to change: give at least one of them",
+            arguments=("title", "description", "visibility", "domains"),
+        )
     await client_of(ctx).update_video(fid, changes)
     await _changed_fid(ctx, fid)
     return model_result(
@@ -254,11 +257,13 @@ async def museai_cut_clip(
     """Creates a new muse.ai video from the start–end seconds of an existing one; the clip ingests for
     a while before it plays. No per-call charge: the clip counts against the account's storage plan."""
     if end <= start:
-        raise InputError(f"end ({end:g} s) must be after start ({start:g} s)")
+        raise InputError(f"must be after start ({start:g} s), got {end:g} s", arguments=("end",))
     client = client_of(ctx)
     source = await client.get_video(svid)
     if source.duration is not None and end > source.duration + 0.01:
-        raise InputError(f"end ({end:g} s) is past the end of {svid}, which lasts {source.duration:g} s")
+        raise InputError(
+            f"{end:g} s is past the end of {svid}, which lasts {source.duration:g} s", arguments=("end",)
+        )
     clip = await client.cut(svid, start, end)
     await _changed(ctx, listing=True)
     if clip.ingesting and wait_ready:
@@ -289,14 +294,14 @@ async def museai_set_cover(
 ) -> Annotated[CallToolResult, CoverSet]:
     """Sets a muse.ai video's cover image from a frame (time in seconds) or from a local PNG/JPEG. Free."""
     if (time is None) == (image_path is None):
-        raise InputError("give exactly one of time or image_path")
+        raise InputError("give exactly one of them", arguments=("time", "image_path"))
     client = client_of(ctx)
     if time is not None:
         await client.set_cover_time(fid, time)
         source = f"frame at {time:g} s"
     else:
         svc = services(ctx)
-        resolved = upload_path(ctx, image_path or "", kinds=("image",))
+        resolved = upload_path(ctx, image_path or "", kinds=("image",), argument="image_path")
         await client.set_cover_image(fid, resolved, svc.files.allowed_dirs)
         source = resolved.name
     await _changed_fid(ctx, fid)
@@ -522,7 +527,7 @@ async def museai_search(
     'owned' searches the account; channel, collection and video scopes search public items by
     target_id. Free."""
     if scope != "owned" and not target_id:
-        raise InputError(f"scope {scope!r} needs target_id (the {scope} id)")
+        raise InputError(f"required for scope {scope!r} (the {scope} id)", arguments=("target_id",))
     hits = await client_of(ctx).search(query, scope, target_id)
     view = SearchResult(query=query, scope=scope, hits=hits)
     return model_result(
@@ -657,7 +662,11 @@ async def museai_update_faces(
     Free."""
     body = {k: v.model_dump(exclude_none=True) for k, v in changes.items()}
     if not all(body.values()):
-        raise InputError("each change needs at least one of label, delete, ignore, purge")
+        empty = [face for face, change in body.items() if not change]
+        raise InputError(
+            "each change needs at least one of label, delete, ignore, purge",
+            arguments=(f"changes.{empty[0]}",),
+        )
     await client_of(ctx).modify_faces(body)
     return model_result(FacesModified(changed=list(body)), f"muse.ai faces: {len(body)} change(s) applied")
 

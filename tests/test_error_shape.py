@@ -1,0 +1,154 @@
+"""Every error reaches the model in one shape: ``[class] argument: what is wrong; what to do``.
+
+The SDK validates a call's arguments against the tool's schema before the tool runs; its own text
+is pydantic's (type codes, input echoes, a pydantic.dev link). These tests hold the server to the
+shape the tools' own errors use, in both protocol eras, for every tool in the catalog.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mediamux.server.app import MediamuxServer
+from mediamux.tools.base import ERROR_META_KEY
+from tests.test_muapi_tools import call, text
+
+ADVICE = "fix the arguments and call again"
+
+
+def assert_invalid_input(result: Any, argument: str) -> str:
+    body = text(result)
+    assert result.is_error, body
+    assert body.startswith("[invalid_input] "), body
+    assert f"] {argument}: " in body or f"] {argument}." in body or f"; {argument}" in body, body
+    assert body.endswith(ADVICE), body
+    for leak in ("pydantic", "Error executing tool", "type=", "input_value", "Arguments"):
+        assert leak not in body, body
+    meta = result.meta[ERROR_META_KEY]
+    assert meta["class"] == "invalid_input"
+    assert f"[invalid_input] {meta['message']}" == body
+    assert argument.split(".")[0] in meta["arguments"]
+    return body
+
+
+@pytest.mark.both_eras
+@pytest.mark.providers("muzaic")
+async def test_an_argument_out_of_range_names_the_argument_its_limit_and_what_to_do(client: Client) -> None:
+    result = await call(client, "muzaic_generate_music", {"duration": 5000})
+
+    body = assert_invalid_input(result, "duration")
+    assert body == "[invalid_input] duration: at most 1200 seconds, got 5000; " + ADVICE
+
+
+@pytest.mark.both_eras
+@pytest.mark.providers("muzaic")
+async def test_a_missing_argument_and_a_wrong_type_read_the_same_way(client: Client) -> None:
+    missing = await call(client, "muzaic_generate_music", {})
+    assert assert_invalid_input(missing, "duration") == "[invalid_input] duration: required; " + ADVICE
+
+    wrong = await call(client, "muzaic_generate_music", {"duration": "long"})
+    assert "duration: must be a whole number, got 'long'" in assert_invalid_input(wrong, "duration")
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_union_argument_reports_the_reason_of_the_form_it_was_given_in(client: Client) -> None:
+    # tone is a level 1-9 or a keyframe curve: a curve that stops at 50 % fails as a curve, and
+    # "should be an integer" from the other form would only mislead.
+    result = await call(client, "muzaic_generate_music", {"duration": 10, "tone": [[0, 2], [50, 3]]})
+
+    body = assert_invalid_input(result, "tone")
+    assert "keyframes must start at 0 % and end at 100 %" in body
+    assert "integer" not in body and "whole number" not in body
+    assert body.count("tone: ") == 1
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_nested_argument_is_named_by_its_path(client: Client) -> None:
+    result = await call(client, "muzaic_create_soundtrack", {"regions": [{"time": 0, "duration": 5000}]})
+
+    body = assert_invalid_input(result, "regions.0.duration")
+    assert "regions.0.duration: at most 1200 seconds, got 5000" in body
+
+
+@pytest.mark.providers("muzaic")
+async def test_an_unknown_tool_is_not_found_and_the_closest_names_are_suggested(client: Client) -> None:
+    result = await call(client, "muzaic_generate", {"duration": 5})
+
+    body = text(result)
+    assert result.is_error
+    assert body.startswith("[not_found] no tool named 'muzaic_generate'"), body
+    assert "muzaic_generate_music" in body
+    assert result.meta[ERROR_META_KEY]["class"] == "not_found"
+
+
+# Invalid for every parameter type the tools use (strings, numbers, levels or curves, lists of
+# ids or regions, objects): a list holding a list holding an empty list.
+NOTHING_ACCEPTS = [[[]]]
+
+
+async def test_every_tool_reports_a_schema_violation_in_the_one_shape(
+    make_server: Callable[..., MediamuxServer],
+) -> None:
+    async with Client(make_server(MEDIAMUX_TOOLSETS="all")) as client:
+        tools = (await client.list_tools()).tools
+        checked = 0
+        for tool in tools:
+            properties = tool.input_schema.get("properties") or {}
+            if not properties:
+                continue
+            argument = next(iter(properties))
+            result = await call(client, tool.name, {argument: NOTHING_ACCEPTS})
+            assert_invalid_input(result, argument)
+            checked += 1
+    assert checked >= 40
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_bad_point_inside_a_curve_is_named_without_the_other_forms_complaint(client: Client) -> None:
+    result = await call(client, "muzaic_generate_music", {"duration": 10, "intensity": [[0, 2], [100, 30]]})
+
+    body = assert_invalid_input(result, "intensity")
+    assert body == "[invalid_input] intensity.1.1: at most 9, got 30; " + ADVICE
+
+
+async def test_a_tool_of_a_toolset_that_is_not_enabled_says_why_it_is_missing(
+    make_server: Callable[..., MediamuxServer],
+) -> None:
+    async with Client(make_server(MEDIAMUX_TOOLSETS="muzaic,jobs")) as client:
+        result = await call(client, "muapi_generate", {"endpoint": "flux-dev-image", "params": {}})
+
+    assert result.is_error
+    assert text(result).startswith(
+        "[not_found] muapi_generate is not offered by this server: the muapi toolset is not enabled"
+    )
+
+
+@pytest.mark.providers("muapi")
+async def test_a_refused_local_file_is_named_by_the_argument_it_came_in(client: Client) -> None:
+    direct = await call(client, "muapi_upload_file", {"path": "missing.png"})
+    nested = await call(
+        client,
+        "muapi_generate",
+        {"endpoint": "flux-dev-image", "params": {"prompt": "x", "image_url": "/etc/hostname"}},
+    )
+
+    assert text(direct).startswith("[invalid_input] path: ")
+    assert direct.meta[ERROR_META_KEY]["arguments"] == ["path"]
+    assert text(nested).startswith("[invalid_input] params.image_url: ")
+    assert nested.meta[ERROR_META_KEY]["arguments"] == ["params"]
+
+
+@pytest.mark.providers("muzaic")
+async def test_an_error_the_tool_body_finds_reads_like_a_schema_violation(client: Client) -> None:
+    result = await call(client, "muzaic_generate_music", {"duration": 5, "tags": [999]})
+
+    assert re.fullmatch(
+        r"\[invalid_input\] tags: unknown Muzaic tag id\(s\) \[999\]; muzaic_list_tags lists the \d+ valid ids",
+        text(result),
+    ), text(result)
+    assert result.meta[ERROR_META_KEY]["arguments"] == ["tags"]
