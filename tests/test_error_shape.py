@@ -152,3 +152,32 @@ async def test_an_error_the_tool_body_finds_reads_like_a_schema_violation(client
         text(result),
     ), text(result)
     assert result.meta[ERROR_META_KEY]["arguments"] == ["tags"]
+
+
+# -- not found: which tool lists the valid ids ---------------------------------------------------
+
+NOT_FOUND = [
+    ("museai_get_video", {"svid": "nope"}, "museai_list_videos"),
+    ("museai_delete_video", {"fid": "abcdef0123456789"}, "museai_list_videos"),
+    ("museai_list_subtitles", {"svid": "nope"}, "museai_list_videos"),
+    ("museai_get_collection", {"scid": "nope"}, "museai_list_collections"),
+    ("museai_delete_collection", {"scid": "nope"}, "museai_list_collections"),
+    ("museai_add_to_collection", {"scid": "nope", "svid": "nope"}, "museai_list_collections"),
+    ("muapi_get_model", {"name": "no-such-model"}, "muapi_list_models"),
+    ("muapi_get_result", {"request_id": "no-such-request"}, "jobs_list"),
+    ("muapi_delete_key", {"key_id": 987654}, "muapi_list_keys"),
+    ("muzaic_regenerate", {"hash": "0123456789abcdef"}, "jobs_list"),
+    ("jobs_get", {"job_id": "job_nope"}, "jobs_list"),
+]
+
+
+@pytest.mark.parametrize(("tool", "args", "lister"), NOT_FOUND, ids=[t for t, _, _ in NOT_FOUND])
+async def test_a_not_found_error_names_the_tool_that_lists_the_valid_ids(
+    client: Client, tool: str, args: dict[str, Any], lister: str
+) -> None:
+    result = await call(client, tool, args)
+
+    assert result.is_error
+    assert result.meta[ERROR_META_KEY]["class"] == "not_found"
+    assert lister in result.meta[ERROR_META_KEY]["message"], text(result)
+    assert "check the id or name" not in text(result)

@@ -659,7 +659,7 @@ async def test_an_unknown_svid_is_reported_as_not_found_by_muse_ai(client: Clien
 
     assert result.is_error and error_class(result) == "not_found"
     assert text(result).startswith("[not_found] muse.ai get_video: not found (404)")
-    assert "check the id" in text(result)
+    assert "museai_list_videos lists the videos" in text(result)
     assert sandbox.museai.requests == [("GET", "/api/files/videos/nosuchv")]
 
 
