@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from mediamux.clock import FakeClock
+from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from mediamux.tools.base import ERROR_META_KEY
+from mediamux.tools.muapi import MODEL_CATALOG_TTL_S
 from tests.test_muapi_tools import call, text
 
 ADVICE = "fix the arguments and call again"
@@ -181,3 +184,60 @@ async def test_a_not_found_error_names_the_tool_that_lists_the_valid_ids(
     assert result.meta[ERROR_META_KEY]["class"] == "not_found"
     assert lister in result.meta[ERROR_META_KEY]["message"], text(result)
     assert "check the id or name" not in text(result)
+
+
+# -- an unknown MuAPI model ----------------------------------------------------------------------
+
+
+def catalog_reads(sandbox: Sandbox) -> int:
+    return sum(1 for method, path in sandbox.muapi.requests if method == "GET" and path.endswith("/models"))
+
+
+@pytest.mark.providers("muapi")
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("muapi_get_model", {"name": "flux-schnel-image"}),
+        ("muapi_generate", {"endpoint": "flux-schnel-image", "params": {"prompt": "a fox"}}),
+    ],
+)
+async def test_an_unknown_model_suggests_the_closest_slugs_from_the_catalog(
+    client: Client, sandbox: Sandbox, tool: str, args: dict[str, Any]
+) -> None:
+    result = await call(client, tool, args)
+
+    assert result.is_error
+    message = result.meta[ERROR_META_KEY]["message"]
+    assert result.meta[ERROR_META_KEY]["class"] == "not_found"
+    assert "closest models: flux-schnell-image" in message, message
+    assert "muapi_list_models" in message
+    assert sandbox.muapi.submissions == 0
+    assert catalog_reads(sandbox) == 1
+
+
+@pytest.mark.providers("muapi")
+async def test_the_catalog_is_read_only_for_an_unknown_model_and_kept_briefly(
+    client: Client, sandbox: Sandbox, clock: FakeClock
+) -> None:
+    found = await call(client, "muapi_get_model", {"name": "flux-schnell-image"})
+    assert not found.is_error and catalog_reads(sandbox) == 0  # nothing extra on the happy path
+
+    await call(client, "muapi_get_model", {"name": "flux-schnel-image"})
+    await call(client, "muapi_get_model", {"name": "flux-dev-imag"})
+    assert catalog_reads(sandbox) == 1
+
+    clock.advance(MODEL_CATALOG_TTL_S + 1)
+    await call(client, "muapi_get_model", {"name": "flux-schnel-image"})
+    assert catalog_reads(sandbox) == 2
+
+
+@pytest.mark.providers("muapi")
+async def test_a_404_for_a_model_that_is_in_the_catalog_suggests_nothing_misleading(
+    client: Client, sandbox: Sandbox
+) -> None:
+    sandbox.muapi.faults.add(method="GET", path=r"/models/flux-dev-image$", kind="status", status=404)
+
+    result = await call(client, "muapi_get_model", {"name": "flux-dev-image"})
+
+    assert result.is_error
+    assert "closest models" not in result.meta[ERROR_META_KEY]["message"]
