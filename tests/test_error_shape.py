@@ -241,3 +241,49 @@ async def test_a_404_for_a_model_that_is_in_the_catalog_suggests_nothing_mislead
 
     assert result.is_error
     assert "closest models" not in result.meta[ERROR_META_KEY]["message"]
+
+
+# -- a provider answer we could not read ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "body", "tool", "operation"),
+    [
+        (
+            "museai",
+            r"^/api/files/videos$",
+            [{"svid": "AbCdEf1", "duration": "long"}],
+            "museai_list_videos",
+            "list_videos",
+        ),
+        (
+            "museai",
+            r"^/api/files/collections$",
+            [{"scid": ["x"]}],
+            "museai_list_collections",
+            "list_collections",
+        ),
+        (
+            "muapi",
+            r"/models$",
+            [{"name": "flux-dev-image", "category": ["x"]}],
+            "muapi_list_models",
+            "list_models",
+        ),
+    ],
+    ids=["museai-videos", "museai-collections", "muapi-models"],
+)
+async def test_an_answer_that_cannot_be_read_is_a_provider_error_naming_the_operation(
+    client: Client, sandbox: Sandbox, provider: str, path: str, body: Any, tool: str, operation: str
+) -> None:
+    emulator = getattr(sandbox, provider)
+    emulator.faults.add(method="GET", path=path, kind="status", status=200, body=body, times=5)
+
+    result = await call(client, tool)
+
+    assert result.is_error
+    meta = result.meta[ERROR_META_KEY]
+    assert meta["class"] == "provider_error", meta
+    assert f" {operation}: unexpected answer (" in meta["message"], meta["message"]
+    for wrong in ("pydantic", "invalid arguments", "fix the arguments"):
+        assert wrong not in meta["message"]
