@@ -23,6 +23,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from mediamux.config import DEFAULT_DEDUP_WINDOW_S
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
@@ -52,7 +53,8 @@ NewJob = Annotated[
     bool,
     Field(
         description="Pay for a new job even if an identical one ran within the duplicate window "
-        "(by default the earlier job is returned instead of paying twice)."
+        f"({DEFAULT_DEDUP_WINDOW_S:g} s unless MEDIAMUX_DEDUP_WINDOW_S sets another). By default the "
+        "earlier job, running or finished, is returned instead of paying twice."
     ),
 ]
 

@@ -12,6 +12,7 @@ from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS, FileJobArgs
 from mediamux.jobs.museai_subtitles import AutoSubtitles, SubtitleWorkflow
+from mediamux.providers.errors import NotFound
 from mediamux.providers.museai import (
     AlignedWord,
     Collection,
@@ -139,7 +140,16 @@ async def museai_upload_video(
     ctx: Context,
     title: Annotated[str | None, Field(max_length=300)] = None,
     visibility: VisibilityArg | None = None,
-    collection: Annotated[str | None, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    collection: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="Collection id (scid, e.g. 'bdZofqF', from museai_list_collections or "
+            "museai_create_collection), not its name: the new video is added to that collection. An "
+            "unknown id is refused before the file is sent.",
+        ),
+    ] = None,
     wait_ready: WaitReady = False,
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, Video]:
@@ -149,6 +159,8 @@ async def museai_upload_video(
     svc = services(ctx)
     client = client_of(ctx)
     resolved = upload_path(ctx, path)
+    if collection:
+        await _check_collection(client, collection)
     report = progress_of(ctx)
 
     async def on_bytes(sent: int, total: int) -> None:
@@ -169,6 +181,24 @@ async def museai_upload_video(
     return model_result(
         video, f"muse.ai: uploaded {resolved.name} as {video.svid} ({state})", links=[video_link(video.svid)]
     )
+
+
+async def _check_collection(client: MuseaiClient, scid: str) -> None:
+    """One free read before an upload that may take minutes: an unknown collection is refused first.
+
+    An agent often passes the collection's name; when one is named so, the error gives its id.
+    """
+    try:
+        await client.get_collection(scid)
+    except NotFound:
+        named = [c.scid for c in await client.list_collections() if c.name == scid and c.scid]
+        if named:
+            raise InputError(
+                f"{scid!r} is the name of collection {', '.join(named)}; pass the id (scid)",
+                arguments=("collection",),
+                advice="call again with it",
+            ) from None
+        raise
 
 
 class VideoList(BaseModel):
@@ -448,9 +478,18 @@ class CreatedCollection(BaseModel):
 
 @toolset.tool(title="Create a muse.ai collection", read_only=False)
 async def museai_create_collection(
-    name: Annotated[str, Field(min_length=1, max_length=200)], visibility: VisibilityArg, ctx: Context
+    name: Annotated[str, Field(min_length=1, max_length=200)],
+    ctx: Context,
+    visibility: Annotated[
+        VisibilityArg,
+        Field(
+            description="Who can see it: 'public' (muse.ai's documented default), 'unlisted' (anyone "
+            "with the link) or 'private' (the account only)"
+        ),
+    ] = "public",
 ) -> Annotated[CallToolResult, CreatedCollection]:
-    """Creates a muse.ai collection and returns its id (scid). Free."""
+    """Creates a muse.ai collection and returns its id (scid), to pass as collection to
+    museai_upload_video or to museai_add_to_collection. Free; returns at once."""
     scid = await client_of(ctx).create_collection(name, visibility)
     await _changed(ctx, listing=True)
     return model_result(
@@ -694,13 +733,22 @@ async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFi
 async def museai_auto_subtitles(
     svid: Svid,
     ctx: Context,
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w .()-]+$")] = "Auto",
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[\w .()-]+$",
+            description="Track name viewers pick it by, usually its language, e.g. 'English'",
+        ),
+    ] = "Auto",
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, AutoSubtitles]:
     """Makes subtitles for a muse.ai video: transcribes its audio, aligns the words to the audio, builds
-    WebVTT cues from the word timings and uploads them as a new subtitle track. Paid from muse.ai AI credits
-    for two jobs; takes roughly the video's length. Past wait_s it returns status 'running'; calling it
-    again resumes the same jobs without paying again."""
+    WebVTT cues from the word timings and uploads them as a new subtitle track. muse.ai's speech API
+    takes no language setting: the words are in whatever language muse.ai recognises. Paid from muse.ai
+    AI credits for two jobs; takes roughly the video's length. Past wait_s it returns status 'running';
+    calling it again resumes the same jobs without paying again."""
     svc = services(ctx)
     workflow = SubtitleWorkflow(
         client=client_of(ctx),
