@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 
 from mediamux.config import DEFAULT_DEDUP_WINDOW_S
+from mediamux.providers.muzaic import status_notes
 from mediamux.sandbox import Sandbox
 from mediamux.sandbox.media import wav_sequence_bytes
 from mediamux.server.app import MediamuxServer
@@ -163,3 +164,69 @@ async def test_the_soundtrack_prompt_points_detect_sounds_at_a_local_file_only(c
     # museai_detect_sounds takes a path inside the allowed folders, not an svid.
     sentence = next(s for s in body.split("\n") if "museai_detect_sounds" in s)
     assert "local" in sentence and "allowed folders" in sentence
+
+
+# -- Muzaic results -------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("status", "notes"),
+    [
+        ("action: generate", []),
+        ("action: generate | no params object", []),
+        (["action: generate", "no params object"], []),
+        (
+            "action: generate | unknown param shimmer ignored | tags 1 and 2 conflict",
+            ["unknown param shimmer ignored", "tags 1 and 2 conflict"],
+        ),
+        ("region 0 action: copy | region 1 no params object | soundtrack normalized: auto", []),
+        (
+            "region 0 normalize: none | region 1 tag 99 not found, ignored",
+            ["region 1 tag 99 not found, ignored"],
+        ),
+        ("motiveId overwritten", ["motiveId overwritten"]),
+        (None, []),
+    ],
+)
+def test_muzaic_status_notes_drop_echoes_of_the_request(status: Any, notes: list[str]) -> None:
+    assert status_notes(status) == notes
+
+
+@pytest.mark.providers("muzaic")
+@pytest.mark.parametrize("generation", ["new", "old"])
+async def test_a_plain_generation_carries_no_warnings(
+    client: Client, sandbox: Sandbox, generation: str
+) -> None:
+    sandbox.muzaic.generation = generation
+
+    result = await call(client, "muzaic_generate_music", {"duration": 6})
+
+    assert not result.is_error, text(result)
+    assert result.structured_content["result"]["warnings"] == []
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_soundtrack_reports_only_what_muzaic_warned_about(client: Client) -> None:
+    result = await call(
+        client,
+        "muzaic_create_soundtrack",
+        {"regions": [{"time": 0, "duration": 4}, {"time": 4, "duration": 4, "tags": [1, 2]}]},
+    )
+
+    assert not result.is_error, text(result)
+    warnings = result.structured_content["result"]["warnings"]
+    assert warnings and all("action:" not in w and "normaliz" not in w for w in warnings)
+    assert any("conflict" in w for w in warnings)
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_failed_muzaic_job_shows_no_provider_status_of_working(client: Client) -> None:
+    failed = await call(client, "muzaic_regenerate", {"hash": "0123456789abcdef"})
+    job_id = failed.structured_content["job_id"]
+    again = await call(client, "jobs_get", {"job_id": job_id})
+
+    for view in (failed.structured_content, again.structured_content):
+        assert view["status"] == "failed"
+        assert view["provider_status"] != "working"
+        assert view["error"]["class"] == "not_found"
