@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from mcp import Client
 
 from mediamux.clock import FakeClock
 from mediamux.sandbox import Sandbox
+from mediamux.sandbox.media import wav_sequence_bytes
 from mediamux.server.app import MediamuxServer
 from mediamux.tools.base import ERROR_META_KEY
 from mediamux.tools.muapi import MODEL_CATALOG_TTL_S
@@ -287,3 +289,34 @@ async def test_an_answer_that_cannot_be_read_is_a_provider_error_naming_the_oper
     assert f" {operation}: unexpected answer (" in meta["message"], meta["message"]
     for wrong in ("pydantic", "invalid arguments", "fix the arguments"):
         assert wrong not in meta["message"]
+
+
+# -- failed jobs and workflows ---------------------------------------------------------------------
+
+
+@pytest.mark.providers("muzaic")
+async def test_a_failed_job_result_opens_with_its_error_class_like_every_error(client: Client) -> None:
+    result = await call(client, "muzaic_regenerate", {"hash": "0123456789abcdef"})
+
+    assert result.is_error
+    assert text(result).startswith("[not_found] Muzaic regenerate: failed")
+    assert result.meta[ERROR_META_KEY]["class"] == "not_found"
+    assert result.structured_content["status"] == "failed"  # the job's shape is kept
+
+
+@pytest.mark.providers("museai")
+async def test_auto_subtitles_for_a_video_without_speech_fails_in_the_one_shape(
+    client: Client, files_dir: Path
+) -> None:
+    (files_dir / "silence.wav").write_bytes(wav_sequence_bytes([(2.0, None)]))
+    video = await call(client, "museai_upload_video", {"path": "silence.wav"})
+    svid = video.structured_content["svid"]
+
+    result = await call(client, "museai_auto_subtitles", {"svid": svid})
+
+    assert result.is_error
+    meta = result.meta[ERROR_META_KEY]
+    assert meta["class"] == "invalid_input" and meta["arguments"] == ["svid"]
+    assert text(result).startswith(f"[invalid_input] svid: no speech was found in {svid}")
+    assert result.structured_content["status"] == "failed"
+    assert result.structured_content["error"]["class"] == "invalid_input"

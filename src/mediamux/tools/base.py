@@ -243,13 +243,17 @@ def model_result(
 
 
 def job_result(view: JobResult[Any], *, title: str, error_on_failure: bool = True) -> CallToolResult:
-    result = model_result(view, job_summary(view, title), links=job_links(view))
+    failed = error_on_failure and view.status in ("failed", "cancelled", "expired")
+    summary = job_summary(view, title)
+    if failed and view.error is not None:
+        # An isError result opens with its class, as every other error does; the job's shape stays.
+        summary = f"[{view.error.error_class}] {summary}"
+    result = model_result(view, summary, links=job_links(view))
     meta: dict[str, Any] = {COST_META_KEY: view.cost.model_dump(mode="json")}
     if view.error is not None:
         meta[ERROR_META_KEY] = view.error.model_dump(mode="json", by_alias=True)
     result.meta = meta
-    if error_on_failure and view.status in ("failed", "cancelled", "expired"):
-        result.is_error = True
+    result.is_error = failed
     return result
 
 

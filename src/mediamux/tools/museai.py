@@ -29,6 +29,7 @@ from mediamux.providers.museai import (
     Video,
 )
 from mediamux.tools.base import (
+    ERROR_META_KEY,
     NewJob,
     Toolset,
     WaitS,
@@ -761,10 +762,18 @@ async def museai_auto_subtitles(
     view = await workflow.run(svid, name=name, wait_s=wait_s, progress=progress_of(ctx))
     if view.status == "running":
         view.note = "the speech jobs are still running; call museai_auto_subtitles again to resume them"
-    if view.status != "completed":
-        result = model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {view.note}")
-        result.is_error = view.status == "failed"
+    if view.status == "failed" and view.error is not None:
+        error = view.error
+        # Told in the one error shape, with the workflow's own result (its jobs, their cost) kept.
+        result = model_result(view, f"[{error.error_class}] {error.message}")
+        result.is_error = True
+        meta = error.model_dump(mode="json", by_alias=True)
+        if error.error_class == "invalid_input":
+            meta["arguments"] = ["svid"]  # the video itself cannot be subtitled
+        result.meta = {ERROR_META_KEY: meta}
         return result
+    if view.status != "completed":
+        return model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {view.note}")
     # A completed run always names its track; the asserts tell the type checker so.
     assert view.subtitle_id is not None
     assert view.name is not None
