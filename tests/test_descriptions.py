@@ -24,7 +24,12 @@ from mediamux.server.app import MediamuxServer
 from mediamux.tools.base import ERROR_META_KEY
 from tests.test_muapi_tools import call, text
 
-WAV = wav_sequence_bytes([(1.0, 440.0), (0.5, None)])
+
+@pytest.fixture
+def talk(files_dir: Path) -> str:
+    """A short local recording to upload, by the name a tool takes it."""
+    (files_dir / "talk.wav").write_bytes(wav_sequence_bytes([(1.0, 440.0), (0.5, None)]))
+    return "talk.wav"
 
 
 async def tools_by_name(server: MediamuxServer) -> dict[str, Any]:
@@ -108,11 +113,10 @@ async def test_create_collection_without_visibility_creates_a_public_one(
 
 @pytest.mark.providers("museai")
 async def test_upload_into_an_unknown_collection_is_refused_before_the_file_is_sent(
-    client: Client, sandbox: Sandbox, files_dir: Path
+    client: Client, sandbox: Sandbox, talk: str
 ) -> None:
-    (files_dir / "talk.wav").write_bytes(WAV)
 
-    result = await call(client, "museai_upload_video", {"path": "talk.wav", "collection": "NoSuch1"})
+    result = await call(client, "museai_upload_video", {"path": talk, "collection": "NoSuch1"})
 
     assert result.is_error
     assert result.meta[ERROR_META_KEY]["class"] == "not_found"
@@ -123,13 +127,12 @@ async def test_upload_into_an_unknown_collection_is_refused_before_the_file_is_s
 
 @pytest.mark.providers("museai")
 async def test_upload_given_a_collection_name_says_which_id_to_pass(
-    client: Client, sandbox: Sandbox, files_dir: Path
+    client: Client, sandbox: Sandbox, talk: str
 ) -> None:
-    (files_dir / "talk.wav").write_bytes(WAV)
     created = await call(client, "museai_create_collection", {"name": "Lectures", "visibility": "private"})
     scid = created.structured_content["scid"]
 
-    result = await call(client, "museai_upload_video", {"path": "talk.wav", "collection": "Lectures"})
+    result = await call(client, "museai_upload_video", {"path": talk, "collection": "Lectures"})
 
     assert result.is_error
     assert text(result).startswith("[invalid_input] collection: 'Lectures' is the name of collection ")
@@ -140,12 +143,11 @@ async def test_upload_given_a_collection_name_says_which_id_to_pass(
 
 @pytest.mark.providers("museai")
 async def test_upload_into_a_collection_by_id_adds_the_video_to_it(
-    client: Client, sandbox: Sandbox, files_dir: Path
+    client: Client, sandbox: Sandbox, talk: str
 ) -> None:
-    (files_dir / "talk.wav").write_bytes(WAV)
     scid = (await call(client, "museai_create_collection", {"name": "Lectures"})).structured_content["scid"]
 
-    result = await call(client, "museai_upload_video", {"path": "talk.wav", "collection": scid})
+    result = await call(client, "museai_upload_video", {"path": talk, "collection": scid})
 
     assert not result.is_error, text(result)
     assert result.structured_content["svid"] in sandbox.museai.collections[scid].members
