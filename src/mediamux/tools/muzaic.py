@@ -197,8 +197,10 @@ async def muzaic_generate_music(
     generation = client_of(ctx).generation
     if generation is not None and duration > MAX_DURATION_BY_GENERATION[generation]:
         raise InputError(
-            f"duration: at most {MAX_DURATION_BY_GENERATION[generation]} s on the Muzaic API this server talks "
-            f"to (its {generation}er generation); split longer music into a soundtrack, or ask for less"
+            f"at most {MAX_DURATION_BY_GENERATION[generation]} seconds on the Muzaic API this server talks "
+            f"to (its {generation}er generation), got {duration}",
+            arguments=("duration",),
+            advice="split longer music into a soundtrack, or ask for less",
         )
     params = Params(intensity=intensity, tempo=tempo, rhythm=rhythm, tone=tone, variance=variance).wire()
     warnings = await _tag_warnings(ctx, [tags or []])
