@@ -243,7 +243,7 @@ async def test_cover_is_set_from_a_frame_time_or_a_local_image_and_exactly_one_i
     neither = await call(client, "museai_set_cover", {"fid": video["fid"]})
     for result in (both, neither):
         assert result.is_error and error_class(result) == "invalid_input"
-        assert "exactly one of time or image_path" in text(result)
+        assert "time, image_path: give exactly one of them" in text(result)
     assert sandbox.museai.requests == before
 
 
@@ -375,7 +375,7 @@ async def test_search_scope_without_target_id_is_refused_before_any_call(
     result = await call(client, "museai_search", {"query": "echo", "scope": "collection"})
 
     assert result.is_error and error_class(result) == "invalid_input"
-    assert "needs target_id" in text(result)
+    assert "target_id: required for scope" in text(result)
     assert sandbox.museai.requests == before
 
 
@@ -659,7 +659,7 @@ async def test_an_unknown_svid_is_reported_as_not_found_by_muse_ai(client: Clien
 
     assert result.is_error and error_class(result) == "not_found"
     assert text(result).startswith("[not_found] muse.ai get_video: not found (404)")
-    assert "check the id" in text(result)
+    assert "museai_list_videos lists the videos" in text(result)
     assert sandbox.museai.requests == [("GET", "/api/files/videos/nosuchv")]
 
 

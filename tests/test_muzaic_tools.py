@@ -285,5 +285,8 @@ async def test_the_duration_limit_follows_the_api_generation_that_answers(
         assert not longer.is_error, text(longer)
     else:
         assert longer.is_error and longer.meta["mediamux/error"]["class"] == "invalid_input"
-        assert "at most 300 s" in text(longer) and "newer generation" in text(longer)
+        assert text(longer).startswith("[invalid_input] duration: at most 300 seconds")
+        assert "newer generation" in text(longer) and longer.meta["mediamux/error"]["arguments"] == [
+            "duration"
+        ]
         assert sandbox.muzaic.generations == made  # refused before any call

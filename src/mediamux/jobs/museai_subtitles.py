@@ -21,6 +21,7 @@ from mediamux.clock import Clock
 from mediamux.errors import InputError
 from mediamux.files import download_output, write_output
 from mediamux.jobs.engine import JobEngine, Progress, ProgressFn
+from mediamux.jobs.models import JobError
 from mediamux.jobs.museai import FileJobArgs
 from mediamux.providers.cost import Cost, total_cost
 from mediamux.providers.museai import AlignedWord, MuseaiClient
@@ -40,6 +41,7 @@ class AutoSubtitles(BaseModel):
     vtt_path: str | None = None
     jobs: list[str] = Field(default_factory=list, description="The transcription and alignment job ids")
     cost: Cost = Field(default_factory=Cost, description="Both jobs together, as muse.ai reported them")
+    error: JobError | None = Field(None, description="Why it failed")
     note: str | None = None
 
 
@@ -102,7 +104,11 @@ class SubtitleWorkflow:
         await report.step("muse.ai: fetching the video (step 1 of 4)")
         video = await self.client.get_video(svid)
         if not video.url:
-            raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
+            raise InputError(
+                f"muse.ai gave no media URL for {svid}; it may still be ingesting",
+                arguments=("svid",),
+                advice="call again once museai_get_video no longer shows it ingesting",
+            )
         media = await download_output(
             self.downloads,
             video.url,
@@ -120,12 +126,15 @@ class SubtitleWorkflow:
         costs = [speech.cost]
         # muse.ai results are in the record once the job finishes; there are no files to wait for.
         if speech.status not in ("completed", "saving_outputs"):
-            return _unfinished(
-                svid, speech.status, jobs, speech.error.message if speech.error else None, costs
-            )
+            return _unfinished(svid, speech.status, jobs, speech.error, costs)
         text = (speech.result or {}).get("text", "")
         if not text.strip():
-            return _unfinished(svid, "failed", jobs, "no speech was found in the video", costs)
+            nothing = JobError(
+                error_class="invalid_input",
+                message=f"svid: no speech was found in {svid}, so there is nothing to subtitle; "
+                "museai_upload_subtitles adds a track written by hand",
+            )
+            return _unfinished(svid, "failed", jobs, nothing, costs)
         remaining = max(0.0, deadline - self.clock.monotonic())
         await report.step("muse.ai: aligning the words to the audio (step 3 of 4)")
         align = await self.engine.run(
@@ -138,7 +147,7 @@ class SubtitleWorkflow:
         jobs.append(align.job_id)
         costs.append(align.cost)
         if align.status not in ("completed", "saving_outputs"):
-            return _unfinished(svid, align.status, jobs, align.error.message if align.error else None, costs)
+            return _unfinished(svid, align.status, jobs, align.error, costs)
         words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
         vtt, count = build_vtt(words)
         # Never written through the path: a link planted under this name would aim the write elsewhere.
@@ -161,9 +170,10 @@ class SubtitleWorkflow:
 
 
 def _unfinished(
-    svid: str, status: str, jobs: list[str], problem: str | None, costs: list[Cost]
+    svid: str, status: str, jobs: list[str], problem: JobError | None, costs: list[Cost]
 ) -> AutoSubtitles:
     """A job that ended badly fails the workflow with its reason; one still going leaves it running."""
     if status in ("failed", "cancelled", "expired"):
-        return AutoSubtitles(status="failed", svid=svid, jobs=jobs, note=problem, cost=total_cost(costs))
+        error = problem or JobError(error_class="provider_error", message=f"a muse.ai job ended {status}")
+        return AutoSubtitles(status="failed", svid=svid, jobs=jobs, error=error, cost=total_cost(costs))
     return AutoSubtitles(status="running", svid=svid, jobs=jobs, cost=total_cost(costs))

@@ -98,6 +98,11 @@ SUBMIT_STATE: dict[Event, str | None] = {
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.EXPIRED})
 
+# A submission that ends without the provider's answer ends with no word from the provider: the
+# only ones it can carry are the engine's own ("submitting", Muzaic's "working"), and a failed job
+# that still said "working" told the agent the provider was at it.
+UNANSWERED = frozenset({Event.REJECTED, Event.WITHDRAWN, Event.LOST, Event.INTERRUPTED, Event.ORPHANED})
+
 
 class IllegalTransition(RuntimeError):
     """A move the table does not allow: a bug in the engine, never the caller's mistake."""
@@ -160,7 +165,10 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
     new.finalized = target is State.COMPLETED
     if change.provider_job_id:
         new.provider_job_id = change.provider_job_id
-    new.provider_status = change.provider_status or new.provider_status
+    if event in UNANSWERED:
+        new.provider_status = change.provider_status
+    else:
+        new.provider_status = change.provider_status or new.provider_status
     if change.result is not None:
         new.result = change.result
     if change.error is not None:

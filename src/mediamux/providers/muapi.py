@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
-from mediamux.providers._util import Tolerant, number, path_segment
+from mediamux.providers._util import Tolerant, number, path_segment, read_each
 from mediamux.providers.cost import Cost, reported_amount
 from mediamux.providers.errors import InvalidRequest, ProviderStatusError
 from mediamux.providers.status import normalize_status
@@ -366,11 +366,10 @@ class MuapiClient:
         if not isinstance(items, list):
             raise self.t.malformed("list_keys", "expected a list")
         # Never keep a raw key that a listing might include.
-        return [
-            ApiKeyInfo.model_validate({k: v for k, v in i.items() if k not in ("api_key", "key")})
-            for i in items
-            if isinstance(i, dict)
+        keys = [
+            {k: v for k, v in i.items() if k not in ("api_key", "key")} for i in items if isinstance(i, dict)
         ]
+        return read_each(ApiKeyInfo, keys, self.t, "list_keys", "key")
 
     async def create_key(self, name: str, is_test: bool) -> CreatedKey:
         response = await self.t.request(
@@ -405,11 +404,8 @@ class MuapiClient:
         )
         if not isinstance(items, list):
             raise self.t.malformed("list_models", "expected a list of models")
-        models = []
-        for item in items:
-            if isinstance(item, dict) and item.get("name"):
-                models.append(ModelInfo.model_validate(item))
-        return models
+        named = [item for item in items if isinstance(item, dict) and item.get("name")]
+        return read_each(ModelInfo, named, self.t, "list_models", "model")
 
     async def estimate_cost(self, endpoint: str, params: dict[str, Any]) -> float | None:
         """The price MuAPI quotes for these inputs before running them, where the model offers a quote.

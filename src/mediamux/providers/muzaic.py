@@ -29,6 +29,12 @@ MAX_GENERATION_BYTES = 64 * 1024 * 1024
 # Generation is synchronous upstream: the read timeout must cover rendering a long track.
 GENERATION_TIMEOUT_S = 600.0
 _SECRET_FIELD = re.compile(r"secret|key|token$", re.IGNORECASE)
+# Notes in Muzaic's status that only repeat the request ("action: generate", "no params object",
+# "soundtrack normalized: auto"; per region too): nothing its sender does not know, so not warnings.
+_ECHO = re.compile(
+    r"(region \d+ )?(action: \w+|no params object|normali[sz]e: \S+)|soundtrack normali[sz]ed: \S+",
+    re.IGNORECASE,
+)
 
 
 class Tag(BaseModel):
@@ -64,7 +70,10 @@ class Generation(BaseModel):
     region_hashes: list[str] = Field(default_factory=list)
     audio_duration_s: float | None = None
     tokens_used: float | None = None
-    status: list[str] = Field(default_factory=list, description="Muzaic's diagnostics and warnings")
+    status: list[str] = Field(
+        default_factory=list,
+        description="Muzaic's warnings and notes about the request, without echoes of it",
+    )
     execution_time_s: float | None = None
     api_version: str | None = None
 
@@ -84,6 +93,18 @@ class Account(BaseModel):
     name: str | None = None
     account_id: str | None = None
     expires_at: str | None = None
+
+
+def status_notes(status: Any) -> list[str]:
+    """Muzaic's ``status`` (one string of " | "-separated notes, or a list of them) as its notes,
+    without those that only echo the request."""
+    notes = []
+    for item in status if isinstance(status, list) else [status]:
+        for part in str(item or "").split(" | "):
+            note = part.strip()
+            if note and not _ECHO.fullmatch(note):
+                notes.append(note)
+    return notes
 
 
 def _int(value: Any) -> int | None:
@@ -266,9 +287,7 @@ class MuzaicClient:
             region_hashes=hashes[1:],
             audio_duration_s=number(data.get("audioDuration", data.get("duration"))),
             tokens_used=reported_amount(data.get("tokensUsed"), "tokensUsed", "Muzaic"),
-            status=[
-                self.t.scrub(str(s), 200) for s in (status if isinstance(status, list) else [status]) if s
-            ],
+            status=[self.t.scrub(note, 200) for note in status_notes(status)],
             execution_time_s=number(data.get("executionTime")),
             api_version=str(data["apiVersion"]) if data.get("apiVersion") else None,
         )

@@ -35,8 +35,10 @@ from pydantic import SecretStr
 
 from mediamux import deadlines
 from mediamux.clock import Clock, SystemClock
+from mediamux.errors import FIX_ARGUMENTS
 from mediamux.providers.errors import (
     MissingCredentials,
+    NotFound,
     OutOfTime,
     ProviderConnectionError,
     ProviderError,
@@ -96,18 +98,20 @@ BodyFactory = Callable[[], tuple[Mapping[str, str], AsyncIterator[bytes]]]
 
 @dataclass
 class ProviderHints:
-    """Per-provider advice appended to error messages, keyed by error class."""
+    """Per-provider advice appended to error messages, keyed by error class; for a 404, keyed by
+    operation (where the valid ids are listed)."""
 
     title: str
     key_env: str
     advice: dict[str, str] = field(default_factory=dict)
+    not_found: dict[str, str] = field(default_factory=dict)
 
 
 DEFAULT_ADVICE = {
     "auth": "check {key_env}: the provider rejected the key",
     "insufficient_credits": "top up the account, or use a sandbox/test key",
     "not_found": "check the id or name",
-    "invalid_input": "fix the arguments and call again",
+    "invalid_input": FIX_ARGUMENTS,
     "rate_limited": "wait and call again",
     "provider_error": "the provider had a problem; try again later",
     "timeout": "the provider did not answer in time; try again later",
@@ -572,7 +576,11 @@ class Transport:
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.now())
         detail = self.scrub(_detail_of(response))
         what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
-        advice = self.hints.advice.get(kind.error_class) or DEFAULT_ADVICE.get(kind.error_class, "")
+        advice = (
+            (self.hints.not_found.get(operation) if kind is NotFound else None)
+            or self.hints.advice.get(kind.error_class)
+            or DEFAULT_ADVICE.get(kind.error_class, "")
+        )
         advice = advice.format(key_env=self.hints.key_env)
         if kind is RateLimited and retry_after is not None and retry_after > 0:
             advice = f"retry after {retry_after:.0f} s"

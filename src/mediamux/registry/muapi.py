@@ -74,4 +74,10 @@ SPEC = ProviderSpec(
         "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "
         "(muapi_create_key with is_test=true)",
     },
+    not_found={
+        **dict.fromkeys(("generate", "get_model", "estimate_cost"), "muapi_list_models lists the models"),
+        "get_result": "request ids come from muapi_generate; jobs_list lists the jobs started here with "
+        "their provider_job_id",
+        "delete_key": "muapi_list_keys lists the keys",
+    },
 )

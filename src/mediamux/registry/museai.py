@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mediamux.sandbox import Emulated
 
 SANDBOX_KEY = "sandbox-museai-key"
+_VIDEOS = "museai_list_videos lists the videos (svid and fid)"
 
 
 class MuseaiSettings(ProviderSettings):
@@ -84,5 +85,33 @@ SPEC = ProviderSpec(
     key_hint=" (mediamux login museai creates one)",
     advice={
         "insufficient_credits": "the muse.ai account is out of credits; add credits in muse.ai's billing settings",
+    },
+    not_found={
+        **dict.fromkeys(
+            (
+                "get_video",
+                "update_video",
+                "delete_video",
+                "cut_clip",
+                "set_cover",
+                "upload_subtitles",
+                "list_subtitles",
+            ),
+            _VIDEOS,
+        ),
+        **dict.fromkeys(
+            ("get_subtitles", "rename_subtitles", "delete_subtitles"),
+            "museai_list_subtitles lists a video's tracks, museai_list_videos the videos",
+        ),
+        **dict.fromkeys(
+            ("get_collection", "delete_collection", "upload_video"),
+            "museai_list_collections lists the collections (scid)",
+        ),
+        **dict.fromkeys(
+            ("add_to_collection", "remove_from_collection"),
+            "museai_list_collections lists the collections with their videos, museai_list_videos all videos",
+        ),
+        "search": "museai_list_collections and museai_list_videos list the account's collection and video ids",
+        "update_faces": "museai_list_faces lists the face and cluster ids",
     },
 )

@@ -78,4 +78,9 @@ SPEC = ProviderSpec(
     drivers=_drivers,
     emulator=_emulator,
     key_hint=" (from adminpanel.muzaic.ai)",
+    not_found=dict.fromkeys(
+        ("regenerate", "create_soundtrack"),
+        "hashes come from earlier Muzaic results (hash, region_hashes); jobs_list lists those jobs, "
+        "whose provider_job_id is the hash",
+    ),
 )

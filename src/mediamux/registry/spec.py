@@ -114,6 +114,8 @@ class ProviderSpec:
     key_hint: str = ""
     # error class -> what the user can do about it, appended to provider errors of that class.
     advice: Mapping[str, str] = field(default_factory=dict)
+    # operation -> where the valid ids are listed, said when the provider answers 404 to it.
+    not_found: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def host_names(self) -> tuple[str, ...]:

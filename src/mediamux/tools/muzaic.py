@@ -133,7 +133,9 @@ async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:
     unknown = sorted({t for tags in tag_lists for t in tags if t not in known})
     if unknown:
         raise InputError(
-            f"unknown Muzaic tag id(s) {unknown}; muzaic_list_tags lists the {len(known)} valid ones"
+            f"unknown Muzaic tag id(s) {unknown}",
+            arguments=("regions" if len(tag_lists) > 1 else "tags",),
+            advice=f"muzaic_list_tags lists the {len(known)} valid ids",
         )
     warnings = []
     for tags in tag_lists:
@@ -195,8 +197,10 @@ async def muzaic_generate_music(
     generation = client_of(ctx).generation
     if generation is not None and duration > MAX_DURATION_BY_GENERATION[generation]:
         raise InputError(
-            f"duration: at most {MAX_DURATION_BY_GENERATION[generation]} s on the Muzaic API this server talks "
-            f"to (its {generation}er generation); split longer music into a soundtrack, or ask for less"
+            f"at most {MAX_DURATION_BY_GENERATION[generation]} seconds on the Muzaic API this server talks "
+            f"to (its {generation}er generation), got {duration}",
+            arguments=("duration",),
+            advice="split longer music into a soundtrack, or ask for less",
         )
     params = Params(intensity=intensity, tempo=tempo, rhythm=rhythm, tone=tone, variance=variance).wire()
     warnings = await _tag_warnings(ctx, [tags or []])
@@ -220,8 +224,9 @@ async def muzaic_create_soundtrack(
     for before, after in itertools.pairwise(ordered):
         if after.time < before.time + before.duration - 1e-6:
             raise InputError(
-                f"regions overlap: one starts at {after.time:g} s before the previous one ends at "
-                f"{before.time + before.duration:g} s"
+                f"overlap: one starts at {after.time:g} s before the previous one ends at "
+                f"{before.time + before.duration:g} s",
+                arguments=("regions",),
             )
     warnings = await _tag_warnings(ctx, [r.tags or [] for r in regions])
     args = SoundtrackArgs(regions=[r.wire() for r in ordered], normalize=normalize)
