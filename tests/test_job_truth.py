@@ -3,6 +3,7 @@ progress that only rises. Checked against the emulators' own records."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -206,3 +207,51 @@ async def test_auto_subtitles_progress_is_one_rising_sequence_that_names_its_ste
     for step in ("step 1 of 4", "step 2 of 4", "step 3 of 4", "step 4 of 4"):
         assert step in messages
     assert made["cost"]["note"] == "not reported by muse.ai"
+
+
+def _wav(seconds: float) -> bytes:
+    from mediamux.sandbox.media import wav_sequence_bytes
+
+    return wav_sequence_bytes([(seconds, 440.0)])
+
+
+MULTI_STEP: list[tuple[str, dict[str, Any], dict[str, bytes]]] = [
+    # (tool, arguments, files it reads): each reports several steps and at least one byte transfer.
+    (
+        "muapi_generate",
+        {"endpoint": "nano-banana-edit", "params": {"prompt": "merge", "images_list": ["a.png", "b.png"]}},
+        {"a.png": b"\x89PNG\r\n\x1a\n" + b"a" * 300_000, "b.png": b"\x89PNG\r\n\x1a\n" + b"b" * 200_000},
+    ),
+    ("museai_upload_video", {"path": "talk.wav", "wait_ready": True}, {"talk.wav": _wav(2.0)}),
+    ("museai_transcribe", {"path": "talk.wav"}, {"talk.wav": _wav(2.0)}),
+    (
+        "mixpeek_index_file",
+        {"path": "clip.mp4", "collection_id": "c1"},
+        {"clip.mp4": b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 800},
+    ),
+]
+
+
+@pytest.mark.parametrize(("tool", "args", "files"), MULTI_STEP, ids=[t for t, _, _ in MULTI_STEP])
+async def test_every_multi_step_tool_reports_one_rising_progress_sequence(
+    make_server: Callable[..., MediamuxServer],
+    files_dir: Path,
+    tool: str,
+    args: dict[str, Any],
+    files: dict[str, bytes],
+) -> None:
+    for name, data in files.items():
+        (files_dir / name).write_bytes(data)
+    seen: list[tuple[float, float | None, str]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, total, message or ""))
+
+    async with Client(make_server()) as client:
+        result = await call(client, tool, args, progress_callback=on_progress)
+
+    assert not result.is_error, text(result)
+    values = [v for v, _, _ in seen]
+    assert len(values) >= 2 and all(b > a for a, b in itertools.pairwise(values)), values
+    assert all(total is None or value <= total for value, total, _ in seen)
+    assert all(message for _, _, message in seen)  # each step says what it is
