@@ -198,8 +198,14 @@ class Transport:
         max_bytes: int = MAX_JSON_BYTES,
         ok_statuses: tuple[int, ...] = (),
         read_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        external: bool = False,
     ) -> ProviderResponse:
         """Send one logical request (possibly several attempts) and return the successful answer.
+
+        ``headers`` are sent besides the auth header (Mixpeek's ``X-Namespace``). ``external`` marks an
+        absolute URL the provider handed out for a write elsewhere (a presigned upload to storage): it
+        is sent there without the key; redirects from it are still never followed to a third host.
 
         Raises:
             ProviderError: a subclass per failure; ``maybe_sent`` is set when a non-idempotent
@@ -228,6 +234,8 @@ class Transport:
                     authenticated=authenticated,
                     max_bytes=max_bytes,
                     read_timeout=read_timeout,
+                    headers=headers,
+                    external=external,
                 )
             except ProviderConnectionError as exc:
                 retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
@@ -268,8 +276,17 @@ class Transport:
                     continue
             raise error
 
-    async def get_json(self, path: str, *, operation: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = await self.request("GET", path, operation=operation, retry=Retry.ALWAYS, params=params)
+    async def get_json(
+        self,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        response = await self.request(
+            "GET", path, operation=operation, retry=Retry.ALWAYS, params=params, headers=headers
+        )
         return self.parse_json(response, operation)
 
     def parse_json(self, response: ProviderResponse, operation: str) -> Any:
@@ -330,6 +347,8 @@ class Transport:
         authenticated: bool,
         max_bytes: int,
         read_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        external: bool = False,
     ) -> ProviderResponse:
         current = httpx2.URL(url)
         # A synchronous render can legitimately take minutes; everything else keeps the default.
@@ -339,9 +358,9 @@ class Transport:
         # Judged on the method the caller asked for: a POST that a 302/303 turns into a GET must
         # still never land on another host and pass its answer off as the provider's.
         original_method = method
-        for _hop in range(4):
+        for hop in range(4):
             same_origin = origin(current) == self._origin
-            if not same_origin and original_method not in ("GET", "HEAD"):
+            if not same_origin and original_method not in ("GET", "HEAD") and not (external and hop == 0):
                 raise ProviderResponseError(
                     f"{self.hints.title} {operation}: the provider redirected a {original_method} to another "
                     "host; refusing to follow it",
@@ -349,15 +368,15 @@ class Transport:
                     operation=operation,
                     maybe_sent=True,
                 )
-            headers = self._headers(authenticated and same_origin)
+            sent_headers = {**(headers or {}), **self._headers(authenticated and same_origin)}
             content: AsyncIterator[bytes] | None = None
             if body is not None:
                 extra, content = body()
-                headers.update(extra)
+                sent_headers.update(extra)
             request = self._client.build_request(
                 method,
                 current,
-                headers=headers,
+                headers=sent_headers,
                 json=json_body if body is None and json_body is not None else None,
                 content=content,
                 timeout=timeout or httpx2.USE_CLIENT_DEFAULT,
@@ -496,6 +515,8 @@ class Transport:
         status = response.status
         kind = status_error_type(status)
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.now())
+        if retry_after is None:
+            retry_after = _body_retry_after(response)
         detail = self.scrub(_detail_of(response))
         what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
         advice = self.hints.advice.get(kind.error_class) or DEFAULT_ADVICE.get(kind.error_class, "")
@@ -575,5 +596,35 @@ def _flatten_detail(value: Any) -> str:
                 parts.append(str(item))
         return "; ".join(parts)
     if isinstance(value, dict):
-        return str(value.get("message") or value.get("detail") or value)
+        text = str(value.get("message") or value.get("detail") or value)
+        details = value.get("details")
+        fields = details.get("validation_errors") if isinstance(details, dict) else None
+        if isinstance(fields, list) and fields:
+            # {"error": {"message", "details": {"validation_errors": [...]}}} (Mixpeek v1): the
+            # field that was refused is what the caller needs to fix.
+            text += " (" + _flatten_detail([_field_error(item) for item in fields]) + ")"
+        return text
     return str(value)
+
+
+def _field_error(item: Any) -> Any:
+    if not isinstance(item, dict):
+        return item
+    where = item.get("loc") if item.get("loc") is not None else item.get("field") or item.get("path")
+    loc = where if isinstance(where, list) else [where] if where else []
+    return {"loc": loc, "msg": item.get("msg") or item.get("message") or "invalid"}
+
+
+def _body_retry_after(response: ProviderResponse) -> float | None:
+    """The wait an error body advises, for providers that send it there rather than in Retry-After:
+    ``error.details.retry_after_seconds`` (Mixpeek v1) or its older ``detail.error.details`` nesting."""
+    data = response.json()
+    if not isinstance(data, dict):
+        return None
+    for envelope in (data, data.get("detail")):
+        error = envelope.get("error") if isinstance(envelope, dict) else None
+        details = error.get("details") if isinstance(error, dict) else None
+        value = details.get("retry_after_seconds") if isinstance(details, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 10**9:
+            return float(value)
+    return None
