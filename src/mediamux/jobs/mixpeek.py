@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +57,19 @@ class Segment(BaseModel):
     transcription: str | None = None
     description: str | None = None
     ocr_text: str | None = Field(None, description="Text read on screen")
+
+    @classmethod
+    def of(cls, item: Any, **fields: Any) -> Self:
+        """The shared fields of a v0 feature or a v1 document (v0 calls the on-screen text ``text``),
+        then ``fields``."""
+        common = {
+            "start_time": item.start_time,
+            "end_time": item.end_time,
+            "transcription": item.transcription,
+            "description": item.description,
+            "ocr_text": getattr(item, "ocr_text", None) or getattr(item, "text", None),
+        }
+        return cls(**{**common, **fields})
 
 
 class DocumentsSummary(BaseModel):
@@ -116,9 +129,8 @@ def summarize_segments(segments: Sequence[Segment], total: int | None) -> Docume
         duration_s=max(ends) if ends else None,
         complete=total is None or total <= read,
         first_segments=[
-            Segment(
-                start_time=s.start_time,
-                end_time=s.end_time,
+            Segment.of(
+                s,
                 transcription=_cut(s.transcription),
                 description=_cut(s.description),
                 ocr_text=_cut(s.ocr_text),
@@ -128,22 +140,9 @@ def summarize_segments(segments: Sequence[Segment], total: int | None) -> Docume
     )
 
 
-def v0_segments(features: AssetFeatures) -> list[Segment]:
-    return [
-        Segment(
-            start_time=f.start_time,
-            end_time=f.end_time,
-            transcription=f.transcription,
-            description=f.description,
-            ocr_text=f.text,
-        )
-        for f in features.features
-    ]
-
-
 def summarize(features: AssetFeatures) -> DocumentsSummary:
     total = features.pagination.total if features.pagination else None
-    return summarize_segments(v0_segments(features), total)
+    return summarize_segments([Segment.of(f) for f in features.features], total)
 
 
 def v0_settings(args: IndexArgs) -> tuple[list[VideoSetting], ImageSettings]:

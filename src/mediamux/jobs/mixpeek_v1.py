@@ -196,9 +196,13 @@ class MixpeekV1IndexDriver(DriverBase):
             if where is None:
                 raise  # neither the task nor its batch: the engine reports the job expired
         assert task is not None or where is not None
-        if where is None and task is not None and task.bucket_id and task.batch_id:
-            where = self._where[provider_job_id] = _Where(task.bucket_id, task.batch_id, None)
         word = (task.status if task is not None else "").upper()
+        if where is None and task is not None:
+            if task.bucket_id and task.batch_id:
+                where = self._where[provider_job_id] = _Where(task.bucket_id, task.batch_id, None)
+            elif word in DONE:
+                # A finished task that does not name its batch: only the batch says when it is searchable.
+                where = await self._find(provider_job_id, args)
         batch: BatchInfo | None = None
         if where is not None and (task is None or word in DONE):
             batch = await self.client.get_batch(where.bucket_id, where.batch_id, self.operation)
@@ -254,8 +258,14 @@ class MixpeekV1IndexDriver(DriverBase):
                 result=ids,
                 error=JobError(error_class="provider_error", message=message),
             )
-        if word not in DONE or batch is None:
+        if word not in DONE:
             return Outcome(status=normalize_status(word), provider_status=word, result=ids)
+        if batch is None:
+            # Its batch could not be found: finished by the task's word, searchability unconfirmed.
+            result.documents_error = (
+                "Mixpeek did not say which batch this task ran, so searchability is unconfirmed"
+            )
+            return Outcome(status="completed", provider_status=word, result=result.model_dump(mode="json"))
         if not batch.documents_resolvable and not batch.documents_resolvable_error:
             return Outcome(status="running", provider_status=FINALIZING, result=ids)
         cost = _cost(batch)
@@ -303,16 +313,7 @@ class MixpeekV1IndexDriver(DriverBase):
             # The indexing itself is over; a failed read must not change how it ended.
             result.documents_error = exc.message
             return
-        segments = [
-            Segment(
-                start_time=d.start_time,
-                end_time=d.end_time,
-                transcription=d.transcription,
-                description=d.description,
-                ocr_text=d.ocr_text,
-            )
-            for d in found.documents
-        ]
+        segments = [Segment.of(d) for d in found.documents]
         result.documents = summarize_segments(segments, found.total)
 
     async def finalize(

@@ -149,18 +149,7 @@ async def documents_view(client: MixpeekApi, asset_id: str, page: int, page_size
         items = [_segment_of(d) for d in found.documents]
         return _paged(asset_id, items, page, page_size, max(found.total, len(items)))
     features = await client.get_asset_features(asset_id, page=page, page_size=page_size)
-    items = [
-        AssetSegment(
-            document_id=f.feature_id,
-            start_time=f.start_time,
-            end_time=f.end_time,
-            transcription=f.transcription,
-            description=f.description,
-            ocr_text=f.text,
-            metadata=f.metadata,
-        )
-        for f in features.features
-    ]
+    items = [AssetSegment.of(f, document_id=f.feature_id, metadata=f.metadata) for f in features.features]
     paging = features.pagination
     if paging is None:  # the unpaged grouped shape: every feature at once
         return _paged(asset_id, items, page, page_size, len(items))
@@ -176,7 +165,9 @@ async def documents_view(client: MixpeekApi, asset_id: str, page: int, page_size
 
 
 def _segment_of(doc: Document) -> AssetSegment:
-    return AssetSegment(**doc.model_dump(include=set(AssetSegment.model_fields)))
+    return AssetSegment.of(
+        doc, document_id=doc.document_id, thumbnail_url=doc.thumbnail_url, metadata=doc.metadata
+    )
 
 
 def _paged(asset_id: str, items: list[AssetSegment], page: int, page_size: int, total: int) -> AssetDocuments:
@@ -256,16 +247,13 @@ async def search_view(
         offset_position=(page - 1) * page_size,
     )
     hits = [
-        SearchHit(
+        SearchHit.of(
+            h,
             score=h.score,
             asset_id=h.asset_id,
             document_id=h.feature_id,
             collection_id=h.collection_id,
-            start_time=h.start_time,
-            end_time=h.end_time,
-            transcription=h.transcription,
             description=h.description or h.caption,
-            ocr_text=h.text,
             metadata=h.metadata,
         )
         for h in results.results
