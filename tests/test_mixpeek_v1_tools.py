@@ -675,3 +675,18 @@ async def test_the_mixpeek_tools_are_the_same_whichever_api_generation_is_config
     v0 = await _visible_definitions(make_server(MEDIAMUX_TOOLSETS="mixpeek"))
 
     assert v0 == v1
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MIXPEEK_API_VERSION": "v2"}, "MIXPEEK_API_VERSION"),
+        ({"MIXPEEK_NAMESPACE": "my videos"}, "MIXPEEK_NAMESPACE"),
+        ({"MIXPEEK_NAMESPACE": "ab"}, "MIXPEEK_NAMESPACE"),
+    ],
+)
+def test_a_bad_mixpeek_setting_is_a_start_up_error_naming_the_variable(
+    make_settings: Callable[..., Any], env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        make_settings(**env)
