@@ -196,20 +196,17 @@ def multipart_file_upload(
     total = len(preamble) + file_size + len(epilogue)
 
     async def body() -> AsyncGenerator[bytes, None]:
-        sent = 0
         yield preamble
-        sent += len(preamble)
+        file_part = _confined_chunks(
+            real, allowed, file_size, chunk_size, sent=len(preamble), total=total, on_progress=on_progress
+        )
         # aclosing: abandoning this body must close the file now, not when the inner generator is collected.
-        async with aclosing(_confined_chunks(real, allowed, file_size, chunk_size)) as chunks:
+        async with aclosing(file_part) as chunks:
             async for chunk in chunks:
                 yield chunk
-                sent += len(chunk)
-                if on_progress is not None:
-                    await on_progress(sent, total)
         yield epilogue
-        sent += len(epilogue)
         if on_progress is not None:
-            await on_progress(sent, total)
+            await on_progress(total, total)
 
     return MultipartUpload(
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(total)},
@@ -219,9 +216,17 @@ def multipart_file_upload(
 
 
 async def _confined_chunks(
-    real: Path, allowed: Sequence[Path], file_size: int, chunk_size: int
+    real: Path,
+    allowed: Sequence[Path],
+    file_size: int,
+    chunk_size: int,
+    *,
+    sent: int = 0,
+    total: int,
+    on_progress: Callable[[int, int], Awaitable[None]] | None,
 ) -> AsyncGenerator[bytes, None]:
-    """The file's bytes, opened confined when the first chunk is asked for, exactly ``file_size`` of them."""
+    """The file's bytes, opened confined when the first chunk is asked for, exactly ``file_size`` of them;
+    ``on_progress(bytes of the whole body sent, total)`` after each, counting from ``sent``."""
     handle = await anyio.to_thread.run_sync(open_confined, real, allowed)
     try:
         if os.fstat(handle.fileno()).st_size != file_size:
@@ -237,6 +242,9 @@ async def _confined_chunks(
                 raise FileAccessError(f"{_show(str(real))} got shorter while it was being uploaded.")
             remaining -= len(chunk)
             yield chunk
+            sent += len(chunk)
+            if on_progress is not None:
+                await on_progress(sent, total)
     finally:
         handle.close()
 
@@ -260,13 +268,12 @@ def raw_file_upload(
         raise ValueError("content_type must not contain control characters")
 
     async def body() -> AsyncGenerator[bytes, None]:
-        sent = 0
-        async with aclosing(_confined_chunks(real, allowed, file_size, chunk_size)) as chunks:
+        file_part = _confined_chunks(
+            real, allowed, file_size, chunk_size, total=file_size, on_progress=on_progress
+        )
+        async with aclosing(file_part) as chunks:
             async for chunk in chunks:
                 yield chunk
-                sent += len(chunk)
-                if on_progress is not None:
-                    await on_progress(sent, file_size)
 
     return MultipartUpload(
         headers={"Content-Type": part_type, "Content-Length": str(file_size)},
