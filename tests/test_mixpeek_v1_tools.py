@@ -178,6 +178,17 @@ async def test_bad_index_arguments_are_refused_before_any_upstream_call(
     assert sandbox.mixpeek.requests == []
 
 
+async def test_an_empty_file_is_refused_before_any_call(
+    client: Client, sandbox: Sandbox, files_dir: Path
+) -> None:
+    (files_dir / "blank.mp4").write_bytes(b"")
+
+    result = await call(client, "mixpeek_index_file", {"path": "blank.mp4", "collection_id": "clips"})
+
+    assert result.is_error and "blank.mp4 is empty" in text(result)
+    assert sandbox.mixpeek.requests == []
+
+
 async def test_index_file_outside_the_allowed_folders_is_refused_before_any_call(
     client: Client, sandbox: Sandbox, tmp_path: Path
 ) -> None:

@@ -152,6 +152,8 @@ async def mixpeek_index_file(
     Paid in Mixpeek credits; past wait_s, returns a job_id for jobs_wait."""
     kinds = ("video",) if generation(client_of(ctx)) == "v1" else ("video", "image")
     resolved = upload_path(ctx, path, kinds=kinds)
+    if resolved.stat().st_size == 0:
+        raise InputError(f"{resolved.name} is empty; there is nothing to index")
     args = _index_args(
         collection_id, metadata, features, segment_s, path=str(resolved), file=file_stamp(resolved)
     )
