@@ -1,8 +1,7 @@
-"""Every Mixpeek tool through the real server and the in-memory MCP client, against the Mixpeek
-emulator (which was written from the documents, independently of the client).
-
-Tool behaviour is checked in one protocol era; progress, cancellation and resources are marked ``both_eras``.
-"""
+"""Every Mixpeek tool against the older v0 (quickstart) API, which ``MIXPEEK_API_VERSION=v0`` selects:
+through the real server and the in-memory MCP client, against the v0 emulator
+(written from the documents, independently of the client). The same tools against the default v1 API
+are in ``test_mixpeek_v1_tools.py``."""
 
 from __future__ import annotations
 
@@ -18,6 +17,9 @@ from mcp import Client
 from mcp_types import TextResourceContents
 
 from mediamux.clock import FakeClock
+from mediamux.jobs.mixpeek import summarize, v0_settings
+from mediamux.providers.mixpeek import Task, parse_features, parse_search
+from mediamux.providers.status import normalize_status
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.support import eventually
@@ -27,22 +29,12 @@ pytestmark = pytest.mark.providers("mixpeek")
 
 DEMO = "https://mixpeek-public-demo.s3.us-east-2.amazonaws.com/starter/aussie_agility.mp4"
 CITY = "https://media.example.com/videos/city_night_walk.mp4"
-QUICKSTART_SETTINGS = [
-    {
-        "interval_sec": 10,
-        "read": {"model_id": "video-descriptor-v1"},
-        "embed": {"model_id": "multimodal-v1"},
-        "transcribe": {"model_id": "polyglot-v1"},
-        "describe": {
-            "model_id": "video-descriptor-v1",
-            "prompt": "Create a holistic description of the video, include sounds and screenplay",
-        },
-        "json_output": {
-            "response_shape": {"emotions": ["str"]},
-            "prompt": "This is a list of emotion labels, each one should be a string representing the scene.",
-        },
-    }
-]
+
+
+@pytest.fixture(autouse=True)
+def v0_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server and the sandbox both read the generation from the environment."""
+    monkeypatch.setenv("MIXPEEK_API_VERSION", "v0")
 
 
 def index_args(url: str = DEMO, **extra: Any) -> dict[str, Any]:
@@ -65,7 +57,7 @@ def duration_of(sandbox: Sandbox, asset_id: str) -> float:
 
 
 @pytest.mark.both_eras
-async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_features_summary(
+async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_segment_summary(
     client: Client, sandbox: Sandbox
 ) -> None:
     seen: list[str] = []
@@ -74,10 +66,7 @@ async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_feature
         seen.append(message or "")
 
     result = await call(
-        client,
-        "mixpeek_index_url",
-        index_args(metadata={"hello": "world"}, video_settings=QUICKSTART_SETTINGS),
-        progress_callback=progress,
+        client, "mixpeek_index_url", index_args(metadata={"hello": "world"}), progress_callback=progress
     )
 
     assert not result.is_error, text(result)
@@ -87,19 +76,22 @@ async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_feature
     task = sandbox.mixpeek.tasks[data["provider_job_id"]]
     asset_id = data["result"]["asset_id"]
     assert asset_id == task.asset_id and data["result"]["task_id"] == task.task_id
-    # Mixpeek reports no charge: unknown, never a made-up zero, and said so.
+    # The v0 API reports no charge: unknown, never a made-up zero, and said so.
     assert all(value is None for key, value in data["cost"].items() if key != "note")
     assert data["cost"]["note"] == "not reported by Mixpeek"
     assert "cost not reported" in text(result)
-    summary = data["result"]["features_summary"]
+    # The named features became the quickstart's settings block: every extractor, 10 s segments.
+    (setting,) = sandbox.mixpeek.assets[asset_id].sources[0].video_settings
+    assert setting.interval_sec == 10
+    assert all(getattr(setting, block) is not None for block in ("read", "embed", "transcribe", "describe"))
+    summary = data["result"]["documents"]
     duration = duration_of(sandbox, asset_id)
     assert summary["segments"] == math.ceil(duration / 10)
-    assert summary["by_modality"] == {"video": summary["segments"]}
     assert summary["duration_s"] == pytest.approx(duration)
     assert summary["complete"] is True
     first = summary["first_segments"]
     assert len(first) == 3 and first[0]["start_time"] == 0.0 and first[0]["end_time"] == 10.0
-    assert "aussie agility" in first[0]["description"]
+    assert "aussie agility" in first[0]["description"] and first[0]["ocr_text"].startswith("AUSSIE AGILITY")
     assert first[0]["transcription"].startswith("0:00")
     assert all(len(s["description"]) <= 200 for s in first)
     assert sandbox.mixpeek.assets[asset_id].metadata == {"hello": "world"}
@@ -133,14 +125,12 @@ async def test_an_unreachable_url_ends_failed_with_the_providers_reason(
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"video_settings": [{"interval_sec": 4}]}, "interval_sec"),
-        ({"video_settings": [{"interval_sec": 120}]}, "interval_sec"),
-        ({"video_settings": [{"interval_sec": 10}, {"interval_sec": 200}]}, "interval_sec"),
-        ({"video_settings": [{"interval": 10}]}, "interval"),
-        ({"video_settings": [{"transcribe": {"model_id": "whisper-v9"}}]}, "model_id"),
-        ({"image_settings": {"transcribe": {}}}, "transcribe"),
-        ({"url": "ftp://files.example.com/clip.mp4"}, "url"),
-        ({"url": "file:///etc/passwd"}, "url"),
+        ({"segment_s": 4}, "segment_s"),
+        ({"segment_s": 120}, "segment_s"),
+        ({"features": ["transcription", "faces"]}, "features"),
+        ({"collection_id": "c"}, "collection_id"),
+        ({"url": "ftp://files.example.com/clip.mp4"}, "http(s) URL"),
+        ({"url": "file:///etc/passwd"}, "http(s) URL"),
         ({"url": "https:///no-host.mp4"}, "http(s) URL"),
     ],
 )
@@ -171,7 +161,8 @@ async def test_index_file_streams_the_upload_with_json_encoded_fields_and_indexe
             "path": "yoga_class.mp4",
             "collection_id": "uploads",
             "metadata": {"teacher": "ana", "level": 2},
-            "video_settings": [{"interval_sec": 15, "describe": {}, "transcribe": {}}],
+            "features": ["description", "transcription"],
+            "segment_s": 15,
             "wait_s": 60,
         },
         progress_callback=on_progress,
@@ -184,7 +175,9 @@ async def test_index_file_streams_the_upload_with_json_encoded_fields_and_indexe
     # The multipart form carried metadata and settings as JSON strings, which the provider decoded.
     assert asset.metadata == {"teacher": "ana", "level": 2}
     assert asset.url == "yoga_class.mp4" and asset.collection_id == "uploads"
-    assert data["result"]["features_summary"]["segments"] == math.ceil(asset.sources[0].duration / 15)
+    (setting,) = asset.sources[0].video_settings
+    assert (setting.interval_sec, setting.read, setting.embed) == (15, None, None)
+    assert data["result"]["documents"]["segments"] == math.ceil(asset.sources[0].duration / 15)
     assert [p for m, p in sandbox.mixpeek.requests if m == "POST"] == ["/index/upload"]
     assert any(total is not None and value == total for value, total in progress)
 
@@ -194,28 +187,22 @@ async def test_index_file_outside_the_allowed_folders_is_refused_before_any_call
 ) -> None:
     (tmp_path / "secret.mp4").write_bytes(b"x")
 
-    result = await call(client, "mixpeek_index_file", {"path": "../secret.mp4", "collection_id": "c"})
+    result = await call(client, "mixpeek_index_file", {"path": "../secret.mp4", "collection_id": "clips"})
 
     assert result.is_error and "MEDIAMUX_ALLOWED_DIRS" in text(result)
     assert sandbox.mixpeek.requests == []
 
 
-async def test_an_identical_index_call_returns_the_same_job_and_prevent_duplicate_reuses_the_asset(
+async def test_an_identical_index_call_returns_the_same_job_and_new_job_indexes_again(
     client: Client, sandbox: Sandbox
 ) -> None:
-    first = await indexed(client, prevent_duplicate=True)
-    again = await indexed(client, prevent_duplicate=True)
+    first = await indexed(client)
+    again = await indexed(client)
     assert again["job_id"] == first["job_id"] and again["deduplicated"] is True
     assert sandbox.mixpeek.tasks_created == 1
 
-    # Our guard bypassed on purpose: Mixpeek's own guard answers with the existing asset, no new task.
-    forced = await indexed(client, prevent_duplicate=True, new_job=True)
-    assert forced["job_id"] != first["job_id"] and forced["deduplicated"] is False
-    assert forced["result"]["asset_id"] == first["result"]["asset_id"]
-    assert forced["result"]["features_summary"] == first["result"]["features_summary"]
-    assert sandbox.mixpeek.tasks_created == 1
-
     fresh = await indexed(client, new_job=True)
+    assert fresh["job_id"] != first["job_id"] and fresh["deduplicated"] is False
     assert fresh["result"]["asset_id"] != first["result"]["asset_id"]
     assert sandbox.mixpeek.tasks_created == 2
 
@@ -230,8 +217,8 @@ async def test_a_features_read_that_fails_after_indexing_keeps_the_job_completed
     assert not result.is_error, text(result)
     data = result.structured_content
     assert data["status"] == "completed" and data["result"]["asset_id"]
-    assert data["result"]["features_summary"] is None
-    assert "Mixpeek get_asset_features" in data["result"]["features_error"]
+    assert data["result"]["documents"] is None
+    assert "Mixpeek get_asset_features" in data["result"]["documents_error"]
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -313,9 +300,9 @@ async def test_cancelling_the_call_stops_polling_at_once_and_the_task_stays_resu
 async def test_asset_features_are_read_in_both_documented_shapes_as_one_model(
     client: Client, sandbox: Sandbox
 ) -> None:
-    done = await indexed(client, video_settings=QUICKSTART_SETTINGS)
+    done = await indexed(client)
     asset_id = done["result"]["asset_id"]
-    total = done["result"]["features_summary"]["segments"]
+    total = done["result"]["documents"]["segments"]
 
     sandbox.mixpeek.features_shape = "segments"
     paged = await call(
@@ -323,39 +310,35 @@ async def test_asset_features_are_read_in_both_documented_shapes_as_one_model(
     )
     assert not paged.is_error, text(paged)
     segments = paged.structured_content
-    assert segments["source_shape"] == "video_segments" and segments["asset"] is None
-    assert segments["pagination"]["page"] == 2 and segments["pagination"]["total"] == total
-    assert segments["features"], "the demo video is long enough for a second page of five"
-    assert [f["start_time"] for f in segments["features"]] == [50.0, 60.0, 70.0, 80.0, 90.0][
-        : len(segments["features"])
+    assert (segments["page"], segments["page_size"], segments["total"]) == (2, 5, total)
+    assert segments["segments"], "the demo video is long enough for a second page of five"
+    assert [f["start_time"] for f in segments["segments"]] == [50.0, 60.0, 70.0, 80.0, 90.0][
+        : len(segments["segments"])
     ]
-    assert all(f["modality"] == "video" and f["json_output"]["emotions"] for f in segments["features"])
+    assert all(f["ocr_text"] and f["document_id"] for f in segments["segments"])
     assert "vectors" not in json.dumps(segments)
 
     sandbox.mixpeek.features_shape = "grouped"
-    grouped = (await call(client, "mixpeek_get_asset_features", {"asset_id": asset_id})).structured_content
-    assert grouped["source_shape"] == "grouped" and grouped["pagination"] is None
-    assert grouped["asset"]["asset_id"] == asset_id and grouped["asset"]["status"] == "DONE"
-    assert grouped["asset"]["collection_id"] == "quickstart"
-    assert len(grouped["features"]) == total
-    # Same segments, whichever shape carried them.
-    assert grouped["features"][5:10] == segments["features"]
+    grouped = (
+        await call(client, "mixpeek_get_asset_features", {"asset_id": asset_id, "page": 2, "page_size": 5})
+    ).structured_content
+    # Unpaged upstream, paged here: the same segments, whichever shape carried them.
+    assert (grouped["page"], grouped["total"], grouped["total_pages"]) == (2, total, segments["total_pages"])
+    assert grouped["segments"] == segments["segments"]
 
 
-async def test_an_image_asset_reads_as_one_image_feature(client: Client, sandbox: Sandbox) -> None:
+async def test_an_image_asset_reads_as_one_segment_without_times(client: Client, sandbox: Sandbox) -> None:
     done = await indexed(
-        client,
-        "https://images.example.com/red_bicycle.png",
-        image_settings={"describe": {"model_id": "image-descriptor-v1"}, "read": {}},
+        client, "https://images.example.com/red_bicycle.png", features=["description", "ocr"]
     )
 
-    features = (
+    segments = (
         await call(client, "mixpeek_get_asset_features", {"asset_id": done["result"]["asset_id"]})
-    ).structured_content["features"]
+    ).structured_content["segments"]
 
-    assert len(features) == 1 and features[0]["modality"] == "image"
-    assert "red bicycle" in features[0]["description"] and features[0]["start_time"] is None
-    assert done["result"]["features_summary"]["by_modality"] == {"image": 1}
+    assert len(segments) == 1 and segments[0]["start_time"] is None
+    assert "red bicycle" in segments[0]["description"] and segments[0]["ocr_text"]
+    assert done["result"]["documents"]["segments"] == 1
 
 
 async def test_features_of_an_unknown_asset_are_not_found(client: Client) -> None:
@@ -376,7 +359,7 @@ async def test_the_asset_resource_serves_the_normalised_features(client: Client,
     data = json.loads(content.text)
 
     assert data["asset_id"] == asset_id
-    assert len(data["features"]) == done["result"]["features_summary"]["segments"]
+    assert len(data["segments"]) == done["result"]["documents"]["segments"]
     assert content.mime_type == "application/json"
 
 
@@ -415,7 +398,7 @@ async def test_fulltext_matches_words_while_semantic_ranks_every_segment(
     scores = [h["score"] for h in semantic["results"]]
     assert scores == sorted(scores, reverse=True)
     assert semantic["results"][0]["asset_id"] == two_videos["agility"]
-    assert semantic["pagination"]["total"] == len(semantic["results"])
+    assert semantic["total"] == len(semantic["results"])
     again = (await search(client, "agility", page_size=100)).structured_content
     assert again["results"] == semantic["results"]  # deterministic
 
@@ -451,6 +434,9 @@ async def test_fulltext_matches_words_while_semantic_ranks_every_segment(
             {"agility", "city"},
         ),
         ({"NOR": [{"key": "metadata.hello", "operator": "eq", "value": "world"}]}, {"city"}),
+        # v1's spelling, translated for v0: "field" for "key", NOT for NOR.
+        ({"NOT": [{"field": "metadata.hello", "operator": "eq", "value": "world"}]}, {"city"}),
+        ({"field": "metadata.views", "operator": "gt", "value": 100}, {"city"}),
     ],
 )
 async def test_filters_select_assets_by_metadata_with_every_operator(
@@ -469,6 +455,10 @@ async def test_filters_select_assets_by_metadata_with_every_operator(
         ({"AND": [{"key": "metadata..hello", "operator": "eq", "value": 1}]}, "key"),
         ({"and": [{"key": "metadata.hello", "operator": "eq", "value": 1}]}, "and"),
         ({"AND": []}, "at least one condition"),
+        (
+            {"AND": [{"key": "metadata.hello", "operator": "contains", "value": "w"}]},
+            "the v0 API has no 'contains'",
+        ),
     ],
 )
 async def test_malformed_filters_are_refused_before_any_upstream_call(
@@ -481,37 +471,14 @@ async def test_malformed_filters_are_refused_before_any_upstream_call(
     assert sandbox.mixpeek.requests == []
 
 
-async def test_search_pages_with_query_parameters_sorts_selects_and_groups(
+async def test_search_pages_with_the_query_parameters_v0_takes(
     client: Client, sandbox: Sandbox, two_videos: dict[str, str]
 ) -> None:
-    page2 = (await search(client, page_size=3, offset_position=3)).structured_content
-    assert len(page2["results"]) == 3
-    assert (page2["pagination"]["page"], page2["pagination"]["page_size"]) == (2, 3)
+    everything = (await search(client, page_size=100)).structured_content["results"]
+    page2 = (await search(client, page=2, page_size=3)).structured_content
 
-    ordered = (
-        await search(client, sort={"field": "start_time", "direction": "asc"}, page_size=100)
-    ).structured_content["results"]
-    starts = [h["start_time"] for h in ordered]
-    assert starts == sorted(starts)
-
-    slim = (await search(client, select=["asset_id", "start_time"], page_size=5)).structured_content[
-        "results"
-    ]
-    assert all(h["asset_id"] and h["description"] is None and h["score"] is not None for h in slim)
-
-    grouped = await search(
-        client, group_by={"field": "asset_id", "max_features": 2}, model_id="multimodal-v1"
-    )
-    assert not grouped.is_error, text(grouped)
-    groups = grouped.structured_content["groups"]
-    assert {g["group"] for g in groups} == set(two_videos.values())
-    assert all(1 <= len(g["features"]) <= 2 for g in groups)
-    assert "2 group(s)" in text(grouped)
-
-    posts = len(sandbox.mixpeek.requests)
-    refused = await search(client, group_by={"field": "asset_id"}, offset_position=10)
-    assert refused.is_error and "offset_position does not work with group_by" in text(refused)
-    assert len(sandbox.mixpeek.requests) == posts
+    assert [h["document_id"] for h in page2["results"]] == [h["document_id"] for h in everything[3:6]]
+    assert (page2["page"], page2["page_size"], page2["total"]) == (2, 3, len(everything))
 
 
 async def test_search_of_an_unknown_collection_finds_nothing(
@@ -546,3 +513,95 @@ async def test_a_rejected_key_is_an_auth_error_that_names_the_variable(
     assert "Mixpeek search: authentication failed (401)" in text(result)
     assert "MIXPEEK_API_KEY" in text(result)
     assert "sandbox-mixpeek-key" not in text(result)
+
+
+# -- tolerant readers: documented shapes the emulator does not produce ----------------------------
+
+
+def test_named_features_become_the_quickstart_settings_blocks() -> None:
+    from mediamux.jobs.mixpeek import IndexArgs
+
+    (video,), image = v0_settings(
+        IndexArgs(collection_id="c", features=["ocr", "transcription"], segment_s=30)
+    )
+
+    assert video.model_dump(exclude_none=True) == {"interval_sec": 30, "read": {}, "transcribe": {}}
+    assert image.model_dump(exclude_none=True) == {"read": {}}
+
+
+def test_the_quickstart_example_and_the_sdk_grouped_example_read_as_the_same_model() -> None:
+    quickstart = {
+        "video_segments": [
+            {
+                "start_time": 10.0,
+                "end_time": 20.0,
+                "interval_sec": 10,
+                "transcription": "0:10 Can't lose weight. She might have high cortisol levels.",
+                "text": "CORTISOL DETOX\nSomatic Yoga challenge\n",
+                "description": "The video starts with a still image ...",
+                "json_output": {"emotions": ["neutral"]},
+            }
+        ],
+        "pagination": {
+            "total": 12,
+            "page": 1,
+            "page_size": 10,
+            "total_pages": 2,
+            "next_page": "https://api.mixpeek.com/assets/198dacbb?page=2&page_size=10",
+            "previous_page": None,
+        },
+    }
+    sdk = {
+        "asset": {
+            "asset_id": "c2ea4838",
+            "collection_id": "quickstart",
+            "status": "DONE",
+            "url": "video.mp4",
+            "modality": "video",
+        },
+        "features": {
+            "video": [
+                {
+                    "start_time": 0.0,
+                    "end_time": 5.0,
+                    "interval_sec": 60,
+                    "modality": "video",
+                    "created_at": "2024-11-08T16:56:01.330858Z",
+                    "vectors": {"multimodal-v1": [0.1] * 1024},
+                }
+            ],
+            "image": [],
+            "text": [],
+            "audio": [],
+        },
+    }
+
+    a = parse_features("198dacbb", quickstart)
+    b = parse_features("c2ea4838", sdk)
+
+    assert (a.source_shape, b.source_shape) == ("video_segments", "grouped")
+    assert a.features[0].modality == "video" and a.features[0].json_output == {"emotions": ["neutral"]}
+    assert a.pagination is not None and a.pagination.total_pages == 2
+    assert b.asset is not None and b.asset.status == "DONE" and b.features[0].interval_sec == 60
+    assert "vectors" not in b.model_dump_json()
+    summary = summarize(a)
+    assert (summary.segments, summary.complete, summary.duration_s) == (12, False, 20.0)
+    with pytest.raises(ValueError, match="neither video_segments"):
+        parse_features("x", {"something": "else"})
+
+
+def test_task_status_and_search_readers_accept_every_documented_variant() -> None:
+    assert Task.model_validate({"task_id": "t", "status": "DONE", "file_id": "f1"}).asset_id == "f1"
+    failed = Task.model_validate({"task_id": "t", "status": "FAILED", "error": {"message": "bad codec"}})
+    assert failed.error_message == "bad codec"
+    assert [normalize_status(s) for s in ("INITIALIZING", "downloading", "CANCELED", "WARMING")] == [
+        "queued",
+        "running",
+        "cancelled",
+        "WARMING",
+    ]
+    legacy = parse_search([{"file_id": "f", "score": 0.5, "caption": "a dog", "vectors": [1.0]}])
+    assert legacy.results[0].asset_id == "f" and legacy.results[0].caption == "a dog"
+    grouped = parse_search({"results": [{"group": "a", "score": 1, "features": [{"asset_id": "a"}]}]})
+    assert grouped.groups is not None and grouped.groups[0].features[0].asset_id == "a"
+    assert grouped.results == []

@@ -45,7 +45,13 @@ from mediamux.files.outputs import (
     remove_stale_temp_files,
     write_output,
 )
-from mediamux.files.uploads import MEDIA_KINDS, MultipartUpload, check_uploadable, multipart_file_upload
+from mediamux.files.uploads import (
+    MEDIA_KINDS,
+    MultipartUpload,
+    check_uploadable,
+    multipart_file_upload,
+    raw_file_upload,
+)
 
 __all__ = [
     "ALLOWED_DIRS_ENV",
@@ -70,6 +76,7 @@ __all__ = [
     "output_path",
     "parse_allowed_dirs",
     "prepare_output_dir",
+    "raw_file_upload",
     "refuse_too_wide",
     "remove_stale_temp_files",
     "resolve_allowed_path",

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -195,36 +196,87 @@ def multipart_file_upload(
     total = len(preamble) + file_size + len(epilogue)
 
     async def body() -> AsyncGenerator[bytes, None]:
-        sent = 0
         yield preamble
-        sent += len(preamble)
-        handle = await anyio.to_thread.run_sync(open_confined, real, allowed)
-        try:
-            if os.fstat(handle.fileno()).st_size != file_size:
-                raise FileAccessError(
-                    f"{_show(str(real))} changed size after the upload was prepared; start the upload again."
-                )
-            remaining = file_size
-            while remaining:
-                chunk = await anyio.to_thread.run_sync(handle.read, min(chunk_size, remaining))
-                if not chunk:
-                    # The declared Content-Length can no longer be honoured; aborting beats sending
-                    # a body the server would store truncated.
-                    raise FileAccessError(f"{_show(str(real))} got shorter while it was being uploaded.")
-                remaining -= len(chunk)
+        file_part = _confined_chunks(
+            real, allowed, file_size, chunk_size, sent=len(preamble), total=total, on_progress=on_progress
+        )
+        # aclosing: abandoning this body must close the file now, not when the inner generator is collected.
+        async with aclosing(file_part) as chunks:
+            async for chunk in chunks:
                 yield chunk
-                sent += len(chunk)
-                if on_progress is not None:
-                    await on_progress(sent, total)
-        finally:
-            handle.close()
         yield epilogue
-        sent += len(epilogue)
         if on_progress is not None:
-            await on_progress(sent, total)
+            await on_progress(total, total)
 
     return MultipartUpload(
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(total)},
         content_length=total,
+        stream=_SingleUseBody(body),
+    )
+
+
+async def _confined_chunks(
+    real: Path,
+    allowed: Sequence[Path],
+    file_size: int,
+    chunk_size: int,
+    *,
+    sent: int = 0,
+    total: int,
+    on_progress: Callable[[int, int], Awaitable[None]] | None,
+) -> AsyncGenerator[bytes, None]:
+    """The file's bytes, opened confined when the first chunk is asked for, exactly ``file_size`` of them;
+    ``on_progress(bytes of the whole body sent, total)`` after each, counting from ``sent``."""
+    handle = await anyio.to_thread.run_sync(open_confined, real, allowed)
+    try:
+        if os.fstat(handle.fileno()).st_size != file_size:
+            raise FileAccessError(
+                f"{_show(str(real))} changed size after the upload was prepared; start the upload again."
+            )
+        remaining = file_size
+        while remaining:
+            chunk = await anyio.to_thread.run_sync(handle.read, min(chunk_size, remaining))
+            if not chunk:
+                # The declared Content-Length can no longer be honoured; aborting beats sending
+                # a body the server would store truncated.
+                raise FileAccessError(f"{_show(str(real))} got shorter while it was being uploaded.")
+            remaining -= len(chunk)
+            yield chunk
+            sent += len(chunk)
+            if on_progress is not None:
+                await on_progress(sent, total)
+    finally:
+        handle.close()
+
+
+def raw_file_upload(
+    path: Path,
+    allowed: Sequence[Path],
+    *,
+    content_type: str | None = None,
+    chunk_size: int = 1 << 20,
+    on_progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> MultipartUpload:
+    """The file itself as a request body (a PUT to a presigned storage URL), streamed from disk like
+    :func:`multipart_file_upload` and, like it, single-use; ``headers`` carry its type and length."""
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    real = resolve_allowed_path(os.fspath(path), allowed)
+    file_size = real.stat().st_size
+    part_type = content_type or mimetypes.guess_type(real.name)[0] or "application/octet-stream"
+    if any(ch in part_type for ch in "\r\n\x00"):
+        raise ValueError("content_type must not contain control characters")
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        file_part = _confined_chunks(
+            real, allowed, file_size, chunk_size, total=file_size, on_progress=on_progress
+        )
+        async with aclosing(file_part) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    return MultipartUpload(
+        headers={"Content-Type": part_type, "Content-Length": str(file_size)},
+        content_length=file_size,
         stream=_SingleUseBody(body),
     )

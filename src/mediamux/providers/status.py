@@ -22,6 +22,12 @@ STATUS_WORDS: Final[Mapping[str, str]] = MappingProxyType(
         "starting": "running",
         "in_progress": "running",
         "downloading": "running",
+        # Mixpeek v1: a DRAFT batch waits to be submitted, an INTERRUPTED task is retried by the service,
+        # and FINALIZING is what its own UI calls COMPLETED-but-documents-not-yet-queryable (which
+        # mediamux reports as the provider status until they are).
+        "draft": "queued",
+        "interrupted": "running",
+        "finalizing": "running",
         "completed": "completed",
         "done": "completed",
         "failed": "failed",

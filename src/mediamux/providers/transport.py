@@ -207,8 +207,14 @@ class Transport:
         max_bytes: int = MAX_JSON_BYTES,
         ok_statuses: tuple[int, ...] = (),
         read_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        external: bool = False,
     ) -> ProviderResponse:
         """Send one logical request (possibly several attempts) and return the successful answer.
+
+        ``headers`` are sent besides the auth header (Mixpeek's ``X-Namespace``). ``external`` marks an
+        absolute URL the provider handed out for a write elsewhere (a presigned upload to storage): it
+        is sent there without the key; redirects from it are still never followed to a third host.
 
         Raises:
             ProviderError: a subclass per failure; ``maybe_sent`` is set when a non-idempotent
@@ -247,6 +253,8 @@ class Transport:
                         authenticated=authenticated,
                         max_bytes=max_bytes,
                         read_timeout=read_timeout,
+                        headers=headers,
+                        external=external,
                     )
                 except ProviderConnectionError as exc:
                     maybe_sent = maybe_sent and exc.maybe_sent
@@ -289,8 +297,17 @@ class Transport:
                 raise error
         raise self._out_of_time(operation, retry, maybe_sent)
 
-    async def get_json(self, path: str, *, operation: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = await self.request("GET", path, operation=operation, retry=Retry.ALWAYS, params=params)
+    async def get_json(
+        self,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        response = await self.request(
+            "GET", path, operation=operation, retry=Retry.ALWAYS, params=params, headers=headers
+        )
         return self.parse_json(response, operation)
 
     def parse_json(self, response: ProviderResponse, operation: str) -> Any:
@@ -391,6 +408,8 @@ class Transport:
         authenticated: bool,
         max_bytes: int,
         read_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        external: bool = False,
     ) -> ProviderResponse:
         current = httpx2.URL(url)
         # A synchronous render can legitimately take minutes; everything else keeps the default.
@@ -409,7 +428,9 @@ class Transport:
         original_method = method
         for hop in range(4):
             same_origin = origin(current) == self._origin
-            if not same_origin and (hop > 0 or original_method not in ("GET", "HEAD")):
+            # A write to an address the provider handed out (a presigned upload) goes there once.
+            elsewhere_ok = external and hop == 0
+            if not same_origin and (hop > 0 or (original_method not in ("GET", "HEAD") and not elsewhere_ok)):
                 logger.warning(
                     "%s %s: refused a redirect to %s (only %s is followed)",
                     self.provider,
@@ -427,15 +448,15 @@ class Transport:
                     # 302/303 had still reached the provider.
                     maybe_sent=hop > 0 and original_method not in ("GET", "HEAD"),
                 )
-            headers = self._headers(authenticated and same_origin)
+            sent_headers = {**(headers or {}), **self._headers(authenticated and same_origin)}
             content: AsyncIterator[bytes] | None = None
             if body is not None:
                 extra, content = body()
-                headers.update(extra)
+                sent_headers.update(extra)
             request = self._client.build_request(
                 method,
                 current,
-                headers=headers,
+                headers=sent_headers,
                 json=json_body if body is None and json_body is not None else None,
                 content=content,
                 timeout=timeout or httpx2.USE_CLIENT_DEFAULT,
@@ -574,6 +595,8 @@ class Transport:
         status = response.status
         kind = status_error_type(status)
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.now())
+        if retry_after is None:
+            retry_after = _body_retry_after(response)
         detail = self.scrub(_detail_of(response))
         what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
         advice = (
@@ -657,5 +680,35 @@ def _flatten_detail(value: Any) -> str:
                 parts.append(str(item))
         return "; ".join(parts)
     if isinstance(value, dict):
-        return str(value.get("message") or value.get("detail") or value)
+        text = str(value.get("message") or value.get("detail") or value)
+        details = value.get("details")
+        fields = details.get("validation_errors") if isinstance(details, dict) else None
+        if isinstance(fields, list) and fields:
+            # {"error": {"message", "details": {"validation_errors": [...]}}} (Mixpeek v1): the
+            # field that was refused is what the caller needs to fix.
+            text += " (" + _flatten_detail([_field_error(item) for item in fields]) + ")"
+        return text
     return str(value)
+
+
+def _field_error(item: Any) -> Any:
+    if not isinstance(item, dict):
+        return item
+    where = item.get("loc") if item.get("loc") is not None else item.get("field") or item.get("path")
+    loc = where if isinstance(where, list) else [where] if where else []
+    return {"loc": loc, "msg": item.get("msg") or item.get("message") or "invalid"}
+
+
+def _body_retry_after(response: ProviderResponse) -> float | None:
+    """The wait an error body advises, for providers that send it there rather than in Retry-After:
+    ``error.details.retry_after_seconds`` (Mixpeek v1) or its older ``detail.error.details`` nesting."""
+    data = response.json()
+    if not isinstance(data, dict):
+        return None
+    for envelope in (data, data.get("detail")):
+        error = envelope.get("error") if isinstance(envelope, dict) else None
+        details = error.get("details") if isinstance(error, dict) else None
+        value = details.get("retry_after_seconds") if isinstance(details, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 10**9:
+            return float(value)
+    return None

@@ -116,6 +116,14 @@ class ProviderSpec:
     advice: Mapping[str, str] = field(default_factory=dict)
     # operation -> where the valid ids are listed, said when the provider answers 404 to it.
     not_found: Mapping[str, str] = field(default_factory=dict)
+    # Used instead of ``client`` when the client also depends on the provider's own settings
+    # (Mixpeek chooses its API generation and namespace from them).
+    configured_client: Callable[[Mapping[str, Transport], ProviderSettings], Any] | None = None
+
+    def make_client(self, transports: Mapping[str, Transport], settings: ProviderSettings) -> Any:
+        if self.configured_client is not None:
+            return self.configured_client(transports, settings)
+        return self.client(transports)
 
     @property
     def host_names(self) -> tuple[str, ...]:

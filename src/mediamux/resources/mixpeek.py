@@ -1,4 +1,4 @@
-"""Mixpeek resources: an indexed asset's features, read live."""
+"""Mixpeek resources: an indexed video's segments, read live (either API generation)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.providers.errors import NotFound, ProviderError
-from mediamux.providers.mixpeek import MixpeekClient
 from mediamux.resources import client
+from mediamux.tools.mixpeek_views import documents_view
 
-# One read gives a reader the whole of a typical asset; longer ones page with the tool.
+# One read gives a reader the whole of a typical video; longer ones page with the tool.
 ASSET_PAGE_SIZE = 100
 
 
@@ -20,16 +20,16 @@ def register_mixpeek_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "mixpeek://assets/{asset_id}",
         name="mixpeek_asset",
-        title="Mixpeek asset",
+        title="Mixpeek video",
         mime_type="application/json",
-        description=f"An indexed asset's features (its first {ASSET_PAGE_SIZE} segments), read live from Mixpeek",
+        description=f"An indexed video's segments (its first {ASSET_PAGE_SIZE}), read live from Mixpeek",
     )
     async def asset(asset_id: str) -> str:
-        mixpeek = client("mixpeek", MixpeekClient)
+        mixpeek = client("mixpeek", object)
         try:
-            features = await mixpeek.get_asset_features(asset_id, page=1, page_size=ASSET_PAGE_SIZE)
+            found = await documents_view(mixpeek, asset_id, 1, ASSET_PAGE_SIZE)  # type: ignore[arg-type]
         except NotFound:
-            raise ResourceNotFoundError(f"no Mixpeek asset {asset_id}") from None
+            raise ResourceNotFoundError(f"no Mixpeek video {asset_id}") from None
         except ProviderError as exc:
             raise ResourceError(exc.message) from None
-        return json.dumps(features.model_dump(mode="json", exclude_none=True), indent=1, ensure_ascii=False)
+        return json.dumps(found.model_dump(mode="json", exclude_none=True), indent=1, ensure_ascii=False)

@@ -93,7 +93,7 @@ async def open_services(
             }
             for transport in transports.values():
                 stack.push_async_callback(transport.aclose)
-            client = clients[spec.id] = spec.client(transports)
+            client = clients[spec.id] = spec.make_client(transports, settings.provider(spec.id))
             context = registry.DriverContext(
                 allowed_dirs=allowed,
                 output_dir=output_dir,

@@ -52,9 +52,8 @@ WaitS = Annotated[
 NewJob = Annotated[
     bool,
     Field(
-        description="Pay for a new job even if an identical one ran within the duplicate window "
-        f"({DEFAULT_DEDUP_WINDOW_S:g} s unless MEDIAMUX_DEDUP_WINDOW_S sets another). By default the "
-        "earlier job, running or finished, is returned instead of paying twice."
+        description=f"Pay again even if an identical job ran in the last {DEFAULT_DEDUP_WINDOW_S:g} s "
+        "(MEDIAMUX_DEDUP_WINDOW_S); by default that job is returned instead."
     ),
 ]
 
