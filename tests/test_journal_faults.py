@@ -251,7 +251,8 @@ async def test_a_long_submission_in_a_living_process_is_waited_for_and_declared_
 ) -> None:
     journal = Journal(tmp_path / "mediamux.sqlite3")
     engine = engine_on(journal, tmp_path, AcceptingDriver())
-    uploader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # A process that lives until it is killed: it waits for input that never comes.
+    uploader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         now = engine.clock.now().timestamp()
         job_id = pending_row_owned_by(journal, uploader.pid, age_s=15 * 60, now=now)  # a 15-minute upload
