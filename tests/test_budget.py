@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -108,3 +109,77 @@ async def test_a_reported_charge_replaces_the_reservation(
     assert not first.is_error and not second.is_error, text(second)
     assert third.is_error and third.meta["mediamux/error"]["class"] == "budget"
     assert sandbox.muapi.submissions == 2
+
+
+RACER = """
+import sys
+import anyio
+from pathlib import Path
+from pydantic import BaseModel
+from mediamux.clock import SystemClock
+from mediamux.jobs.engine import BudgetExceeded, DriverBase, JobEngine, Outcome
+from mediamux.jobs.journal import Journal
+
+
+class Args(BaseModel):
+    n: int
+
+
+class Quoted(DriverBase):
+    provider, operation, title, args_model = "muapi", "generate", "Stub", Args
+
+    async def estimate_usd(self, args):
+        return 0.3
+
+    async def submit(self, args, options, progress):
+        return Outcome(status="queued", provider_job_id=f"p{args.n}")
+
+    async def poll(self, provider_job_id, args, options):
+        return Outcome(status="running")
+
+
+async def main():
+    journal = Journal(Path(sys.argv[1]))
+    engine = JobEngine(journal, clock=SystemClock(), budget_usd=1.0)
+    engine.register(Quoted())
+    accepted = 0
+
+    async def one(n):
+        nonlocal accepted
+        try:
+            await engine.run("muapi", "generate", Args(n=n), wait_s=0)
+            accepted += 1
+        except BudgetExceeded:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        for n in range(int(sys.argv[2]), int(sys.argv[2]) + 5):
+            tg.start_soon(one, n)
+    journal.close()
+    print(accepted)
+
+
+anyio.run(main)
+"""
+
+
+def test_two_processes_on_one_home_together_never_commit_more_than_the_budget(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}
+    journal = tmp_path / "mediamux.sqlite3"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(journal), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for start in (0, 100)
+    ]
+    accepted = [int(p.communicate(timeout=60)[0].strip()) for p in racers]
+
+    # Five $0.30 quotes each against $1 between them: three fit, whichever process they came from.
+    assert sum(accepted) == 3, accepted

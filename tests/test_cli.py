@@ -54,6 +54,7 @@ def test_doctor_reports_an_unreachable_provider_and_exits_non_zero(
     assert "CANARY" not in out
 
 
+@pytest.mark.unit
 def test_jobs_command_says_when_there_is_no_journal(
     capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +64,7 @@ def test_jobs_command_says_when_there_is_no_journal(
     assert "no journal yet" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_a_configuration_error_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIAMUX_TOOLSETS", "vidz")
 
@@ -98,3 +100,29 @@ async def test_login_museai_writes_a_new_key_to_a_private_file_and_never_prints_
     assert key and key not in out.out and key not in out.err
     assert "MUSEAI_API_KEY" in out.out
     assert "correct horse" not in out.out + out.err
+
+
+async def test_doctor_says_plainly_when_museai_does_not_answer_as_documented(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    from mediamux.cli import _doctor
+    from mediamux.config import Settings
+    from mediamux.sandbox.loopback import serve_on_loopback
+
+    async def landing(request: object) -> HTMLResponse:
+        return HTMLResponse("<!doctype html><html><body>Meet your AI agent</body></html>")
+
+    site = Starlette(routes=[Route("/{path:path}", landing)])
+    async with serve_on_loopback(site) as url:
+        settings = Settings(
+            MEDIAMUX_HOME=str(home), MUSEAI_API_KEY="k", MUSEAI_BASE_URL=f"{url}/api", MUSEAI_JOBS_URL=url
+        )
+        assert await _doctor(settings) == 1
+
+    out = capsys.readouterr().out
+    assert "muse.ai  key set; NOT reachable: muse.ai's video API did not answer as documented" in out
+    assert "different product" in out

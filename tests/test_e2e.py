@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -56,10 +57,31 @@ def stdio_params(root: Path) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=serve_cmd()[1:], env=server_env(root), cwd=root)
 
 
+def ephemeral_low() -> int:
+    """The first port the kernel hands out for port 0 (Linux's default when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the ephemeral range, for a server that must be told its port.
+
+    A port the kernel picked for port 0 and that was then released can be handed out again to
+    anyone binding port 0 (every emulator, and other pytest-xdist workers do it all the time) before
+    the server binds it; the kernel never hands out ports below the range.
+    """
+    low = ephemeral_low()
+    candidates = range(max(1024, low - 12_000), low)
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port between {candidates.start} and {candidates.stop}")
 
 
 @dataclass
@@ -466,3 +488,39 @@ async def test_job_started_over_stdio_is_readable_after_restart(tmp_path: Path) 
     assert (again["provider"], again["operation"]) == ("muapi", "generate")
     assert again["submitted_at"] == job["submitted_at"]
     assert [j["job_id"] for j in listed.structured_content["jobs"]] == [job["job_id"]]  # type: ignore[index]
+
+
+# -- 7. the sandbox outlives the process too ----------------------------------------------------------------
+
+VIDEO_ENDPOINT = "kling-v2.1-master-t2v"  # $1.40 a video, about 10 s of real time in the emulator
+VIDEO_USD = 1.40
+VIDEO_TIMEOUT_S = 60  # two spawns and a 10 s job, with room for a slow CI box
+
+
+async def test_a_video_job_outlives_a_sandbox_restart_and_is_charged_once(tmp_path: Path) -> None:
+    """The issue: after a restart the sandbox forgot the job (expired, charge kept) and a retry paid again."""
+    params = stdio_params(tmp_path)
+    args = {"endpoint": VIDEO_ENDPOINT, "params": {"prompt": "a long pan over the hills"}, "wait_s": 0}
+    with anyio.fail_after(VIDEO_TIMEOUT_S):
+        async with Client(params) as first:
+            started = await first.call_tool("muapi_generate", args)
+        assert not started.is_error, text_of(started)
+        job = started.structured_content
+        assert job is not None and job["status"] in ("queued", "running"), job
+
+        async with Client(params) as second:
+            waited = await second.call_tool("jobs_wait", {"job_id": job["job_id"], "wait_s": 40})
+            retried = await second.call_tool("muapi_generate", {**args, "wait_s": 40})
+            wallet = await second.call_tool("muapi_get_balance", {})
+            costs = await second.read_resource("mediamux://costs")
+
+    assert not waited.is_error, text_of(waited)
+    done = waited.structured_content
+    assert done is not None and done["status"] == "completed", done
+    saved = done["result"]["saved"]
+    assert saved and Path(saved[0]["path"]).read_bytes()[4:8] == b"ftyp"
+    assert (retried.structured_content or {})["job_id"] == job["job_id"]  # the duplicate guard, not a new job
+    assert (wallet.structured_content or {})["balance_usd"] == pytest.approx(25.0 - VIDEO_USD)
+    ledger = json.loads(costs.contents[0].text)  # type: ignore[union-attr]
+    assert ledger["all_time"]["usd"] == pytest.approx(VIDEO_USD)
+    assert ledger["all_time"]["providers"]["muapi"]["entries"] == 1

@@ -17,7 +17,10 @@ from mediamux.jobs.engine import DriverBase, JobEngine, Outcome
 from mediamux.jobs.journal import Journal
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
+
+pytestmark = pytest.mark.providers("muapi")
 
 IMAGE = {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}}
 VIDEO = {"endpoint": "kling-v2.1-master-t2v", "params": {"prompt": "rain on a window", "duration": 5}}
@@ -29,6 +32,7 @@ async def costs(client: Client) -> dict[str, Any]:
     return dict(json.loads(read.contents[0].text))
 
 
+@pytest.mark.both_eras
 async def test_a_job_that_outlives_its_wait_budget_returns_running_with_a_job_id_not_an_error(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -88,6 +92,7 @@ async def test_an_identical_paid_call_within_the_window_returns_the_same_job_wit
     assert (await costs(client))["session"]["usd"] == pytest.approx(0.006)
 
 
+@pytest.mark.both_eras
 async def test_two_identical_calls_in_flight_at_once_create_exactly_one_job(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -136,6 +141,7 @@ async def test_budget_refuses_a_job_whose_estimate_would_pass_it_and_names_the_f
     assert sandbox.muapi.submissions == 1
 
 
+@pytest.mark.both_eras
 async def test_cancelling_the_call_stops_polling_at_once_and_the_job_stays_resumable(
     client: Client, sandbox: Sandbox, clock: FakeClock
 ) -> None:
@@ -144,8 +150,7 @@ async def test_cancelling_the_call_stops_polling_at_once_and_the_job_stays_resum
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "muapi_generate", stuck)
-            while sum(sandbox.muapi.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.muapi.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.muapi.polls.values())
         for _ in range(5):
@@ -206,6 +211,7 @@ async def test_a_refused_submission_does_not_block_a_retry(client: Client, sandb
     assert sandbox.muapi.submissions == 1
 
 
+@pytest.mark.both_eras
 async def test_jobs_tools_report_unknown_and_malformed_ids_clearly(client: Client) -> None:
     unknown = await call(client, "jobs_get", {"job_id": "job_doesnotexist"})
     malformed = await call(client, "jobs_wait", {"job_id": "../../etc"})
@@ -226,6 +232,7 @@ async def test_jobs_list_filters_by_status_and_provider(client: Client) -> None:
     assert len(active) == 1 and len(done["jobs"]) == 1 and other == []
 
 
+@pytest.mark.both_eras
 async def test_job_resources_list_and_read_jobs(client: Client) -> None:
     done = (await call(client, "muapi_generate", IMAGE)).structured_content
 
@@ -270,6 +277,7 @@ class StallingDriver(DriverBase):
         return outcome
 
 
+@pytest.mark.unit
 async def test_progress_keeps_arriving_while_a_poll_stalls(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     engine = JobEngine(journal, clock=FakeClock(), heartbeat_s=0.01)
@@ -299,8 +307,7 @@ async def test_the_server_keeps_answering_ping_and_other_calls_while_a_job_is_po
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "muapi_generate", stuck)
-                while sum(sandbox.muapi.polls.values()) < 1:
-                    await anyio.sleep(0)
+                await eventually(lambda: sum(sandbox.muapi.polls.values()) >= 1)
                 await client.send_ping()
                 balance = await client.call_tool("muapi_get_balance", {})
                 tg.cancel_scope.cancel()
@@ -339,6 +346,7 @@ class BrokenAnswerDriver(StallingDriver):
         raise RuntimeError("could not parse")  # the provider answered; we failed to read it
 
 
+@pytest.mark.unit
 async def test_an_unreadable_submission_answer_is_recorded_as_possibly_charged(tmp_path: Path) -> None:
     from mediamux.providers.errors import ProviderResponseError
 
@@ -379,6 +387,7 @@ async def test_a_slow_output_download_does_not_hold_the_call_past_its_budget(
     assert done.structured_content["note"] is None
 
 
+@pytest.mark.both_eras
 async def test_progress_only_increases_and_never_passes_its_total_across_two_uploads(
     client: Client, files_dir: Path
 ) -> None:

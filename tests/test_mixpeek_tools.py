@@ -1,7 +1,10 @@
 """Every Mixpeek tool against the older v0 (quickstart) API, which ``MIXPEEK_API_VERSION=v0`` selects:
-through the real server and the in-memory MCP client, in both protocol eras, against the v0 emulator
-(written from the documents, independently of the client). The same tools against the default v1 API
-are in ``test_mixpeek_v1_tools.py``."""
+through the real server and the in-memory MCP client, against the v0 emulator (written from the
+documents, independently of the client). The same tools against the default v1 API are in
+``test_mixpeek_v1_tools.py``; the v0 client's readers are unit-tested in ``tests/unit/providers``.
+
+Tool behaviour is checked in one protocol era; progress, cancellation and resources are marked ``both_eras``.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ from mcp import Client
 from mcp_types import TextResourceContents
 
 from mediamux.clock import FakeClock
-from mediamux.jobs.mixpeek import summarize, v0_settings
-from mediamux.providers.mixpeek import Task, parse_features, parse_search
-from mediamux.providers.status import normalize_status
+from mediamux.jobs.mixpeek import IndexArgs, v0_settings
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
+
+pytestmark = pytest.mark.providers("mixpeek")
 
 DEMO = "https://mixpeek-public-demo.s3.us-east-2.amazonaws.com/starter/aussie_agility.mp4"
 CITY = "https://media.example.com/videos/city_night_walk.mp4"
@@ -53,6 +57,7 @@ def duration_of(sandbox: Sandbox, asset_id: str) -> float:
 # -- indexing ----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_segment_summary(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -72,8 +77,9 @@ async def test_index_url_waits_for_the_task_and_returns_the_asset_with_a_segment
     task = sandbox.mixpeek.tasks[data["provider_job_id"]]
     asset_id = data["result"]["asset_id"]
     assert asset_id == task.asset_id and data["result"]["task_id"] == task.task_id
-    # The v0 API reports no charge: unknown, never a made-up zero.
-    assert all(value is None for value in data["cost"].values())
+    # The v0 API reports no charge: unknown, never a made-up zero, and said so.
+    assert all(value is None for key, value in data["cost"].items() if key != "note")
+    assert data["cost"]["note"] == "not reported by Mixpeek"
     assert "cost not reported" in text(result)
     # The named features became the quickstart's settings block: every extractor, 10 s segments.
     (setting,) = sandbox.mixpeek.assets[asset_id].sources[0].video_settings
@@ -139,6 +145,7 @@ async def test_bad_index_arguments_are_refused_before_any_upstream_call(
     assert sandbox.mixpeek.requests == []
 
 
+@pytest.mark.both_eras
 async def test_index_file_streams_the_upload_with_json_encoded_fields_and_indexes_it(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:
@@ -264,6 +271,7 @@ async def test_cancel_task_kills_a_running_task_and_the_job_ends_with_the_reason
     assert not again.is_error and again.structured_content["message"] == "Task already finished"
 
 
+@pytest.mark.both_eras
 async def test_cancelling_the_call_stops_polling_at_once_and_the_task_stays_resumable(
     client: Client, sandbox: Sandbox, clock: FakeClock
 ) -> None:
@@ -272,8 +280,7 @@ async def test_cancelling_the_call_stops_polling_at_once_and_the_task_stays_resu
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "mixpeek_index_url", index_args(wait_s=600))
-            while sum(sandbox.mixpeek.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.mixpeek.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.mixpeek.polls.values())
         for _ in range(5):
@@ -341,6 +348,7 @@ async def test_features_of_an_unknown_asset_are_not_found(client: Client) -> Non
     assert result.is_error and result.meta["mediamux/error"]["class"] == "not_found"
 
 
+@pytest.mark.both_eras
 async def test_the_asset_resource_serves_the_normalised_features(client: Client, sandbox: Sandbox) -> None:
     done = await indexed(client)
     asset_id = done["result"]["asset_id"]
@@ -508,93 +516,10 @@ async def test_a_rejected_key_is_an_auth_error_that_names_the_variable(
     assert "sandbox-mixpeek-key" not in text(result)
 
 
-# -- tolerant readers: documented shapes the emulator does not produce ----------------------------
-
-
 def test_named_features_become_the_quickstart_settings_blocks() -> None:
-    from mediamux.jobs.mixpeek import IndexArgs
-
     (video,), image = v0_settings(
         IndexArgs(collection_id="c", features=["ocr", "transcription"], segment_s=30)
     )
 
     assert video.model_dump(exclude_none=True) == {"interval_sec": 30, "read": {}, "transcribe": {}}
     assert image.model_dump(exclude_none=True) == {"read": {}}
-
-
-def test_the_quickstart_example_and_the_sdk_grouped_example_read_as_the_same_model() -> None:
-    quickstart = {
-        "video_segments": [
-            {
-                "start_time": 10.0,
-                "end_time": 20.0,
-                "interval_sec": 10,
-                "transcription": "0:10 Can't lose weight. She might have high cortisol levels.",
-                "text": "CORTISOL DETOX\nSomatic Yoga challenge\n",
-                "description": "The video starts with a still image ...",
-                "json_output": {"emotions": ["neutral"]},
-            }
-        ],
-        "pagination": {
-            "total": 12,
-            "page": 1,
-            "page_size": 10,
-            "total_pages": 2,
-            "next_page": "https://api.mixpeek.com/assets/198dacbb?page=2&page_size=10",
-            "previous_page": None,
-        },
-    }
-    sdk = {
-        "asset": {
-            "asset_id": "c2ea4838",
-            "collection_id": "quickstart",
-            "status": "DONE",
-            "url": "video.mp4",
-            "modality": "video",
-        },
-        "features": {
-            "video": [
-                {
-                    "start_time": 0.0,
-                    "end_time": 5.0,
-                    "interval_sec": 60,
-                    "modality": "video",
-                    "created_at": "2024-11-08T16:56:01.330858Z",
-                    "vectors": {"multimodal-v1": [0.1] * 1024},
-                }
-            ],
-            "image": [],
-            "text": [],
-            "audio": [],
-        },
-    }
-
-    a = parse_features("198dacbb", quickstart)
-    b = parse_features("c2ea4838", sdk)
-
-    assert (a.source_shape, b.source_shape) == ("video_segments", "grouped")
-    assert a.features[0].modality == "video" and a.features[0].json_output == {"emotions": ["neutral"]}
-    assert a.pagination is not None and a.pagination.total_pages == 2
-    assert b.asset is not None and b.asset.status == "DONE" and b.features[0].interval_sec == 60
-    assert "vectors" not in b.model_dump_json()
-    summary = summarize(a)
-    assert (summary.segments, summary.complete, summary.duration_s) == (12, False, 20.0)
-    with pytest.raises(ValueError, match="neither video_segments"):
-        parse_features("x", {"something": "else"})
-
-
-def test_task_status_and_search_readers_accept_every_documented_variant() -> None:
-    assert Task.model_validate({"task_id": "t", "status": "DONE", "file_id": "f1"}).asset_id == "f1"
-    failed = Task.model_validate({"task_id": "t", "status": "FAILED", "error": {"message": "bad codec"}})
-    assert failed.error_message == "bad codec"
-    assert [normalize_status(s) for s in ("INITIALIZING", "downloading", "CANCELED", "WARMING")] == [
-        "queued",
-        "running",
-        "cancelled",
-        "WARMING",
-    ]
-    legacy = parse_search([{"file_id": "f", "score": 0.5, "caption": "a dog", "vectors": [1.0]}])
-    assert legacy.results[0].asset_id == "f" and legacy.results[0].caption == "a dog"
-    grouped = parse_search({"results": [{"group": "a", "score": 1, "features": [{"asset_id": "a"}]}]})
-    assert grouped.groups is not None and grouped.groups[0].features[0].asset_id == "a"
-    assert grouped.results == []

@@ -1,4 +1,8 @@
-"""Every MuAPI tool through the real server and the in-memory MCP client, in both protocol eras."""
+"""Every MuAPI tool through the real server and the in-memory MCP client.
+
+Tool behaviour is checked in one protocol era; tests whose subject is the protocol (progress, resources,
+the error-result shape) are marked ``both_eras``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from mcp import Client
 
 from mediamux.sandbox import Sandbox
 
+pytestmark = pytest.mark.providers("muapi")
+
 GEN = {"endpoint": "flux-schnell-image", "params": {"prompt": "a red fox in snow"}}
 
 
@@ -25,6 +31,7 @@ def text(result: Any) -> str:
     return "\n".join(getattr(b, "text", "") for b in result.content)
 
 
+@pytest.mark.both_eras
 async def test_generate_waits_for_the_job_and_returns_outputs_cost_and_a_saved_file(
     client: Client, sandbox: Sandbox, home: Path
 ) -> None:
@@ -86,6 +93,7 @@ async def test_generate_rejects_a_local_path_outside_the_allowed_folders_before_
     assert sandbox.muapi.requests == []
 
 
+@pytest.mark.both_eras
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -106,6 +114,29 @@ async def test_generate_with_invalid_arguments_fails_clearly_and_calls_nothing(
     assert result.is_error
     assert fragment in text(result)
     assert sandbox.muapi.requests == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "instead"),
+    [
+        ("keys", "muapi_create_key"),
+        ("account/topup", "muapi_topup"),
+        ("predictions/abc/result", "muapi_get_result"),
+    ],
+)
+async def test_generate_refuses_muapi_account_and_api_paths_and_names_the_tool_that_does_it(
+    client: Client, sandbox: Sandbox, endpoint: str, instead: str
+) -> None:
+    result = await call(
+        client, "muapi_generate", {"endpoint": endpoint, "params": {"name": "x", "amount": 50}}
+    )
+    jobs = await call(client, "jobs_list", {})
+
+    assert result.is_error
+    assert result.meta["mediamux/error"]["class"] == "invalid_input"
+    assert "is not a model endpoint" in text(result) and instead in text(result)
+    assert sandbox.muapi.requests == []  # no key created, no checkout opened, nothing journaled
+    assert jobs.structured_content["jobs"] == []
 
 
 async def test_generate_with_an_empty_wallet_says_how_to_top_up_and_creates_no_job(
@@ -139,6 +170,7 @@ async def test_missing_required_model_input_is_reported_with_the_field_name(clie
     assert "prompt" in text(result)
 
 
+@pytest.mark.both_eras
 async def test_failed_job_is_an_error_result_that_shows_the_refund(client: Client) -> None:
     result = await call(
         client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "boom [fail]"}}
@@ -183,6 +215,7 @@ async def test_get_result_of_an_unknown_request_is_not_found(client: Client) -> 
     assert result.is_error and result.meta["mediamux/error"]["class"] == "not_found"
 
 
+@pytest.mark.both_eras
 async def test_upload_file_streams_a_local_file_and_returns_its_hosted_url(
     client: Client, files_dir: Path
 ) -> None:
@@ -253,6 +286,7 @@ async def test_models_can_be_listed_filtered_and_described_with_their_input_sche
     assert "prompt" in schema["properties"] and "prompt" in schema["required"]
 
 
+@pytest.mark.both_eras
 async def test_muapi_prediction_resource_reads_live_status(client: Client) -> None:
     done = (await call(client, "muapi_generate", GEN)).structured_content
 
@@ -262,6 +296,7 @@ async def test_muapi_prediction_resource_reads_live_status(client: Client) -> No
     assert '"completed"' in read.contents[0].text
 
 
+@pytest.mark.both_eras
 async def test_saved_output_is_readable_as_a_resource_with_its_media_type(client: Client) -> None:
     done = (await call(client, "muapi_generate", GEN)).structured_content
     uri = done["result"]["saved"][0]["uri"]

@@ -1,4 +1,7 @@
-"""Every muse.ai tool and resource through the real server and the in-memory MCP client, in both eras.
+"""Every muse.ai tool and resource through the real server and the in-memory MCP client.
+
+Tool behaviour is checked in one protocol era; progress, cancellation, resources and change
+notifications are marked ``both_eras``.
 
 The emulator (``mediamux.sandbox.museai``) derives its answers from the real bytes it is sent: a 440 Hz
 tone "says" echo, colours come from a PNG's pixels, silence from a WAV's energy. So the files below are
@@ -29,6 +32,9 @@ from mediamux.providers.museai import MuseaiClient
 from mediamux.sandbox import Sandbox
 from mediamux.sandbox.media import mp4_bytes, png_bytes, png_stripes_bytes, wav_sequence_bytes
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
+
+pytestmark = pytest.mark.providers("museai")
 
 # "echo" (440 Hz) for 1 s, half a second of silence, "charlie" (250 Hz) for 1 s, half a second of silence.
 SPEECH_WAV = wav_sequence_bytes([(1.0, 440.0), (0.5, None), (1.0, 250.0), (0.5, None)])
@@ -104,6 +110,7 @@ def posts(sandbox: Sandbox) -> list[str]:
 # -- videos --------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_upload_streams_the_file_sets_the_title_and_sends_visibility_only_when_given(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:
@@ -236,7 +243,7 @@ async def test_cover_is_set_from_a_frame_time_or_a_local_image_and_exactly_one_i
     neither = await call(client, "museai_set_cover", {"fid": video["fid"]})
     for result in (both, neither):
         assert result.is_error and error_class(result) == "invalid_input"
-        assert "exactly one of time or image_path" in text(result)
+        assert "time, image_path: give exactly one of them" in text(result)
     assert sandbox.museai.requests == before
 
 
@@ -368,7 +375,7 @@ async def test_search_scope_without_target_id_is_refused_before_any_call(
     result = await call(client, "museai_search", {"query": "echo", "scope": "collection"})
 
     assert result.is_error and error_class(result) == "invalid_input"
-    assert "needs target_id" in text(result)
+    assert "target_id: required for scope" in text(result)
     assert sandbox.museai.requests == before
 
 
@@ -596,6 +603,7 @@ async def test_a_result_never_fetched_within_the_hour_is_reported_as_expired(
     assert sandbox.museai.jobs_created == 1
 
 
+@pytest.mark.both_eras
 async def test_cancelling_a_job_wait_stops_polling_at_once_and_the_job_stays_resumable(
     client: Client, sandbox: Sandbox, clock: FakeClock, files_dir: Path
 ) -> None:
@@ -605,8 +613,7 @@ async def test_cancelling_a_job_wait_stops_polling_at_once_and_the_job_stays_res
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "museai_transcribe", args)
-            while sum(sandbox.museai.polls.values()) < 2:
-                await anyio.sleep(0)
+            await eventually(lambda: sum(sandbox.museai.polls.values()) >= 2, clock=clock)
             tg.cancel_scope.cancel()
         polls_at_cancel = sum(sandbox.museai.polls.values())
         for _ in range(5):
@@ -652,7 +659,7 @@ async def test_an_unknown_svid_is_reported_as_not_found_by_muse_ai(client: Clien
 
     assert result.is_error and error_class(result) == "not_found"
     assert text(result).startswith("[not_found] muse.ai get_video: not found (404)")
-    assert "check the id" in text(result)
+    assert "museai_list_videos lists the videos" in text(result)
     assert sandbox.museai.requests == [("GET", "/api/files/videos/nosuchv")]
 
 
@@ -671,6 +678,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+@pytest.mark.both_eras
 async def test_malformed_ids_and_values_are_refused_before_any_call(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:
@@ -687,6 +695,7 @@ async def test_malformed_ids_and_values_are_refused_before_any_call(
 # -- resources -----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_videos_collections_and_subtitles_are_readable_resources(
     client: Client, files_dir: Path
 ) -> None:
@@ -723,6 +732,7 @@ async def test_videos_collections_and_subtitles_are_readable_resources(
     assert vtt.mime_type == "text/vtt" and vtt.text == VTT
 
 
+@pytest.mark.both_eras
 async def test_reading_an_unknown_video_or_collection_is_resource_not_found(client: Client) -> None:
     for uri in (
         "museai://videos/nosuchv",
@@ -811,6 +821,7 @@ async def feed_and_client(
             tg.cancel_scope.cancel()
 
 
+@pytest.mark.both_eras
 async def test_list_changed_is_sent_when_videos_are_added_or_removed_and_collections_created(
     make_server: Callable[..., MediamuxServer], era: str, files_dir: Path
 ) -> None:
@@ -827,6 +838,7 @@ async def test_list_changed_is_sent_when_videos_are_added_or_removed_and_collect
         await feed.wait_for(("list",))
 
 
+@pytest.mark.both_eras
 async def test_resource_updated_is_sent_when_subtitles_change(
     make_server: Callable[..., MediamuxServer], era: str, files_dir: Path
 ) -> None:
@@ -847,6 +859,7 @@ async def test_resource_updated_is_sent_when_subtitles_change(
         await feed.wait_for(("updated", uri))
 
 
+@pytest.mark.both_eras
 async def test_resource_updated_is_sent_when_a_cut_clip_finishes_ingesting_after_the_call(
     make_server: Callable[..., MediamuxServer], era: str, sandbox: Sandbox, clock: FakeClock, files_dir: Path
 ) -> None:
@@ -861,9 +874,7 @@ async def test_resource_updated_is_sent_when_a_cut_clip_finishes_ingesting_after
         clip = await ok(client, "museai_cut_clip", {"svid": source["svid"], "start": 0, "end": 1})
         assert clip["ingesting"] is True
         uri = f"museai://videos/{clip['svid']}"
-        with anyio.fail_after(10):
-            while sandbox.museai.faults.parked < 1:
-                await anyio.sleep(0)
+        await eventually(lambda: sandbox.museai.faults.parked >= 1, clock=clock)
         await feed.subscribe(uri)
         assert ("updated", uri) not in feed.seen
 

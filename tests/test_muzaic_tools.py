@@ -1,4 +1,4 @@
-"""Muzaic tools through the real server, in both protocol eras, against the Muzaic emulator."""
+"""Muzaic tools through the real server against the Muzaic emulator, in one protocol era (prompts in both)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from mcp import Client
 from mediamux.clock import FakeClock
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
+from tests.support import eventually
 from tests.test_muapi_tools import call, text
+
+pytestmark = pytest.mark.providers("muzaic")
 
 
 def wav_seconds(path: str) -> float:
@@ -220,8 +223,7 @@ async def test_cancelling_the_call_during_a_long_render_loses_nothing(
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "muzaic_generate_music", {"duration": 20, "wait_s": 600})
-                while sandbox.muzaic.parked < 1:
-                    await anyio.sleep(0)
+                await eventually(lambda: sandbox.muzaic.parked >= 1)
                 tg.cancel_scope.cancel()
         # The render was not abandoned with the call: it finishes and is recorded.
         sandbox.muzaic.hold.set()
@@ -256,6 +258,8 @@ async def test_an_identical_generation_is_not_paid_twice(client: Client, sandbox
     assert sandbox.muzaic.generations == 1
 
 
+@pytest.mark.providers("muzaic", "museai", "mixpeek", "muapi")  # every prompt is registered
+@pytest.mark.both_eras
 async def test_prompts_guide_multi_provider_workflows(client: Client) -> None:
     with anyio.fail_after(10):
         names = {p.name for p in (await client.list_prompts()).prompts}
@@ -264,3 +268,25 @@ async def test_prompts_guide_multi_provider_workflows(client: Client) -> None:
     assert {"soundtrack_for_video", "find_moments", "subtitle_video"} <= names
     body = soundtrack.messages[0].content.text
     assert "AbC1234" in body and "museai_get_video" in body and "muzaic_generate_music" in body
+
+
+@pytest.mark.parametrize(("generation", "allowed"), [("new", False), ("old", True)])
+async def test_the_duration_limit_follows_the_api_generation_that_answers(
+    client: Client, sandbox: Sandbox, generation: str, allowed: bool
+) -> None:
+    sandbox.muzaic.generation = generation
+    first = await call(client, "muzaic_generate_music", {"duration": 10})
+    assert not first.is_error, text(first)
+    made = sandbox.muzaic.generations
+
+    longer = await call(client, "muzaic_generate_music", {"duration": 400})
+
+    if allowed:
+        assert not longer.is_error, text(longer)
+    else:
+        assert longer.is_error and longer.meta["mediamux/error"]["class"] == "invalid_input"
+        assert text(longer).startswith("[invalid_input] duration: at most 300 seconds")
+        assert "newer generation" in text(longer) and longer.meta["mediamux/error"]["arguments"] == [
+            "duration"
+        ]
+        assert sandbox.muzaic.generations == made  # refused before any call

@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 
 from mediamux.providers._util import Tolerant, number, path_segment
-from mediamux.providers.errors import InvalidRequest
+from mediamux.providers.errors import InvalidRequest, ProviderResponseError
 from mediamux.providers.mixpeek import MixpeekClient
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.museai import MuseaiClient
+from mediamux.providers.muzaic import MuzaicClient
 from mediamux.providers.transport import ProviderHints, Transport
 
 # -- path segments -------------------------------------------------------------------------------
@@ -122,3 +125,122 @@ def test_tolerant_models_keep_fields_a_provider_adds_later() -> None:
         id: str
 
     assert Thing.model_validate({"id": "x", "new_field": 1}).model_extra == {"new_field": 1}
+
+
+# -- MuAPI's own paths are not model endpoints ----------------------------------------------------------
+
+RESERVED = {
+    "keys": "muapi_create_key",
+    "KEYS": "muapi_create_key",
+    "Keys/7": "muapi_delete_key",
+    "account/balance": "muapi_get_balance",
+    "account/topup": "muapi_topup",
+    "balance": "muapi_get_balance",
+    "topup": "muapi_topup",
+    "payments": "muapi_topup",
+    "upload_file": "muapi_upload_file",
+    "get_upload_url": "muapi_upload_file",
+    "predictions/abc123/result": "muapi_get_result",
+    "models": "muapi_list_models",
+    "models/flux-dev-image/estimate-cost": "muapi_get_model",
+    "auth/keys": "mediamux does not",
+    "workflow/1/run": "mediamux does not",
+}
+
+
+@pytest.mark.parametrize(("endpoint", "instead"), RESERVED.items(), ids=list(RESERVED))
+async def test_a_muapi_account_or_api_path_is_refused_as_a_model_endpoint_before_any_request(
+    endpoint: str, instead: str
+) -> None:
+    seen: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json={"request_id": "r1", "id": 1, "api_key": "new-key"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(record)) as http:
+        muapi = MuapiClient(
+            Transport(
+                provider="muapi",
+                base_url="https://api.muapi.ai/api/v1",
+                hints=ProviderHints(title="MuAPI", key_env="MUAPI_API_KEY"),
+                auth_header="x-api-key",
+                api_key=SecretStr("k" * 20),
+                client=http,
+            )
+        )
+        with pytest.raises(InvalidRequest) as caught:
+            await muapi.submit(endpoint, {"name": "x"})
+
+    assert seen == []
+    message = str(caught.value)
+    assert message.startswith("MuAPI generate: ") and "is not a model endpoint" in message
+    assert instead in message
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["flux-dev-image", "mmaudio-v2/text-to-audio", "kling-v2.1-master-t2v", "keys-art"]
+)
+def test_model_endpoints_that_merely_resemble_reserved_words_are_accepted(endpoint: str) -> None:
+    assert MuapiClient.check_endpoint(endpoint) == endpoint
+
+
+# -- a job id that carries the key is never handed on ----------------------------------------------------
+
+KEY = "mx_sk_8c1f4e2a9b7d3c60e5f1"
+KEY_IN_ID = f"task-{KEY.upper()}"
+
+
+@asynccontextmanager
+async def answering(body: dict[str, Any]) -> AsyncIterator[Transport]:
+    async with httpx2.AsyncClient(
+        transport=httpx2.MockTransport(lambda r: httpx2.Response(200, json=body))
+    ) as http:
+        yield Transport(
+            provider="x",
+            base_url="https://provider.example/api",
+            hints=ProviderHints("X", "X_KEY"),
+            auth_header="Authorization",
+            api_key=SecretStr(KEY),
+            client=http,
+        )
+
+
+SUBMISSIONS: list[tuple[str, dict[str, Any], Callable[[Transport, Path], Awaitable[Any]]]] = [
+    (
+        "mixpeek index_url",
+        {"task_id": KEY_IN_ID, "message": "ok"},
+        lambda t, _p: MixpeekClient(t).index_url("https://example.com/v.mp4", "col_1"),
+    ),
+    (
+        "museai speech job",
+        {"id": KEY_IN_ID},
+        lambda t, p: MuseaiClient(t, t).submit_job("speech", p / "a.mp4", [p]),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "submit"), SUBMISSIONS, ids=[s[0] for s in SUBMISSIONS])
+async def test_a_submission_answered_with_an_id_carrying_the_key_fails_as_possibly_acted_upon(
+    name: str, body: dict[str, Any], submit: Callable[[Transport, Path], Awaitable[Any]], tmp_path: Path
+) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+
+    async with answering(body) as transport:
+        with pytest.raises(ProviderResponseError) as caught:
+            await submit(transport, tmp_path)
+
+    assert caught.value.maybe_sent is True
+    assert "contains the API key" in str(caught.value)
+    assert KEY.upper() not in str(caught.value) and KEY not in str(caught.value)
+
+
+async def test_a_muzaic_hash_carrying_the_key_is_dropped_but_the_paid_music_is_kept() -> None:
+    body = {"mp3": "https://cdn.muzaic.example/a.mp3", "hash": KEY_IN_ID, "tokensUsed": 30}
+
+    async with answering(body) as transport:
+        generation = await MuzaicClient(transport).single_file(duration=30, tags=[1], params={})
+
+    assert generation.audio.url == "https://cdn.muzaic.example/a.mp3"
+    assert generation.hash is None and generation.region_hashes == []
+    assert generation.tokens_used == 30

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import Context
@@ -33,7 +34,7 @@ from mediamux.providers.transport import Retry, Transport
 from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
 from mediamux.sandbox import Emulated
 from mediamux.sandbox.loopback import serve_on_loopback
-from mediamux.server.app import build_server
+from mediamux.server.app import build_server, default_sandbox
 from mediamux.tools.base import Toolset, WaitS, job_result, progress_of, provider_client, services
 
 KEY = "echo-sandbox-key"
@@ -154,7 +155,7 @@ async def echo_shout(
     return job_result(view, title="Echo shout")
 
 
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     emulator = EchoEmulator()
     return Emulated(emulator, {"echo": emulator.app}, KEY, lambda urls: None)
 
@@ -204,7 +205,7 @@ async def test_a_registered_provider_works_end_to_end_with_no_other_file_knowing
             shouted = await client.call_tool("echo_shout", {"text": "hello"})
             listed = await client.call_tool("jobs_list", {"provider": "echo"})
 
-    assert names == {"echo_shout", "jobs_wait", "jobs_get", "jobs_list"}
+    assert names == {"echo_shout", "jobs_wait", "jobs_get", "jobs_list", "jobs_cancel", "jobs_costs"}
     view = shouted.structured_content or {}
     assert shouted.is_error is False, shouted.content
     assert view["provider"] == "echo" and view["status"] == "completed"
@@ -252,3 +253,44 @@ def test_the_sandbox_serves_only_the_providers_asked_for() -> None:
     assert set(box.keys) == {"muzaic"}
     assert list(box.emulators["muzaic"].apps) == ["muzaic"]
     box.close()
+
+
+async def _submit_or_poll(box: Any, job_id: str | None) -> tuple[str, int]:
+    """Submits a MuAPI job to `box` (or polls `job_id`), then closes it; (job id, the poll's status code)."""
+    async with box.running() as urls, httpx2.AsyncClient(headers={"x-api-key": box.keys["muapi"]}) as c:
+        api = f"{urls['muapi']}/api/v1"
+        if job_id is None:
+            job_id = (await c.post(f"{api}/flux-dev-image", json={"prompt": "x"})).json()["request_id"]
+        status = (await c.get(f"{api}/predictions/{job_id}/result")).status_code
+    box.close()
+    return str(job_id), status
+
+
+async def test_a_sandbox_made_again_on_the_same_state_folder_carries_on_where_the_last_one_stopped(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(20):
+        job_id, _ = await _submit_or_poll(
+            registry.make_sandbox(only=["muapi", "muzaic"], state_dir=tmp_path), None
+        )
+        _, status = await _submit_or_poll(registry.make_sandbox(only=["muapi"], state_dir=tmp_path), job_id)
+
+    assert status == 200
+    assert {p.name for p in tmp_path.iterdir()} == {"muapi", "muzaic"}
+
+
+async def test_without_a_state_folder_each_sandbox_starts_afresh() -> None:
+    with anyio.fail_after(20):
+        job_id, _ = await _submit_or_poll(registry.make_sandbox(only=["muapi"]), None)
+        _, status = await _submit_or_poll(registry.make_sandbox(only=["muapi"]), job_id)
+
+    assert status == 404
+
+
+def test_serve_sandbox_keeps_its_emulators_state_under_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    box = default_sandbox(Settings(MEDIAMUX_HOME=str(home), MEDIAMUX_SANDBOX="1"))
+    box.close()
+
+    assert {p.name for p in (home / "sandbox").iterdir()} >= {"muapi", "museai", "muzaic"}
+    assert (home / "sandbox" / "muapi" / "account.json").is_file()

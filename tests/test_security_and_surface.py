@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mediamux.server.app import MediamuxServer, build_server
 from mediamux.server.logs import RedactSecrets, configure_logging
 from tests.conftest import FAST_RETRY, LogSink
 from tests.test_muapi_tools import call, text
+from tests.test_transport import RedirectPolls, echoes_of, internal_service, leaks
 
 CANARY = "CANARY-muapi-7f3a9c2e41"
 TOKEN_CANARY = "CANARY-http-token-55aa"
@@ -51,6 +53,7 @@ def dump(result: Any) -> str:
     return json.dumps(result.model_dump(mode="json"), default=str)
 
 
+@pytest.mark.both_eras
 async def test_keys_appear_in_no_result_error_resource_log_or_repr(
     live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink, era: str, files_dir: Path
 ) -> None:
@@ -114,6 +117,7 @@ async def test_a_rejected_key_is_not_repeated_back(home: Path, clock: FakeClock,
     assert not [line for line in log_sink.lines if CANARY in line]
 
 
+@pytest.mark.unit
 def test_log_redaction_masks_secrets_in_messages_arguments_and_tracebacks() -> None:
     records: list[str] = []
 
@@ -138,6 +142,7 @@ def test_log_redaction_masks_secrets_in_messages_arguments_and_tracebacks() -> N
     assert "[redacted]" in records[0]
 
 
+@pytest.mark.unit
 def test_configure_logging_writes_to_stderr_only(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -192,6 +197,7 @@ async def test_tool_descriptions_are_short_declarative_and_say_what_they_cost(
         assert re.search(r"\b(free|paid|costs?|spends?|charged?)\b", description, re.IGNORECASE), tool.name
 
 
+@pytest.mark.providers("muapi")
 async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_even_when_named(
     make_server: Callable[..., MediamuxServer], sandbox: Any
 ) -> None:
@@ -207,20 +213,25 @@ async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_ev
         "jobs_wait",
         "jobs_get",
         "jobs_list",
+        "jobs_costs",
     }
     async with Client(server) as client:
         refused = await call(
             client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
         )
-    assert refused.is_error and "Unknown tool" in text(refused)
+    assert refused.is_error
+    assert text(refused).startswith(
+        "[not_found] muapi_generate is not offered by this server: MEDIAMUX_READ_ONLY"
+    )
     assert sandbox.muapi.submissions == 0
 
 
 async def test_toolsets_select_what_is_registered(make_server: Callable[..., MediamuxServer]) -> None:
     only_jobs = {t.name for t in await tool_list(make_server(MEDIAMUX_TOOLSETS="jobs"))}
-    assert only_jobs == {"jobs_wait", "jobs_get", "jobs_list"}
+    assert only_jobs == {"jobs_wait", "jobs_get", "jobs_list", "jobs_cancel", "jobs_costs"}
 
 
+@pytest.mark.unit
 def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_provider(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -236,6 +247,7 @@ def test_without_keys_only_the_jobs_toolset_is_enabled_and_a_key_enables_its_pro
     ]
 
 
+@pytest.mark.unit
 def test_an_unknown_toolset_name_is_a_clear_configuration_error(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -243,6 +255,7 @@ def test_an_unknown_toolset_name_is_a_clear_configuration_error(
         make_settings(MEDIAMUX_TOOLSETS="muapi,vidz")
 
 
+@pytest.mark.unit
 def test_keys_are_secret_in_settings(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(MUAPI_API_KEY=CANARY)
 
@@ -250,6 +263,7 @@ def test_keys_are_secret_in_settings(make_settings: Callable[..., Settings]) -> 
     assert settings.secrets() == [CANARY]
 
 
+@pytest.mark.providers("muapi")
 @pytest.mark.parametrize(
     "name",
     [".env", ".git/config", "notes.txt", "id_rsa", "secrets/.hidden.png"],
@@ -270,6 +284,7 @@ async def test_uploads_refuse_hidden_and_non_media_files_inside_allowed_folders(
     assert sandbox.muapi.requests == []
 
 
+@pytest.mark.providers("muapi")
 async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
     make_server: Callable[..., MediamuxServer], sandbox: Any, home: Path
 ) -> None:
@@ -284,3 +299,106 @@ async def test_uploads_refuse_the_state_folder_but_allow_its_outputs(
     assert refused.is_error and "state folder" in text(refused)
     assert not allowed.is_error, text(allowed)
     assert [p for _, p in sandbox.muapi.requests] == ["/api/v1/upload_file"]
+
+
+@asynccontextmanager
+async def server_behind(
+    wrap: Callable[[Any], Any], home: Path, files_dir: Path, clock: FakeClock
+) -> AsyncIterator[tuple[MuapiEmulator, Any, Client]]:
+    """Our server, with an MCP client, talking over loopback to the MuAPI emulator as seen through
+    ``wrap(emulator.app)`` (a provider, or a network, misbehaving): (emulator, wrapped app, client)."""
+    emulator = MuapiEmulator(now=clock.monotonic)
+    front = wrap(emulator.app)
+    try:
+        async with serve_on_loopback(front) as url:
+            emulator.base_url = url
+            settings = Settings(
+                MUAPI_API_KEY="sandbox-muapi-key",
+                MUAPI_BASE_URL=f"{url}/api/v1",
+                MEDIAMUX_HOME=str(home),
+                MEDIAMUX_ALLOWED_DIRS=str(files_dir),
+            )
+            async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+                yield emulator, front, client
+    finally:
+        emulator.close()
+
+
+@pytest.mark.faults
+async def test_a_result_poll_redirected_to_an_internal_service_shows_the_model_nothing_of_it(
+    home: Path, files_dir: Path, clock: FakeClock
+) -> None:
+    async with internal_service() as (internal_url, asked):
+
+        def redirect_polls(app: Any) -> Any:
+            return RedirectPolls(app, lambda _path: f"{internal_url}/admin/status")
+
+        async with server_behind(redirect_polls, home, files_dir, clock) as (_emulator, _front, client):
+            generated = await call(
+                client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
+            )
+            request_id = generated.structured_content["provider_job_id"]
+            polled = await call(client, "muapi_get_result", {"request_id": request_id})
+
+    assert asked == []
+    assert polled.is_error and "redirected the request to another host" in text(polled)
+    # The job is not failed by a refused poll: it is still there to be resumed once the provider behaves.
+    assert generated.structured_content["status"] in ("queued", "running")
+    for result in (generated, polled):
+        assert "INTERNAL-ONLY" not in dump(result)
+
+
+async def test_a_key_echoed_in_another_form_reaches_no_result_resource_or_log(
+    live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink
+) -> None:
+    emulator, settings = live_like
+    echoes = echoes_of(CANARY)
+    emulator.faults.add(
+        method="GET",
+        path=r"/account/balance",
+        kind="status",
+        status=500,
+        times=-1,
+        body={"detail": "upstream echoed your credentials: " + " | ".join(echoes.values())},
+    )
+    seen: list[str] = []
+    async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+        result = await call(client, "muapi_get_balance", {})
+        seen.append(dump(result))
+        with anyio.fail_after(10):
+            seen.append((await client.read_resource("mediamux://jobs")).model_dump_json())
+
+    assert result.is_error and "[redacted]" in text(result)
+    seen += log_sink.lines
+    assert [leaks(s, CANARY) for s in seen if leaks(s, CANARY)] == []
+
+
+@pytest.mark.parametrize("form", ["in-an-id", "upper", "base64"])
+async def test_a_provider_job_id_carrying_the_key_is_never_shown_and_the_job_is_not_silently_lost(
+    live_like: tuple[MuapiEmulator, Settings], clock: FakeClock, log_sink: LogSink, form: str
+) -> None:
+    emulator, settings = live_like
+    # The provider really takes the job (after_handler), then answers with an id built from the key.
+    emulator.faults.add(
+        method="POST",
+        path=r"/flux-schnell-image$",
+        kind="status",
+        status=200,
+        after_handler=True,
+        body={"request_id": echoes_of(CANARY)[form], "status": "processing"},
+    )
+    seen: list[str] = []
+    async with Client(build_server(settings, clock=clock, retry=FAST_RETRY)) as client:
+        result = await call(
+            client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
+        )
+        seen.append(dump(result))
+        seen.append(dump(await call(client, "jobs_list", {})))
+        with anyio.fail_after(10):
+            seen.append((await client.read_resource("mediamux://jobs")).model_dump_json())
+
+    assert result.is_error
+    assert "contains the API key" in text(result) and "may have been" in text(result)
+    assert emulator.submissions == 1
+    seen += log_sink.lines
+    assert [leaks(s, CANARY) for s in seen if leaks(s, CANARY)] == []

@@ -7,14 +7,17 @@ backoff costs nothing; the only real waits are bounded socket operations, each u
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
 import random
+import re
 import socket
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +29,7 @@ import pytest
 from pydantic import SecretStr
 
 from mediamux.clock import FakeClock
+from mediamux.deadlines import unbounded, within
 from mediamux.providers.errors import (
     AuthFailed,
     InsufficientCredits,
@@ -39,6 +43,7 @@ from mediamux.providers.errors import (
     RateLimited,
     ServerError,
 )
+from mediamux.providers.masking import SecretMask
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.transport import (
     ProviderHints,
@@ -47,6 +52,7 @@ from mediamux.providers.transport import (
     Transport,
     parse_retry_after,
 )
+from mediamux.sandbox.faults import wait_unless_client_leaves
 from mediamux.sandbox.loopback import serve_on_loopback
 from mediamux.sandbox.muapi import MuapiEmulator
 
@@ -163,6 +169,7 @@ async def mocked() -> AsyncIterator[Callable[..., Mocked]]:
 # Retry budget, classification and jitter (checklist 10) -------------------------------------------------
 
 
+@pytest.mark.unit
 async def test_persistent_503_on_a_get_makes_exactly_max_attempts_requests_with_jittered_backoff(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -193,6 +200,7 @@ async def test_persistent_503_on_a_get_makes_exactly_max_attempts_requests_with_
     assert "try again later" in str(error)
 
 
+@pytest.mark.unit
 async def test_retries_stop_before_max_attempts_when_the_next_wait_would_overrun_the_total_budget(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -207,6 +215,7 @@ async def test_retries_stop_before_max_attempts_when_the_next_wait_would_overrun
     assert m.seen[-1].at - m.seen[0].at <= config.max_total_s
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "kind", "error_class", "remedy"),
     [
@@ -240,6 +249,7 @@ async def test_a_client_error_on_a_get_is_not_retried_and_names_provider_operati
 # Retry-After (checklist 9) --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_seconds_makes_the_next_attempt_exactly_that_many_fake_seconds_later(
     mocked: Callable[..., Mocked], status: int
@@ -257,6 +267,7 @@ async def test_retry_after_seconds_makes_the_next_attempt_exactly_that_many_fake
     assert m.seen[1].at - m.seen[0].at == 7.0
 
 
+@pytest.mark.unit
 async def test_retry_after_as_an_http_date_seven_seconds_ahead_waits_seven_fake_seconds(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -276,6 +287,7 @@ async def test_retry_after_as_an_http_date_seven_seconds_ahead_waits_seven_fake_
     assert m.seen[1].at - m.seen[0].at == 7.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "value",
     ["-10", "", "   ", "soon", "99999999999999999999", "1e3", "7s", "Wed, 32 Foo 2026 00:00:00 GMT"],
@@ -301,6 +313,7 @@ def _past_http_date() -> str:
     return "Wed, 31 Dec 2025 23:59:53 GMT"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["0", _past_http_date()])
 async def test_a_zero_or_past_retry_after_falls_back_to_backoff_instead_of_hammering(
     mocked: Callable[..., Mocked], value: str
@@ -317,6 +330,7 @@ async def test_a_zero_or_past_retry_after_falls_back_to_backoff_instead_of_hamme
     assert low <= m.clock.sleeps[0] <= high
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("value", "seconds"), [("3600", 3600.0), ("61", 61.0)])
 async def test_a_retry_after_beyond_the_cap_raises_rate_limited_at_once_without_sleeping(
     mocked: Callable[..., Mocked], value: str, seconds: float
@@ -340,6 +354,7 @@ async def test_a_retry_after_beyond_the_cap_raises_rate_limited_at_once_without_
 NOW = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -373,6 +388,7 @@ def test_parse_retry_after_reads_delta_seconds_and_http_dates_and_rejects_everyt
 # Paid submissions: retried only when provably not sent (checklist 1-3) -----------------------------------
 
 
+@pytest.mark.unit
 async def test_a_submission_answered_with_503_is_not_resent_and_is_flagged_maybe_sent(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -389,6 +405,7 @@ async def test_a_submission_answered_with_503_is_not_resent_and_is_flagged_maybe
     assert "MuAPI generate" in str(caught.value)
 
 
+@pytest.mark.unit
 async def test_a_submission_whose_connection_could_not_be_opened_is_retried_until_it_gets_through(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -403,6 +420,7 @@ async def test_a_submission_whose_connection_could_not_be_opened_is_retried_unti
     assert len(m.clock.sleeps) == 2
 
 
+@pytest.mark.unit
 async def test_a_submission_that_can_never_connect_gives_up_after_max_attempts_as_not_sent(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -416,6 +434,7 @@ async def test_a_submission_that_can_never_connect_gives_up_after_max_attempts_a
     assert "MuAPI generate: could not connect to api.muapi.ai" in str(caught.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("failure", "kind", "error_class"),
     [
@@ -441,6 +460,7 @@ async def test_a_submission_lost_after_sending_is_not_resent_and_is_flagged_mayb
     assert str(caught.value).startswith("MuAPI generate: ")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "failure",
     [
@@ -469,6 +489,7 @@ async def test_a_get_whose_connection_failed_is_retried_and_succeeds(
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Oops</title></head><body><h1>Bad gateway</h1></body></html>"
 
 
+@pytest.mark.unit
 async def test_an_html_page_answered_with_200_is_described_not_quoted(mocked: Callable[..., Mocked]) -> None:
     m = mocked(scripted(httpx2.Response(200, content=HTML_PAGE, headers={"content-type": "text/html"})))
 
@@ -483,6 +504,7 @@ async def test_an_html_page_answered_with_200_is_described_not_quoted(mocked: Ca
     assert len(m.seen) == 1
 
 
+@pytest.mark.unit
 async def test_an_html_error_page_with_a_5xx_is_summarised_without_markup(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -502,6 +524,7 @@ async def _endless() -> AsyncIterator[bytes]:
         await anyio.lowlevel.checkpoint()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "endless-stream"])
 async def test_a_body_over_the_size_cap_is_refused_instead_of_read_to_the_end(
     mocked: Callable[..., Mocked], declared: bool
@@ -523,6 +546,7 @@ async def test_a_body_over_the_size_cap_is_refused_instead_of_read_to_the_end(
     assert len(m.seen) == 1
 
 
+@pytest.mark.unit
 async def test_the_size_cap_error_names_the_limit_that_was_applied(mocked: Callable[..., Mocked]) -> None:
     m = mocked(scripted(httpx2.Response(200, content=b"x" * 5 * 1024 * 1024)))
 
@@ -535,6 +559,7 @@ async def test_the_size_cap_error_names_the_limit_that_was_applied(mocked: Calla
     assert "1 MiB" in str(caught.value)
 
 
+@pytest.mark.unit
 async def test_a_body_with_a_corrupt_content_encoding_becomes_a_provider_error(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -550,6 +575,7 @@ async def test_a_body_with_a_corrupt_content_encoding_becomes_a_provider_error(
         await m.muapi.balance()
 
 
+@pytest.mark.unit
 async def test_fastapi_validation_details_are_flattened_into_field_and_message(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -595,6 +621,7 @@ def echoing(status: int, shape: str) -> Handler:
     return handler
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("shape", ["detail", "detail-list", "error-object", "plain-text"])
 @pytest.mark.parametrize("status", [400, 401, 500])
 @pytest.mark.parametrize("operation", ["balance", "submit"])
@@ -642,31 +669,29 @@ def redirect_once(status: int, location: str, final: httpx2.Response) -> Handler
     return scripted(httpx2.Response(status, headers={"Location": location}), final)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", OFF_ORIGIN)
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-async def test_a_get_redirected_to_another_origin_is_followed_without_the_api_key(
+async def test_a_get_redirected_to_another_origin_is_refused_without_a_second_request(
     mocked: Callable[..., Mocked], status: int, location: str
 ) -> None:
     m = mocked(redirect_once(status, location, httpx2.Response(200, json=OK_BALANCE)))
 
-    with anyio.fail_after(BOUND_S):
+    with anyio.fail_after(BOUND_S), pytest.raises(ProviderResponseError) as caught:
         await m.muapi.balance()
 
-    assert len(m.seen) == 2
-    first, second = m.seen
-    assert first.headers["x-api-key"] == KEY
-    assert second.method == "GET"
-    assert (second.url.scheme, second.url.host, second.url.port) != (
-        first.url.scheme,
-        first.url.host,
-        first.url.port,
+    assert len(m.seen) == 1  # the other origin was never asked, with or without the key
+    assert m.seen[0].headers["x-api-key"] == KEY
+    assert caught.value.error_class == "provider_error"
+    assert caught.value.maybe_sent is False  # a read: nothing was acted upon
+    assert str(caught.value).startswith(
+        "MuAPI get_balance: the provider redirected the request to another host"
     )
-    assert "x-api-key" not in second.headers
-    assert all(KEY not in value for value in second.headers.values())
-    assert all(KEY.encode() not in value for _name, value in second.headers.raw)
-    assert KEY not in str(second.url)
+    assert "other.test" not in str(caught.value)
+    assert m.clock.sleeps == []  # an answer, not a transient failure: not retried
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", SAME_ORIGIN)
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_a_same_origin_redirect_keeps_the_api_key(
@@ -682,6 +707,7 @@ async def test_a_same_origin_redirect_keeps_the_api_key(
     assert m.seen[1].headers["x-api-key"] == KEY
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("location", OFF_ORIGIN)
 @pytest.mark.parametrize(
     "status",
@@ -710,6 +736,7 @@ async def test_a_submission_redirected_to_another_origin_is_refused_without_a_se
 # Missing credentials ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("api_key", [None, SecretStr("")], ids=["unset", "empty"])
 async def test_a_missing_api_key_raises_missing_credentials_naming_the_variable_before_any_request(
     mocked: Callable[..., Mocked], api_key: SecretStr | None
@@ -760,10 +787,11 @@ def real_transport(base: str, clock: FakeClock, timeout: httpx2.Timeout | None =
 
 @asynccontextmanager
 async def live(
-    emu: MuapiEmulator, clock: FakeClock, timeout: httpx2.Timeout | None = None
+    emu: MuapiEmulator, clock: FakeClock, timeout: httpx2.Timeout | None = None, *, front: Any = None
 ) -> AsyncIterator[tuple[MuapiClient, Transport]]:
-    """The emulator on loopback and a production-like transport (owning its own client) pointed at it."""
-    async with serve_on_loopback(emu.app) as url:
+    """The emulator on loopback (behind ``front``, an ASGI app around it, if given) and a
+    production-like transport (owning its own client) pointed at it."""
+    async with serve_on_loopback(front or emu.app) as url:
         emu.base_url = url
         transport = real_transport(url, clock, timeout)
         try:
@@ -779,12 +807,13 @@ def in_flight(transport: Transport) -> int:
     return len(pool._requests)
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening: bound, then released."""
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening. It stays bound (without listening) while in use, so
+    no server started meanwhile — this test's emulator, another pytest-xdist worker's — can take it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+        yield sock.getsockname()[1]
 
 
 def posts(emu: MuapiEmulator) -> int:
@@ -896,8 +925,7 @@ async def test_loopback_a_submission_is_never_duplicated_under_a_fault(
 async def test_loopback_a_submission_to_a_closed_port_is_retried_and_never_reaches_the_provider(
     emu: MuapiEmulator, clock: FakeClock
 ) -> None:
-    port = closed_port()
-    with anyio.fail_after(BOUND_S):
+    with closed_port() as port, anyio.fail_after(BOUND_S):
         async with serve_on_loopback(emu.app) as url:
             emu.base_url = url
             transport = real_transport(f"http://127.0.0.1:{port}", clock)
@@ -938,6 +966,7 @@ async def test_loopback_an_empty_wallet_gives_insufficient_credits_and_creates_n
     assert clock.sleeps == []
 
 
+@pytest.mark.unit
 async def test_a_tls_verification_failure_is_reported_once_and_not_retried(
     mocked: Callable[..., Mocked],
 ) -> None:
@@ -957,3 +986,283 @@ async def test_a_tls_verification_failure_is_reported_once_and_not_retried(
     assert len(m.seen) == 1
     assert "TLS verification of api.muapi.ai failed" in str(caught.value)
     assert m.clock.sleeps == []
+
+
+# Redirects on real sockets: the sandbox's own origin is loopback http, like an internal service's ----------
+
+
+class RedirectPolls:
+    """In front of the emulator: a result poll (without a query) is answered 302 to ``location(path)``."""
+
+    def __init__(self, app: Any, location: Callable[[str], str]) -> None:
+        self.app = app
+        self.location = location
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/result") and not scope["query_string"]:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 302,
+                    "headers": [
+                        (b"location", self.location(scope["path"]).encode()),
+                        (b"content-length", b"0"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+def json_head(body: bytes) -> dict[str, Any]:
+    """The ASGI start of a 200 JSON answer whose body is ``body``."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
+INTERNAL_BODY = {"id": "x", "status": "completed", "outputs": ["INTERNAL-ONLY: db password hunter2"]}
+
+
+@asynccontextmanager
+async def internal_service() -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback service nobody outside this machine should read: (its URL, the paths it was asked for)."""
+    asked: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        asked.append(scope["path"])
+        body = json.dumps(INTERNAL_BODY).encode()
+        await send(json_head(body))
+        await send({"type": "http.response.body", "body": body})
+
+    async with serve_on_loopback(app) as url:
+        yield url, asked
+
+
+@pytest.mark.faults
+async def test_loopback_a_poll_redirected_to_an_internal_service_is_refused_and_the_service_never_asked(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    with anyio.fail_after(BOUND_S):
+        async with internal_service() as (internal_url, asked):
+            front = RedirectPolls(emu.app, lambda _path: f"{internal_url}/admin/status")
+            async with live(emu, clock, front=front) as (muapi, _transport):
+                submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+                with pytest.raises(ProviderResponseError) as caught:
+                    await muapi.get_result(submission.request_id)
+
+    assert asked == []
+    assert "INTERNAL-ONLY" not in everything_about(caught.value)
+    assert internal_url.split("//")[1] not in str(caught.value)
+    assert "redirected the request to another host" in str(caught.value)
+    assert clock.sleeps == []
+
+
+async def test_loopback_a_poll_redirected_within_the_providers_own_origin_is_followed_with_the_key(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    with anyio.fail_after(BOUND_S):
+        front = RedirectPolls(emu.app, lambda path: f"{path}?moved=1")
+        async with live(emu, clock, front=front) as (muapi, _transport):
+            submission = await muapi.submit("flux-schnell-image", {"prompt": "x"})
+            prediction = await muapi.get_result(submission.request_id)
+
+    # Only the redirected request reaches the emulator, which answers it only with the key.
+    assert prediction.id == submission.request_id
+    assert ("GET", f"/api/v1/predictions/{submission.request_id}/result") in emu.requests
+
+
+# The call's time budget (mediamux.deadlines) bounds the whole request: attempts, backoff and body ---------
+
+BUDGET_S = 0.5
+SLACK_S = 1.0  # scheduling noise on a shared machine; the drip alone would take 200 s
+
+
+@asynccontextmanager
+async def dripping_provider() -> AsyncIterator[str]:
+    """A provider that answers 200 at once and then sends its body one byte every 2 s."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"id": "drip", "status": "processing", "pad": "x" * 60}).encode()
+        await send(json_head(body))
+
+        async def drip() -> None:
+            for i in range(len(body)):
+                await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
+                await anyio.sleep(2.0)
+
+        # Stops dripping once the client hangs up, so the server can shut down at once.
+        await wait_unless_client_leaves(receive, drip)
+
+    async with serve_on_loopback(app) as url:
+        yield url
+
+
+@pytest.mark.faults
+async def test_a_poll_whose_body_drips_ends_within_the_calls_budget_as_a_resumable_timeout(
+    clock: FakeClock,
+) -> None:
+    async with dripping_provider() as url:
+        # Per-read timeouts far above the drip interval: only the call's budget can stop this.
+        transport = real_transport(url, clock, httpx2.Timeout(30.0))
+        try:
+            started = time.monotonic()
+            with anyio.fail_after(BOUND_S), within(BUDGET_S), pytest.raises(ProviderTimeout) as caught:
+                await MuapiClient(transport).get_result("drip")
+            elapsed = time.monotonic() - started
+            assert in_flight(transport) == 0  # the half-read answer was abandoned, not leaked
+        finally:
+            await transport.aclose()
+
+    error = caught.value
+    assert BUDGET_S <= elapsed < BUDGET_S + SLACK_S
+    assert error.error_class == "timeout"
+    assert error.maybe_sent is False  # a read: nothing is lost by giving up on it
+    message = str(error)
+    assert message.startswith("MuAPI get_result: ")
+    assert "time budget ran out" in message and "nothing is lost" in message and "resumed" in message
+    assert clock.sleeps == []  # no retry inside a budget that is already spent
+
+
+@pytest.mark.faults
+async def test_a_submission_whose_answer_hangs_past_the_budget_may_have_been_sent(
+    emu: MuapiEmulator, clock: FakeClock
+) -> None:
+    emu.faults.add(method="POST", path=r"/flux-schnell-image$", kind="hang", after_handler=True)
+
+    with anyio.fail_after(BOUND_S):
+        async with live(emu, clock, httpx2.Timeout(30.0)) as (muapi, transport):
+            with within(BUDGET_S), pytest.raises(ProviderTimeout) as caught:
+                await muapi.submit("flux-schnell-image", {"prompt": "x"})
+            assert in_flight(transport) == 0
+
+    error = caught.value
+    assert error.maybe_sent is True  # the provider did take it: the job exists upstream
+    assert emu.submissions == 1 and posts(emu) == 1
+    assert "time budget ran out" in str(error) and "may have reached" in str(error)
+    assert "nothing is lost" not in str(error)
+
+
+async def test_a_spent_budget_makes_no_request_at_all(mocked: Callable[..., Mocked]) -> None:
+    m = mocked(scripted(httpx2.Response(200, json=OK_BALANCE)))
+
+    with anyio.fail_after(BOUND_S), within(0), pytest.raises(ProviderTimeout) as caught:
+        await m.muapi.submit("flux-schnell-image", {"prompt": "x"})
+
+    assert m.seen == []
+    assert caught.value.maybe_sent is False
+    assert "nothing was sent" in str(caught.value)
+
+
+async def test_no_retry_is_started_that_the_budget_cannot_wait_for(mocked: Callable[..., Mocked]) -> None:
+    # The first backoff is at least 0.25 s (half of 0.5 s); a 0.1 s budget cannot wait for it.
+    m = mocked(scripted(httpx2.Response(503, json={"detail": "overloaded"})))
+
+    with anyio.fail_after(BOUND_S), within(0.1), pytest.raises(ServerError) as caught:
+        await m.muapi.balance()
+
+    assert len(m.seen) == 1
+    assert m.clock.sleeps == []
+    assert caught.value.status == 503  # the provider's own answer, which says more than "out of time"
+
+
+async def test_work_marked_unbounded_is_not_cut_short_by_the_callers_budget(
+    mocked: Callable[..., Mocked],
+) -> None:
+    m = mocked(scripted(httpx2.Response(503), httpx2.Response(200, json=OK_BALANCE)))
+
+    with anyio.fail_after(BOUND_S), within(0), unbounded():
+        balance, _cost = await m.muapi.balance()
+
+    assert balance.balance == 12.5
+    assert len(m.seen) == 2
+
+
+# A key echoed in another form is masked too -----------------------------------------------------------------
+
+LONG_KEY = "mk_live_4f9a2c7e1b8d3f60a5c2"
+
+
+def echoes_of(key: str) -> dict[str, str]:
+    """The forms a provider has echoed a key in: changed case, spaced out, base64 (as in a Basic auth
+    header, at any alignment), hex, and inside an id."""
+    raw = key.encode()
+    return {
+        "upper": key.upper(),
+        "lower": key.lower(),
+        "spaced": " ".join(key),
+        "dashed-upper": "-".join(key.upper()),
+        "line-broken": key[:9] + "\n  " + key[9:],
+        "base64": base64.b64encode(raw).decode(),
+        "basic-auth": "Basic " + base64.b64encode(b"user:" + raw).decode(),
+        "base64-offset-1": base64.b64encode(b"k" + raw + b"!").decode(),
+        "urlsafe-base64": base64.urlsafe_b64encode(b"??" + raw).decode(),
+        "hex": raw.hex(),
+        "in-an-id": f"req_{key}_7",
+    }
+
+
+def leaks(text: str, key: str) -> list[str]:
+    """Which echoes of ``key`` (or its letters and digits in order) survive in ``text``."""
+    found = [name for name, form in echoes_of(key).items() if form in text]
+    squeezed = re.sub(r"[^0-9a-z]", "", text.lower())
+    if re.sub(r"[^0-9a-z]", "", key.lower()) in squeezed:
+        found.append("letters-and-digits")
+    return found
+
+
+@pytest.mark.parametrize("form", list(echoes_of(LONG_KEY)))
+async def test_scrub_masks_the_key_in_every_form_a_provider_echoed_it_in(
+    mocked: Callable[..., Mocked], form: str
+) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+
+    shown = m.transport.scrub(f"upstream said: {echoes_of(LONG_KEY)[form]} (request 42)")
+
+    assert leaks(shown, LONG_KEY) == []
+    assert "[redacted]" in shown
+    assert shown.startswith("upstream said: ") and shown.endswith("(request 42)")
+
+
+async def test_scrub_leaves_ordinary_text_and_short_lookalikes_alone(mocked: Callable[..., Mocked]) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+    text = "model mk_live is busy; retry in 4 s; ids 4f9a2c7e, 1b8d3f60"
+
+    assert m.transport.scrub(text) == text
+
+
+@pytest.mark.parametrize("echoes", [0, 1, 3, 5, 30])
+async def test_a_long_body_cut_before_masking_never_shows_part_of_a_key(
+    mocked: Callable[..., Mocked], echoes: int
+) -> None:
+    m = mocked(scripted(httpx2.Response(200)), api_key=SecretStr(LONG_KEY))
+    spaced = " ".join(LONG_KEY) + " "
+    shown_chars = 40
+    # Echoes that shrink when masked, then filler, then a key at every position up to where the body
+    # is cut, wherever that is: a key split by the cut must not slide into view.
+    for filler in range(SecretMask([LONG_KEY]).window(shown_chars) + 10):
+        text = spaced * echoes + "f" * filler + LONG_KEY + "x" * 20_000
+        visible = m.transport.scrub(text, shown_chars).replace("[redacted]", "").lower()
+        assert not any(LONG_KEY[i : i + 5].lower() in visible for i in range(len(LONG_KEY) - 4)), filler
+
+
+@pytest.mark.parametrize("form", ["in-an-id", "base64", "upper"])
+async def test_a_request_id_carrying_the_key_is_refused_as_an_answer_that_may_have_been_acted_upon(
+    mocked: Callable[..., Mocked], form: str
+) -> None:
+    request_id = echoes_of(LONG_KEY)[form]
+    m = mocked(
+        scripted(httpx2.Response(200, json={"request_id": request_id, "status": "processing"})),
+        api_key=SecretStr(LONG_KEY),
+    )
+
+    with anyio.fail_after(BOUND_S), pytest.raises(ProviderResponseError) as caught:
+        await m.muapi.submit("flux-schnell-image", {"prompt": "x"})
+
+    assert caught.value.maybe_sent is True
+    assert "request_id contains the API key" in str(caught.value)
+    assert leaks(everything_about(caught.value), LONG_KEY) == []

@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from mediamux.server.http import build_http_app, is_loopback
+    from mediamux.server.http import build_http_app, is_loopback, uvicorn_limits
 
     token = settings.http_token.get_secret_value() if settings.http_token else ""
     if not is_loopback(args.host) and not token:
@@ -90,7 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({'bearer token required' if token else 'no token: loopback only'}); health at /healthz",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits()
+    )
     return 0
 
 

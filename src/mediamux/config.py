@@ -19,6 +19,8 @@ from mediamux import registry
 from mediamux.registry.spec import ProviderSettings
 
 JOBS_TOOLSET = "jobs"
+# Also stated in tool descriptions, which must not change with configuration: keep them in step.
+DEFAULT_DEDUP_WINDOW_S = 600.0
 
 
 def toolset_ids() -> tuple[str, ...]:
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, validation_alias="MEDIAMUX_HOME")
     allowed_dirs: str | None = Field(None, validation_alias="MEDIAMUX_ALLOWED_DIRS")
     output_dir_override: Path | None = Field(None, validation_alias="MEDIAMUX_OUTPUT_DIR")
-    dedup_window_s: float = Field(600.0, ge=0, validation_alias="MEDIAMUX_DEDUP_WINDOW_S")
+    dedup_window_s: float = Field(DEFAULT_DEDUP_WINDOW_S, ge=0, validation_alias="MEDIAMUX_DEDUP_WINDOW_S")
     toolsets: Annotated[list[str] | None, NoDecode] = Field(None, validation_alias="MEDIAMUX_TOOLSETS")
     read_only: bool = Field(False, validation_alias="MEDIAMUX_READ_ONLY")
     budget_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_BUDGET_USD")

@@ -117,13 +117,17 @@ class Services:
     clients: Clients
     watcher: Watcher
     notifier: Notifier | None = None
-    # Values that are free to read and rarely change (Muzaic's tag catalog), kept per process.
-    memo: dict[str, Any] = field(default_factory=dict)
+    # Values that are free to read and rarely change (Muzaic's tag catalog, MuAPI's models), kept
+    # per process: value and when it expires (None: never).
+    memo: dict[str, tuple[Any, float | None]] = field(default_factory=dict)
 
-    async def memoized(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
-        if key not in self.memo:
-            self.memo[key] = await load()
-        value: T = self.memo[key]
+    async def memoized(self, key: str, load: Callable[[], Awaitable[T]], *, ttl_s: float | None = None) -> T:
+        now = self.clock.monotonic()
+        kept = self.memo.get(key)
+        if kept is None or (kept[1] is not None and now >= kept[1]):
+            kept = (await load(), None if ttl_s is None else now + ttl_s)
+            self.memo[key] = kept
+        value: T = kept[0]
         return value
 
 

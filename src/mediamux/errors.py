@@ -21,12 +21,18 @@ This module imports nothing of MCP, so every layer below the tools may raise the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
+
+# What every error about the caller's arguments ends with, unless it knows a better next step.
+FIX_ARGUMENTS = "fix the arguments and call again"
 
 
 class MediamuxError(Exception):
     # What an error that names no class of its own is reported as; every subclass in the tree sets one.
     error_class: ClassVar[str] = "provider_error"
+    # The tool arguments at fault, when the error is about some (reported as _meta "arguments").
+    arguments: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -39,6 +45,22 @@ class MediamuxError(Exception):
 
 
 class InputError(MediamuxError):
-    """Arguments that pass the schema but cannot work; raised before any upstream call."""
+    """Arguments that pass the schema but cannot work; raised before any upstream call.
+
+    Told in the shape of a schema violation: ``argument: what is wrong; what to do``.
+    """
 
     error_class = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        arguments: Sequence[str] = (),
+        advice: str = FIX_ARGUMENTS,
+        retry_after_s: float | None = None,
+    ) -> None:
+        text = f"{', '.join(arguments)}: {message}" if arguments else message
+        super().__init__(f"{text}; {advice}" if advice else text, retry_after_s=retry_after_s)
+        # Top-level names for _meta ("regions" for "regions.2.tags"); the message keeps the path.
+        self.arguments = tuple(dict.fromkeys(a.split(".")[0] for a in arguments))

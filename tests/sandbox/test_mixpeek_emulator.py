@@ -808,6 +808,7 @@ async def test_faults_and_request_log(client: httpx2.AsyncClient, emulator: Mixp
     assert emulator.polls == {}
 
 
+@pytest.mark.loopback
 async def test_index_poll_and_fetch_features_over_loopback(emulator: MixpeekEmulator, now: FakeNow) -> None:
     with anyio.fail_after(10):
         async with serve_on_loopback(emulator.app) as url:

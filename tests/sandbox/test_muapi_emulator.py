@@ -422,7 +422,7 @@ async def test_image_outputs_are_real_pngs_one_per_requested_image(
     assert first.status_code == 200
     assert first.headers["content-type"] == "image/png"
     width, height, rgb = png_info(first.content)
-    assert (width, height) == (64, 64)
+    assert (width, height) == (1024, 1024)  # the catalog's default width and height
     assert rgb == color_for("sunset")
     other = await client.get(outputs[2])
     assert png_info(other.content)[2] != rgb
@@ -523,6 +523,7 @@ async def test_sandbox_key_works_with_an_empty_wallet(
 # --- uploads --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.loopback
 async def test_upload_round_trip_over_loopback_serves_identical_bytes(emulator: MuapiEmulator) -> None:
     payload = bytes(range(256)) * 8000  # ~2 MB: larger than Starlette's in-memory spool threshold
     with anyio.fail_after(10):
@@ -717,6 +718,7 @@ def test_catalog_has_documented_prices_for_popular_models() -> None:
 # --- webhooks -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.loopback
 async def test_webhook_from_body_is_posted_once_when_the_job_completes(
     client: httpx2.AsyncClient, emulator: MuapiEmulator, now: FakeNow
 ) -> None:
@@ -739,6 +741,7 @@ async def test_webhook_from_body_is_posted_once_when_the_job_completes(
     assert {"created_at", "executionTime", "timings"} <= set(payload)
 
 
+@pytest.mark.loopback
 async def test_webhook_from_query_param_receives_the_failure_with_its_error(
     client: httpx2.AsyncClient, emulator: MuapiEmulator, now: FakeNow
 ) -> None:
@@ -766,6 +769,7 @@ async def test_webhook_delivery_errors_are_swallowed(
     assert len(emulator.webhooks_sent) == 1
 
 
+@pytest.mark.loopback
 async def test_lifespan_background_loop_delivers_webhooks_without_manual_calls(now: FakeNow) -> None:
     emulator = MuapiEmulator(now=now, job_seconds=0)
     receiver = Recorder()
@@ -837,6 +841,7 @@ async def test_drop_fault_surfaces_as_remote_protocol_error_over_asgi_transport(
     assert emulator.submissions == 0
 
 
+@pytest.mark.loopback
 async def test_drop_fault_breaks_the_connection_mid_response_over_loopback(emulator: MuapiEmulator) -> None:
     emulator.faults.add(method="POST", path="flux", kind="drop", after_handler=True)
     with anyio.fail_after(10):
@@ -857,6 +862,7 @@ async def test_delay_fault_answers_normally_after_the_delay(
     assert response.status_code == 200
 
 
+@pytest.mark.loopback
 async def test_hang_fault_holds_the_request_until_released(emulator: MuapiEmulator) -> None:
     emulator.faults.add(method="POST", path="flux", kind="hang")
     results: list[httpx2.Response] = []
@@ -876,6 +882,7 @@ async def test_hang_fault_holds_the_request_until_released(emulator: MuapiEmulat
     assert emulator.submissions == 1
 
 
+@pytest.mark.loopback
 async def test_hung_request_is_abandoned_when_the_client_disconnects(emulator: MuapiEmulator) -> None:
     emulator.faults.add(method="POST", path="flux", kind="hang")
     with anyio.fail_after(10):
@@ -915,6 +922,7 @@ async def test_after_handler_hang_creates_the_job_then_holds_the_answer(
 # --- loopback -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.loopback
 async def test_serve_on_loopback_yields_a_working_url_and_stops_on_exit(emulator: MuapiEmulator) -> None:
     with anyio.fail_after(10):
         async with serve_on_loopback(emulator.app) as url:
@@ -926,6 +934,7 @@ async def test_serve_on_loopback_yields_a_working_url_and_stops_on_exit(emulator
                 await c.get(f"{url}/openapi.json")
 
 
+@pytest.mark.loopback
 async def test_serve_on_loopback_shuts_down_promptly_with_a_request_still_hanging(
     emulator: MuapiEmulator,
 ) -> None:

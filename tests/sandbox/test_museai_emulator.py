@@ -854,6 +854,7 @@ async def test_faults_apply_to_both_hosts_and_every_request_is_logged(
 # --- real HTTP ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.loopback
 async def test_multipart_upload_and_job_over_loopback(now: FakeNow) -> None:
     emulator = MuseaiEmulator(now=now, job_seconds=0.0)
     payload = bytes(range(256)) * 8000  # ~2 MB: larger than Starlette's in-memory spool threshold

@@ -769,6 +769,7 @@ async def test_unarmed_slow_generation_waits_for_the_injected_clock(now: FakeNow
     assert emulator.generations == 1
 
 
+@pytest.mark.loopback
 async def test_client_that_disconnects_during_a_long_generation_is_not_charged(now: FakeNow) -> None:
     emulator = MuzaicEmulator(now=now, generation_seconds_per_audio_second=1.0)
     emulator.hold.reset()
@@ -790,6 +791,7 @@ async def test_client_that_disconnects_during_a_long_generation_is_not_charged(n
     assert emulator.hashes == {}
 
 
+@pytest.mark.loopback
 async def test_old_generation_round_trip_over_loopback_downloads_a_real_wav(emulator: MuzaicEmulator) -> None:
     emulator.generation = "old"
     with anyio.fail_after(10):

@@ -45,6 +45,7 @@ from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
+    OutOfTime,
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
@@ -69,6 +70,11 @@ UNSAVED_RETRY_S = 3600.0
 UNSAVED_RETRY_EVERY_S = 5.0
 # A poll started with little budget left still gets this long before its request is cut.
 POLL_GRACE_S = 2.0
+# Reads that refresh a stale job: how long they may take, how many jobs one list refreshes, how many
+# at once (a list of 200 jobs must not become 200 provider calls in a burst).
+REFRESH_S = 8.0
+REFRESH_MANY = 20
+REFRESH_CONCURRENCY = 4
 EARLY_404_S = 30.0
 
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
@@ -159,6 +165,11 @@ class JobDriver(Protocol):
         """What past charges of this kind are remembered under (MuAPI: the model), if anything."""
         ...
 
+    # Whether the provider can stop a submitted job (cancel() tells it to).
+    can_cancel: bool
+
+    async def cancel(self, provider_job_id: str, args: Any) -> None: ...
+
     async def prepare(self, args: Any, options: dict[str, Any], progress: ProgressFn) -> Any:
         """Free, cancellable work before submitting (uploading local inputs); returns the arguments to send."""
         ...
@@ -177,6 +188,10 @@ class DriverBase:
 
     mode: Literal["poll", "background"] = "poll"
     price_hint = ""
+    can_cancel = False
+
+    async def cancel(self, provider_job_id: str, args: Any) -> None:
+        raise NotImplementedError
 
     async def estimate_usd(self, args: Any) -> float | None:
         return None
@@ -197,8 +212,11 @@ async def _no_progress(progress: float, total: float | None, message: str) -> No
     return None
 
 
-class _Reporter:
+class Progress:
     """Progress that only ever increases, as MCP requires, across steps and byte transfers.
+
+    One per tool call: a tool that runs several jobs (transcribe, then align) passes the same one to
+    each, so the host sees one rising sequence, not one that starts again at every step.
 
     Job steps count up by one. A transfer reports (bytes sent, size); a second transfer in the
     same job starts again from zero, so its bytes are shown on top of where progress already is,
@@ -234,6 +252,10 @@ class _Reporter:
     async def step(self, message: str) -> None:
         await self(self._n + 1, None, message)
 
+    @classmethod
+    def of(cls, progress: ProgressFn | None) -> Progress:
+        return progress if isinstance(progress, Progress) else cls(progress or _no_progress)
+
 
 @dataclass
 class _Slot:
@@ -242,6 +264,7 @@ class _Slot:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     submitted: anyio.Event | None = None  # set when this process's submission has an answer
     finalizing: anyio.Event | None = None  # set when saving outputs has ended
+    background: anyio.CancelScope | None = None  # a synchronous render running in the server
     users: int = 0
 
 
@@ -326,6 +349,8 @@ class JobEngine:
             session_id=record.session_id,
             cost=record.cost,
             ts=record.updated_ts,
+            # Every job the provider may bill is in the ledger, priced or not.
+            always=record.submit_state in ("accepted", "uncertain"),
         )
 
     def _read(self, job_id: str) -> JobRecord | None:
@@ -481,7 +506,7 @@ class JobEngine:
                 f"{provider} {operation} takes {driver.args_model.__name__}, not {type(args).__name__}"
             )
         payload = args.model_dump(mode="json", exclude_none=True)
-        report = _Reporter(progress or _no_progress)
+        report = Progress.of(progress)
         now = self._wall()
         key = dedup_key(provider, operation, payload)
         window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
@@ -509,20 +534,25 @@ class JobEngine:
         claim = functools.partial(
             self.journal.claim, record, window_start_ts=window, budget_usd=self.budget_usd
         )
-        try:
-            record, created = await anyio.to_thread.run_sync(claim)
-        except OverBudget as exc:
-            raise self._over_budget(driver, exc) from None
-        except JournalWriteError as exc:
-            raise JournalUnavailable(
-                f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
-                f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
-            ) from None
-        if not created:
-            return await self._reuse(record, driver, options or {}, wait_s, report)
-
+        # The job's slot, with its "submitted" event, exists before the row does: the claim runs in a
+        # thread, and an identical call that finds the row meanwhile must find us submitting it.
         async with self._slot(record.job_id) as slot:
             slot.submitted = anyio.Event()
+            created = False
+            try:
+                claimed, created = await anyio.to_thread.run_sync(claim)
+            except OverBudget as exc:
+                raise self._over_budget(driver, exc) from None
+            except JournalWriteError as exc:
+                raise JournalUnavailable(
+                    f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
+                    f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
+                ) from None
+            finally:
+                if not created:
+                    slot.submitted.set()  # nothing of ours will be submitted under this id
+            if not created:
+                return await self._reuse(claimed, driver, options or {}, wait_s, report)
             if driver.mode == "background" and self.task_group is not None:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
@@ -541,7 +571,7 @@ class JobEngine:
                 )
             return await self._wait(record, driver, wait_s, report, deduplicated=False)
 
-    async def _submit(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
+    async def _submit(self, record: JobRecord, driver: JobDriver, report: Progress) -> JobRecord:
         async with self._heartbeating(report, driver, record, self.clock.monotonic()):
             try:
                 # Free, cancellable work first (uploading local files named in the arguments).
@@ -579,7 +609,7 @@ class JobEngine:
         return record
 
     async def _reuse(
-        self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: _Reporter
+        self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: Progress
     ) -> JobResult[Any]:
         await report.step(f"{driver.title}: an identical job {record.job_id} is already {record.status}")
         # The caller may want more done with the same paid result (save_outputs, say): finish
@@ -597,7 +627,7 @@ class JobEngine:
         self, job_id: str, *, wait_s: float = 45.0, progress: ProgressFn | None = None
     ) -> JobResult[Any]:
         record = self.get_record(job_id)
-        report = _Reporter(progress or _no_progress)
+        report = Progress.of(progress)
         finished = record.terminal and (record.status != "completed" or record.finalized)
         if finished or record.submit_state in ("rejected", "uncertain"):
             return self._view(record)
@@ -611,6 +641,10 @@ class JobEngine:
 
     def view(self, record: JobRecord) -> JobResult[Any]:
         return self._view(record)
+
+    async def read(self, job_id: str) -> JobResult[Any]:
+        """A job as it is now: asked of the provider first when the record is stale."""
+        return self._view(await self.refresh(self.get_record(job_id)))
 
     # -- internals -------------------------------------------------------------------------
 
@@ -666,35 +700,40 @@ class JobEngine:
 
     async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
         async with self._slot(record.job_id) as slot:
-            try:
-                args = await driver.prepare(self._args(driver, record), record.options, _no_progress)
+            # jobs_cancel stops the render through this scope; a server shutdown cancels the whole group.
+            with anyio.CancelScope() as scope:
+                slot.background = scope
                 try:
-                    outcome = await driver.submit(args, record.options, _no_progress)
-                except ProviderError as exc:
-                    await self._fail_submission(record, exc)
-                    return
-                await self._accepted(record, driver, outcome)
-            except JournalUnavailable:
-                return  # kept in memory and retried; the error was logged with the provider's id
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._cancelled_in_flight(record)  # the server is shutting down mid-request
-                raise
-            except Exception as exc:
-                logger.exception("background %s %s failed", record.provider, record.operation)
-                error = JobError(
-                    error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
-                )
-                await self._settle(record, Event.LOST, Change(error=error))
-            finally:
-                if slot.submitted is not None:
-                    slot.submitted.set()
+                    args = await driver.prepare(self._args(driver, record), record.options, _no_progress)
+                    try:
+                        outcome = await driver.submit(args, record.options, _no_progress)
+                    except ProviderError as exc:
+                        await self._fail_submission(record, exc)
+                        return
+                    await self._accepted(record, driver, outcome)
+                except JournalUnavailable:
+                    return  # kept in memory and retried; the error was logged with the provider's id
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self._cancelled_in_flight(record)  # cancelled, or the server is stopping
+                    raise
+                except Exception as exc:
+                    logger.exception("background %s %s failed", record.provider, record.operation)
+                    error = JobError(
+                        error_class="provider_error", message=f"{driver.title}: {type(exc).__name__}"
+                    )
+                    await self._settle(record, Event.LOST, Change(error=error))
+                finally:
+                    slot.background = None
+                    if slot.submitted is not None:
+                        slot.submitted.set()
 
     async def _cancelled_in_flight(self, record: JobRecord) -> None:
         """The server stopped while a submission it could not shield was on the wire."""
         error = JobError(
             error_class="provider_error",
-            message=f"the server stopped while {record.provider} was working on it; it may have charged for the "
+            message=f"stopped while {record.provider} was working on it (cancelled, or the server stopped); it may "
+            "have charged for the "
             "work. "
             f"An identical call within {self.dedup_window_s:.0f} s returns this record unless new_job is true",
         )
@@ -721,12 +760,13 @@ class JobEngine:
         await self._transition(record, Event.LOST if exc.maybe_sent else Event.REJECTED, Change(error=error))
 
     async def _wait(
-        self, record: JobRecord, driver: JobDriver, wait_s: float, report: _Reporter, *, deduplicated: bool
+        self, record: JobRecord, driver: JobDriver, wait_s: float, report: Progress, *, deduplicated: bool
     ) -> JobResult[Any]:
         start = self.clock.monotonic()
         deadline = start + max(0.0, wait_s)
         interval = FIRST_POLL_S
         last_problem: str | None = None
+        polled = False
         async with self._heartbeating(report, driver, record, start), self._slot(record.job_id) as slot:
             while True:
                 if record.submit_state == "pending":
@@ -743,43 +783,144 @@ class JobEngine:
                         record = await self._finalize_within(record, driver, slot, deadline)
                     break
                 remaining = deadline - self.clock.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and polled:
                     break
-                # Jittered, so many jobs started together do not poll the provider in lockstep bursts.
-                await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
-                interval = min(MAX_POLL_S, interval * BACKOFF)
+                if remaining > 0:
+                    # Jittered, so many jobs started together do not poll the provider in lockstep bursts.
+                    await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
+                    interval = min(MAX_POLL_S, interval * BACKOFF)
+                # else: a budget of 0 is the non-blocking check every result suggests: one poll, now.
                 async with slot.lock:
                     record = self._read(record.job_id) or record
                     if record.terminal:
                         continue
-                    assert record.provider_job_id is not None
-                    # The poll, retries and body included, ends within what is left of wait_s.
-                    left = max(0.0, deadline - self.clock.monotonic()) + POLL_GRACE_S
-                    try:
-                        with deadlines.within(left):
-                            outcome = await driver.poll(
-                                record.provider_job_id, self._args(driver, record), record.options
-                            )
-                    except NotFound as exc:
-                        if self._wall() - record.submitted_ts < EARLY_404_S:
-                            # A job can take a moment to become visible after it is accepted.
-                            last_problem = exc.message
-                            continue
-                        error = JobError(error_class="not_found", message=exc.message)
-                        record = await self._transition(record, Event.VANISHED, Change(error=error))
-                        continue
-                    except (ProviderConnectionError, ServerError, RateLimited, ProviderResponseError) as exc:
-                        # The transport already retried; the job itself is fine. Keep waiting, and
-                        # never faster than the provider asked.
-                        last_problem = exc.message
-                        if exc.retry_after_s:
-                            interval = max(interval, exc.retry_after_s)
-                        await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
-                        continue
-                    last_problem = None
-                    record = await self._transition(record, Event.POLLED, outcome.change())
-                await report.step(self._progress_line(driver, record, start))
+                    record, last_problem, retry_after = await self._poll_once(record, driver, deadline)
+                    polled = True
+                    if retry_after:
+                        interval = max(interval, retry_after)
+                if last_problem:
+                    await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
+                else:
+                    await report.step(self._progress_line(driver, record, start))
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
+
+    async def _poll_once(
+        self, record: JobRecord, driver: JobDriver, deadline: float
+    ) -> tuple[JobRecord, str | None, float | None]:
+        """One poll under the job's lock: the new record, what went wrong (if anything) and how long
+        the provider asked us to wait."""
+        assert record.provider_job_id is not None
+        # The poll, retries and body included, ends within what is left of the caller's budget.
+        left = max(0.0, deadline - self.clock.monotonic()) + POLL_GRACE_S
+        try:
+            with deadlines.within(left):
+                outcome = await driver.poll(
+                    record.provider_job_id, self._args(driver, record), record.options
+                )
+        except OutOfTime:
+            return record, None, None  # the caller's budget ran out mid-poll: nothing went wrong upstream
+        except NotFound as exc:
+            if self._wall() - record.submitted_ts < EARLY_404_S:
+                return record, exc.message, None  # a job can take a moment to become visible
+            error = JobError(error_class="not_found", message=exc.message)
+            return await self._transition(record, Event.VANISHED, Change(error=error)), None, None
+        except (ProviderConnectionError, ServerError, RateLimited, ProviderResponseError) as exc:
+            # The transport already retried; the job itself is fine. Keep waiting, and never faster
+            # than the provider asked.
+            return record, exc.message, exc.retry_after_s
+        return await self._transition(record, Event.POLLED, outcome.change()), None, None
+
+    # -- fresh status for reads, and cancel ------------------------------------------------------
+
+    def _due(self, record: JobRecord) -> bool:
+        """Whether a read of this job should ask the provider first: it is live upstream and older
+        than the poll schedule would have let it get (dense early, every MAX_POLL_S later)."""
+        if record.terminal or record.submit_state != "accepted" or not record.provider_job_id:
+            return False
+        driver = self._drivers.get((record.provider, record.operation))
+        if driver is None or driver.mode == "background":
+            return False  # nothing to poll: the render's own request brings the answer
+        now = self._wall()
+        age = now - record.submitted_ts
+        allowed = min(MAX_POLL_S, max(FIRST_POLL_S, age / 4))
+        return now - (record.checked_ts or record.submitted_ts) >= allowed
+
+    async def refresh(self, record: JobRecord, *, within_s: float = REFRESH_S) -> JobRecord:
+        """The record, asked of the provider first when it is stale; never two polls of one job at
+        once (a job someone is polling right now is read as it is)."""
+        if not self._due(record):
+            return record
+        driver = self._drivers[(record.provider, record.operation)]
+        async with self._slot(record.job_id) as slot:
+            if slot.lock.locked():
+                return self._read(record.job_id) or record
+            async with slot.lock:
+                fresh = self._read(record.job_id) or record
+                if not self._due(fresh):
+                    return fresh
+                fresh, _, _ = await self._poll_once(fresh, driver, self.clock.monotonic() + within_s)
+                return fresh
+
+    async def refresh_all(self, records: list[JobRecord], *, limit: int = REFRESH_MANY) -> list[JobRecord]:
+        """Fresh copies of a list of jobs: at most ``limit`` polls, REFRESH_CONCURRENCY at a time, all
+        within REFRESH_S; the rest are shown as last checked (every view says when that was)."""
+        due = [i for i, r in enumerate(records) if self._due(r)][:limit]
+        out = list(records)
+        limiter = anyio.CapacityLimiter(REFRESH_CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with limiter:
+                out[i] = await self.refresh(records[i])
+
+        with anyio.move_on_after(REFRESH_S):
+            async with anyio.create_task_group() as tg:
+                for i in due:
+                    tg.start_soon(one, i)
+        return [self._read(r.job_id) or r for r in out]
+
+    async def cancel(self, job_id: str) -> JobResult[Any]:
+        """Stop a job: polling stops at once; the provider is told where it can be (the driver says),
+        otherwise the job is no longer followed and whatever it costs stands."""
+        record = self.get_record(job_id)
+        if record.terminal:
+            return self._view(record, note=f"already {record.status}; nothing was cancelled")
+        driver = self.driver_for(record)
+        slot = self._slots.get(job_id)
+        if record.submit_state == "pending":
+            if slot is not None and slot.background is not None:
+                # A synchronous render: stopping our request is all there is; the provider may bill it.
+                slot.background.cancel()
+                done = slot.submitted
+                if done is not None:
+                    await self.clock.wait_for(done, within_s=REFRESH_S)
+                return self._view(self._read(job_id) or record)
+            raise JobsError(
+                f"job {job_id} is being submitted right now; cancel it once the provider has answered "
+                "(jobs_get shows when), so its charge, if any, is known"
+            )
+        upstream = False
+        problem = None
+        if driver.can_cancel and record.provider_job_id:
+            try:
+                await driver.cancel(record.provider_job_id, self._args(driver, record))
+                upstream = True
+            except ProviderError as exc:
+                problem = exc.message
+        async with slot.lock if slot is not None else anyio.Lock():
+            fresh = self._read(job_id) or record
+            if fresh.terminal:
+                return self._view(fresh, note=f"it {fresh.status} before the cancel arrived")
+            if upstream:
+                fresh = await self._transition(fresh, Event.CANCELLED, Change(provider_status="cancelled"))
+                note = f"cancelled: {driver.title} stopped the job"
+            else:
+                fresh = await self._transition(fresh, Event.ABANDONED)
+                note = (
+                    f"cancelled here: {driver.title} could not be told ({problem}), so the job may still run"
+                    if problem
+                    else f"cancelled here: {driver.title} has no way to stop a job, so it may still run upstream"
+                ) + "; any charge for it stands"
+        return self._view(fresh, note=note)
 
     async def _await_submission(self, record: JobRecord, slot: _Slot, deadline: float) -> JobRecord:
         """Wait, within the budget, for a submission in flight: ours running in the background, a
@@ -823,7 +964,7 @@ class JobEngine:
                     try:
                         fresh = self._read(job_id) or record
                         if fresh.status == "completed" and not fresh.finalized:
-                            await self._finalize(fresh, driver, _Reporter(_no_progress))
+                            await self._finalize(fresh, driver, Progress(_no_progress))
                     finally:
                         own.finalizing = None
                         done.set()
@@ -837,7 +978,7 @@ class JobEngine:
             await self.clock.wait_for(finalizing, within_s=deadline - self.clock.monotonic())
         return self._read(job_id) or record
 
-    async def _finalize(self, record: JobRecord, driver: JobDriver, report: _Reporter) -> JobRecord:
+    async def _finalize(self, record: JobRecord, driver: JobDriver, report: Progress) -> JobRecord:
         outcome = Outcome(status="completed", result=record.result, cost=Cost())
         try:
             outcome = await driver.finalize(outcome, self._args(driver, record), record.options, report)
@@ -855,7 +996,7 @@ class JobEngine:
 
     @asynccontextmanager
     async def _heartbeating(
-        self, report: _Reporter, driver: JobDriver, record: JobRecord, start: float
+        self, report: Progress, driver: JobDriver, record: JobRecord, start: float
     ) -> AsyncIterator[None]:
         """Heartbeats alongside the body; a failure of the body surfaces as itself, not as a group."""
         try:
@@ -870,7 +1011,7 @@ class JobEngine:
                 raise group.exceptions[0] from None
             raise
 
-    async def _heartbeat(self, report: _Reporter, driver: JobDriver, record: JobRecord, start: float) -> None:
+    async def _heartbeat(self, report: Progress, driver: JobDriver, record: JobRecord, start: float) -> None:
         # Real time, not the injected clock: this promise is to the person watching the client, and a
         # poll can stall for a while inside the transport's retries.
         last = report.sent
@@ -885,25 +1026,43 @@ class JobEngine:
         status = record.provider_status or record.status
         return f"{driver.title}: {status} · {elapsed:.0f} s"
 
-    def _view(
-        self, record: JobRecord, *, deduplicated: bool = False, problem: str | None = None
-    ) -> JobResult[Any]:
-        end = record.completed_ts if record.completed_ts is not None else self._wall()
-        note = None
+    def _cost_of(self, record: JobRecord) -> Cost:
+        """The reported cost; for a job the provider may bill but reported nothing about, it says so."""
+        if not record.cost.is_empty or record.submit_state not in ("accepted", "uncertain"):
+            return record.cost
+        driver = self._drivers.get((record.provider, record.operation))
+        return record.cost.model_copy(
+            update={"note": f"not reported by {driver.title if driver else record.provider}"}
+        )
+
+    @staticmethod
+    def _next_step(record: JobRecord, problem: str | None) -> str | None:
         if record.status == "completed" and not record.finalized:
-            note = (
+            return (
                 f"finished; its outputs are still being saved. Call jobs_wait with job_id {record.job_id} "
                 "for the saved files (nothing is charged again)"
             )
-        if not record.terminal:
-            note = (
-                f"still {record.status}; call jobs_wait with job_id {record.job_id} to keep waiting "
-                "(nothing is charged again)"
-            )
-            if record.provider_status and record.provider_status.lower() not in IN_PROGRESS_WORDS:
-                note = f"unrecognised provider status {record.provider_status!r}; " + note
-            if problem:
-                note += f". Last poll failed: {problem}"
+        if record.terminal:
+            return None
+        note = (
+            f"still {record.status}; call jobs_wait with job_id {record.job_id} to keep waiting "
+            "(nothing is charged again)"
+        )
+        if record.provider_status and record.provider_status.lower() not in IN_PROGRESS_WORDS:
+            note = f"unrecognised provider status {record.provider_status!r}; " + note
+        if problem:
+            note += f". Last poll failed: {problem}"
+        return note
+
+    def _view(
+        self,
+        record: JobRecord,
+        *,
+        deduplicated: bool = False,
+        problem: str | None = None,
+        note: str | None = None,
+    ) -> JobResult[Any]:
+        end = record.completed_ts if record.completed_ts is not None else self._wall()
         return JobResult[Any](
             job_id=record.job_id,
             provider=record.provider,
@@ -916,11 +1075,12 @@ class JobEngine:
             provider_status=record.provider_status,
             result=record.result,
             error=record.error,
-            cost=record.cost,
+            cost=self._cost_of(record),
             session_spent_usd=round(self.journal.spent_usd(self.session_id), 6),
             elapsed_s=round(max(0.0, end - record.submitted_ts), 3),
             submitted_at=iso(record.submitted_ts) or "",
             completed_at=iso(record.completed_ts),
+            checked_at=iso(record.checked_ts),
             deduplicated=deduplicated,
-            note=note,
+            note=note if note is not None else self._next_step(record, problem),
         )

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finalized INTEGER NOT NULL DEFAULT 0,
     reserved_usd REAL,
     price_key TEXT,
-    owner TEXT
+    owner TEXT,
+    checked_ts REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
@@ -66,7 +67,7 @@ CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each step takes the schema from version N to N + 1, in one transaction.
 MIGRATIONS: dict[int, str] = {
@@ -86,12 +87,17 @@ ALTER TABLE jobs ADD COLUMN owner TEXT;
 CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
 """,
+    # 3 -> 4: when the provider was last asked about a job, so a status read knows whether to ask again.
+    3: """
+ALTER TABLE jobs ADD COLUMN checked_ts REAL;
+UPDATE jobs SET checked_ts = updated_ts WHERE submit_state = 'accepted';
+""",
 }
 
 _COLUMNS = (
     "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
     "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
-    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner"
+    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
@@ -332,17 +338,36 @@ class Journal:
     # -- ledger ----------------------------------------------------------------------------
 
     def record_cost(
-        self, entry_id: str, *, provider: str, operation: str, session_id: str, cost: Cost, ts: float
+        self,
+        entry_id: str,
+        *,
+        provider: str,
+        operation: str,
+        session_id: str,
+        cost: Cost,
+        ts: float,
+        always: bool = False,
     ) -> None:
-        """Upsert the charge for one job (or one non-job request): re-polls replace, never add."""
-        if cost.usd is None and cost.credits is None and cost.tokens is None:
+        """Upsert the charge for one job (or one non-job request): re-polls replace, never add.
+
+        ``always``: record the entry even with nothing reported (a job the provider accepted), so
+        the ledger lists every paid job and says which providers report no figure."""
+        # Cost already refuses these; the ledger re-checks because one -inf or NaN stored here makes
+        # every later total non-finite or NULL, and a negative one lowers spend below what was paid.
+        cost = cost.model_copy(
+            update={
+                k: v if v is None or 0 <= v < float("inf") else None
+                for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
+            }
+        )
+        if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:
             db.execute(
                 "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, credits, tokens, refunded, "
                 "recorded_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
                 "usd = excluded.usd, credits = excluded.credits, tokens = excluded.tokens, "
-                "refunded = excluded.refunded, recorded_ts = excluded.recorded_ts",
+                "refunded = excluded.refunded",
                 (
                     entry_id,
                     provider,
@@ -356,9 +381,18 @@ class Journal:
                 ),
             )
 
-    def totals(self, session_id: str | None = None) -> dict[str, Any]:
-        """Spend per provider: charged USD (refunds excluded), credits, tokens, entries."""
-        where, params = ("WHERE session_id = ?", (session_id,)) if session_id else ("", ())
+    def totals(self, session_id: str | None = None, *, since_ts: float | None = None) -> dict[str, Any]:
+        """Spend per provider: charged USD (refunds excluded), credits, tokens, entries; for one
+        session, or for entries first recorded since ``since_ts``, or all time."""
+        clauses: list[str] = []
+        params: tuple[Any, ...] = ()
+        if session_id:
+            clauses.append("session_id = ?")
+            params += (session_id,)
+        if since_ts is not None:
+            clauses.append("recorded_ts >= ?")
+            params += (since_ts,)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._rlock:
             rows = self._reader.execute(
                 "SELECT provider, "
@@ -456,6 +490,7 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
         r.reserved_usd,
         r.price_key,
         r.owner,
+        r.checked_ts,
     )
 
 
@@ -483,4 +518,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         reserved_usd=row["reserved_usd"],
         price_key=row["price_key"],
         owner=row["owner"],
+        checked_ts=row["checked_ts"],
     )

@@ -181,6 +181,10 @@ class MixpeekIndexDriver(DriverBase):
         self.allowed_dirs = list(allowed_dirs)
 
     # Mixpeek bills plan credits and publishes no price per indexing run: no estimate.
+    can_cancel = True
+
+    async def cancel(self, provider_job_id: str, args: IndexArgs) -> None:
+        await self.client.cancel_task(provider_job_id)
 
     async def submit(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         video_settings, image_settings = v0_settings(args)

@@ -68,6 +68,9 @@ class JobResult(BaseModel, Generic[R]):
     elapsed_s: float | None = None
     submitted_at: str
     completed_at: str | None = None
+    checked_at: str | None = Field(
+        None, description="When mediamux last asked the provider about this job; null if it never needed to"
+    )
     deduplicated: bool = Field(
         False, description="True when an identical recent job was returned instead of paying again"
     )
@@ -101,6 +104,7 @@ class JobRecord(BaseModel):
     )
     price_key: str | None = Field(None, description="What its price is learned under (MuAPI: the model)")
     owner: str | None = Field(None, description="The process that submitted it (host:pid:session)")
+    checked_ts: float | None = Field(None, description="When the provider was last asked about it")
 
     @property
     def terminal(self) -> bool:

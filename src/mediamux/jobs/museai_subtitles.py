@@ -20,8 +20,10 @@ from pydantic import BaseModel, Field
 from mediamux.clock import Clock
 from mediamux.errors import InputError
 from mediamux.files import download_output, write_output
-from mediamux.jobs.engine import JobEngine, ProgressFn
+from mediamux.jobs.engine import JobEngine, Progress, ProgressFn
+from mediamux.jobs.models import JobError
 from mediamux.jobs.museai import FileJobArgs
+from mediamux.providers.cost import Cost, total_cost
 from mediamux.providers.museai import AlignedWord, MuseaiClient
 
 VTT_INLINE_CHARS = 20_000
@@ -38,6 +40,8 @@ class AutoSubtitles(BaseModel):
     )
     vtt_path: str | None = None
     jobs: list[str] = Field(default_factory=list, description="The transcription and alignment job ids")
+    cost: Cost = Field(default_factory=Cost, description="Both jobs together, as muse.ai reported them")
+    error: JobError | None = Field(None, description="Why it failed")
     note: str | None = None
 
 
@@ -96,9 +100,15 @@ class SubtitleWorkflow:
             DownloadError: the video could not be fetched; nothing has been paid for.
             ProviderError, JobsError: a call or a submission was refused.
         """
+        report = Progress.of(progress)  # one rising sequence across all four steps
+        await report.step("muse.ai: fetching the video (step 1 of 4)")
         video = await self.client.get_video(svid)
         if not video.url:
-            raise InputError(f"muse.ai gave no media URL for {svid}; it may still be ingesting")
+            raise InputError(
+                f"muse.ai gave no media URL for {svid}; it may still be ingesting",
+                arguments=("svid",),
+                advice="call again once museai_get_video no longer shows it ingesting",
+            )
         media = await download_output(
             self.downloads,
             video.url,
@@ -110,31 +120,41 @@ class SubtitleWorkflow:
         # Saved outputs are named by content, so the same video gives the same job arguments, and a
         # second call finds the first call's jobs through the duplicate guard.
         file_args = FileJobArgs(path=media.path, file=media.sha256)
-        speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=progress)
+        await report.step("muse.ai: transcribing (step 2 of 4)")
+        speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=report)
         jobs = [speech.job_id]
+        costs = [speech.cost]
         # muse.ai results are in the record once the job finishes; there are no files to wait for.
         if speech.status not in ("completed", "saving_outputs"):
-            return _unfinished(svid, speech.status, jobs, speech.error.message if speech.error else None)
+            return _unfinished(svid, speech.status, jobs, speech.error, costs)
         text = (speech.result or {}).get("text", "")
         if not text.strip():
-            return _unfinished(svid, "failed", jobs, "no speech was found in the video")
+            nothing = JobError(
+                error_class="invalid_input",
+                message=f"svid: no speech was found in {svid}, so there is nothing to subtitle; "
+                "museai_upload_subtitles adds a track written by hand",
+            )
+            return _unfinished(svid, "failed", jobs, nothing, costs)
         remaining = max(0.0, deadline - self.clock.monotonic())
+        await report.step("muse.ai: aligning the words to the audio (step 3 of 4)")
         align = await self.engine.run(
             "museai",
             "align",
             file_args.model_copy(update={"phrase": text}),
             wait_s=remaining,
-            progress=progress,
+            progress=report,
         )
         jobs.append(align.job_id)
+        costs.append(align.cost)
         if align.status not in ("completed", "saving_outputs"):
-            return _unfinished(svid, align.status, jobs, align.error.message if align.error else None)
+            return _unfinished(svid, align.status, jobs, align.error, costs)
         words = [AlignedWord.model_validate(w) for w in (align.result or {}).get("words", [])]
         vtt, count = build_vtt(words)
         # Never written through the path: a link planted under this name would aim the write elsewhere.
         vtt_path = await anyio.to_thread.run_sync(
             write_output, self.output_dir, f"{svid}-{name.replace(' ', '_')}.vtt", vtt.encode("utf-8")
         )
+        await report.step("muse.ai: uploading the subtitles (step 4 of 4)")
         ref = await self.client.upload_subtitles(svid, vtt_path, [self.output_dir], name=name)
         return AutoSubtitles(
             status="completed",
@@ -145,11 +165,15 @@ class SubtitleWorkflow:
             vtt=vtt[:VTT_INLINE_CHARS],
             vtt_path=str(vtt_path),
             jobs=jobs,
+            cost=total_cost(costs),
         )
 
 
-def _unfinished(svid: str, status: str, jobs: list[str], problem: str | None) -> AutoSubtitles:
+def _unfinished(
+    svid: str, status: str, jobs: list[str], problem: JobError | None, costs: list[Cost]
+) -> AutoSubtitles:
     """A job that ended badly fails the workflow with its reason; one still going leaves it running."""
     if status in ("failed", "cancelled", "expired"):
-        return AutoSubtitles(status="failed", svid=svid, jobs=jobs, note=problem)
-    return AutoSubtitles(status="running", svid=svid, jobs=jobs)
+        error = problem or JobError(error_class="provider_error", message=f"a muse.ai job ended {status}")
+        return AutoSubtitles(status="failed", svid=svid, jobs=jobs, error=error, cost=total_cost(costs))
+    return AutoSubtitles(status="running", svid=svid, jobs=jobs, cost=total_cost(costs))

@@ -33,7 +33,11 @@ class MusicResult(BaseModel):
     region_hashes: list[str] = Field(default_factory=list)
     audio_duration_s: float | None = None
     tokens_used: float | None = None
-    warnings: list[str] = Field(default_factory=list, description="Muzaic's status notes and tag conflicts")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What Muzaic noted about the request (echoes of it left out) and conflicting tags; "
+        "empty when there is nothing to say",
+    )
     save_error: str | None = None
 
 

@@ -42,6 +42,8 @@ class Event(StrEnum):
     VANISHED = "vanished"  # the provider no longer knows the job
     FINALIZED = "finalized"  # outputs saved (or saving failed; the paid result is kept either way)
     AMENDED = "amended"  # a duplicate call asked more of the same job (save its outputs, say)
+    CANCELLED = "cancelled"  # the user cancelled it and the provider stopped it
+    ABANDONED = "abandoned"  # the user cancelled it; the provider cannot be told, so it may still charge
 
 
 # What a provider's answer can move a job to.
@@ -63,11 +65,15 @@ TRANSITIONS: dict[State, dict[Event, frozenset[State]]] = {
         Event.POLLED: _ANSWERED,
         Event.VANISHED: frozenset({State.EXPIRED}),
         Event.AMENDED: frozenset({State.QUEUED}),
+        Event.CANCELLED: frozenset({State.CANCELLED}),
+        Event.ABANDONED: frozenset({State.CANCELLED}),
     },
     State.RUNNING: {
         Event.POLLED: _ANSWERED,
         Event.VANISHED: frozenset({State.EXPIRED}),
         Event.AMENDED: frozenset({State.RUNNING}),
+        Event.CANCELLED: frozenset({State.CANCELLED}),
+        Event.ABANDONED: frozenset({State.CANCELLED}),
     },
     State.SAVING: {
         Event.FINALIZED: frozenset({State.COMPLETED}),
@@ -91,6 +97,11 @@ SUBMIT_STATE: dict[Event, str | None] = {
 }
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.EXPIRED})
+
+# A submission that ends without the provider's answer ends with no word from the provider: the
+# only ones it can carry are the engine's own ("submitting", Muzaic's "working"), and a failed job
+# that still said "working" told the agent the provider was at it.
+UNANSWERED = frozenset({Event.REJECTED, Event.WITHDRAWN, Event.LOST, Event.INTERRUPTED, Event.ORPHANED})
 
 
 class IllegalTransition(RuntimeError):
@@ -146,13 +157,18 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
         new.submit_state = submit_state  # type: ignore[assignment]
     if event is Event.POLLED:
         new.polls += 1
+    if event in (Event.ACCEPTED, Event.POLLED):
+        new.checked_ts = now
     new.status = "completed" if target in (State.SAVING, State.COMPLETED) else target.value
     if target is State.SUBMITTING:
         new.status = "queued"
     new.finalized = target is State.COMPLETED
     if change.provider_job_id:
         new.provider_job_id = change.provider_job_id
-    new.provider_status = change.provider_status or new.provider_status
+    if event in UNANSWERED:
+        new.provider_status = change.provider_status
+    else:
+        new.provider_status = change.provider_status or new.provider_status
     if change.result is not None:
         new.result = change.result
     if change.error is not None:
@@ -161,7 +177,7 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
         new.cost = new.cost.merged_with(change.cost)
     if change.options is not None:
         new.options = change.options
-    if new.reserved_usd is not None and _releases_reservation(new, target):
+    if new.reserved_usd is not None and _releases_reservation(new, target, event):
         new.reserved_usd = None
     if new.status in TERMINAL_STATUSES and new.completed_ts is None:
         new.completed_ts = now
@@ -169,7 +185,7 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
     return new
 
 
-def _releases_reservation(record: JobRecord, target: State) -> bool:
+def _releases_reservation(record: JobRecord, target: State, event: Event) -> bool:
     """A reservation holds budget for a charge not yet reported. It ends when the provider reports
     a dollar charge (the ledger counts that instead) or a refund, and when the job failed or was
     cancelled without any chance of a charge. It stands for a job whose outcome is uncertain and
@@ -177,6 +193,8 @@ def _releases_reservation(record: JobRecord, target: State) -> bool:
     reservation, never as free."""
     if record.cost.usd is not None or record.cost.refunded:
         return True
+    if event is Event.ABANDONED:
+        return False  # the provider goes on with it, and may charge for it
     return target in (State.FAILED, State.CANCELLED) and record.submit_state != "uncertain"
 
 
@@ -213,8 +231,9 @@ provider's quote, else the most recent jobs of its kind cost, else `MEDIAMUX_UNP
 in the same transaction that checks the budget and journals it, so concurrent calls can never
 commit more than the budget. The reservation ends when the provider reports a dollar charge or a
 refund (the ledger counts that instead), or when the job fails or is cancelled with no chance of a
-charge. It stands while the outcome is uncertain, and for a finished job whose provider reports
-no dollar figure: such a job counts at its reservation, never as free.
+charge. It stands while the outcome is uncertain, for a job abandoned at a provider that cannot stop
+it, and for a finished job whose provider reports no dollar figure: such a job counts at its
+reservation, never as free.
 
 | event | meaning |
 |---|---|
@@ -237,6 +256,8 @@ _EVENT_DOC: dict[Event, str] = {
     Event.VANISHED: "the provider no longer knows the job",
     Event.FINALIZED: "outputs saved (or saving failed; the paid result is kept either way)",
     Event.AMENDED: "an identical call asked more of the same job (save its outputs): saved again",
+    Event.CANCELLED: "jobs_cancel, and the provider stopped the job",
+    Event.ABANDONED: "jobs_cancel for a provider that cannot stop jobs: no longer followed; its charge stands",
 }
 
 

@@ -4,17 +4,43 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mediamux.providers.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from mediamux.providers.transport import Transport
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Tolerant(BaseModel):
     """Base of the response models: a field a provider adds later is kept, never a reason to fail a read."""
 
     model_config = ConfigDict(extra="allow")
+
+
+def read_each(
+    model: type[M], items: Iterable[Any], transport: Transport, operation: str, what: str
+) -> list[M]:
+    """Each item of a listing read as ``model``.
+
+    An item that cannot be read fails the listing as the provider's fault, naming the item and the
+    field: a bare ValidationError would reach the model as pydantic's text, and dropping the item
+    would hand it a listing with something missing.
+    """
+    read = []
+    for index, item in enumerate(items):
+        try:
+            read.append(model.model_validate(item))
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in error.get("loc", ()))
+            raise transport.malformed(operation, f"{what} {index}: {field}: {error['msg']}") from None
+    return read
 
 
 def number(value: object) -> float | None:

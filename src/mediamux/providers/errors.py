@@ -11,6 +11,7 @@
     │   └── ServerError               5xx                                    class "provider_error"
     ├── ProviderConnectionError       could not connect / connection lost    class "provider_error"
     │   └── ProviderTimeout           no answer in time                      class "timeout"
+    │       └── OutOfTime             the tool call's time budget ran out    class "timeout"
     ├── ProviderResponseError         an answer we cannot read (not JSON, wrong shape, too large)
     └── (``maybe_sent``)              set on any of the above when a non-idempotent request may have
                                       reached the provider: the caller must not re-send it blindly
@@ -91,6 +92,14 @@ class ProviderConnectionError(ProviderError):
 
 class ProviderTimeout(ProviderConnectionError):
     error_class = "timeout"
+
+
+class OutOfTime(ProviderTimeout):
+    """The call's time budget (``mediamux.deadlines``) ran out before the request finished.
+
+    The provider is not at fault; the caller chose to stop waiting. A poll can simply be made again
+    later, which is how a job outlives its ``wait_s``.
+    """
 
 
 class ProviderResponseError(ProviderError):

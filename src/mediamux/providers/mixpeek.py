@@ -542,6 +542,10 @@ class MixpeekClient:
             error = self.t.malformed(operation, "no task_id in the answer")
             error.maybe_sent = True
             raise error
+        for what in ("task_id", "asset_id"):
+            value = getattr(accepted, what)
+            if value is not None:
+                self.t.checked_id(value, what, operation)
         return accepted
 
     async def get_task(self, task_id: str) -> Task:

@@ -10,25 +10,48 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 
 from mediamux.files import multipart_file_upload
-from mediamux.providers._util import Tolerant, number, path_segment
-from mediamux.providers.cost import Cost
+from mediamux.providers._util import Tolerant, number, path_segment, read_each
+from mediamux.providers.cost import Cost, reported_amount
 from mediamux.providers.errors import InvalidRequest, ProviderStatusError
 from mediamux.providers.status import normalize_status
 from mediamux.providers.transport import ProviderResponse, Retry, Transport
 
 ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
-
-class MuapiCostBody(Tolerant):
-    amount_usd: float | None = None
-    amount_credits: float | None = None
-    bonus_credits_used: float | None = None
-    refunded: bool | None = None
+_NOT_EXPOSED = "mediamux does not expose it"
+# MuAPI serves its own account and API under the same prefix as the models, so an "endpoint" that
+# names one of them would call it with the caller's params: "keys" created an API key, and
+# "account/topup" would open a checkout. No model is named like these (first path segment,
+# compared case-insensitively), and each that matters has a tool of its own, named here.
+RESERVED_ENDPOINTS: Final[dict[str, tuple[str, str]]] = {
+    "keys": ("API-key management", "muapi_list_keys, muapi_create_key or muapi_delete_key"),
+    "account": ("account", "muapi_get_balance or muapi_topup"),
+    "balance": ("account balance", "muapi_get_balance"),
+    "billing": ("billing", "muapi_get_balance or muapi_topup"),
+    "topup": ("top-up", "muapi_topup"),
+    "payments": ("payments", "muapi_topup"),
+    "upload_file": ("file upload", "muapi_upload_file"),
+    "upload": ("file upload", "muapi_upload_file"),
+    "uploads": ("file upload", "muapi_upload_file"),
+    "get_upload_url": ("file upload", "muapi_upload_file"),
+    "predictions": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "prediction": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "result": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "results": ("result", "muapi_get_result, or jobs_wait for a job started here"),
+    "models": ("model catalogue", "muapi_list_models or muapi_get_model"),
+    "auth": ("sign-in", _NOT_EXPOSED),
+    "workflow": ("workflow", _NOT_EXPOSED),
+    "workflows": ("workflow", _NOT_EXPOSED),
+    "creative-agent": ("Design Agent", _NOT_EXPOSED),
+    "jobs": ("Design Agent", _NOT_EXPOSED),
+    "webhooks": ("webhook", _NOT_EXPOSED),
+    "mcp": ("hosted MCP", _NOT_EXPOSED),
+}
 
 
 class Submission(Tolerant):
@@ -95,6 +118,14 @@ class Balance(Tolerant):
     currency: str = "usd"
     email: str | None = None
 
+    @field_validator("balance", mode="before")
+    @classmethod
+    def _usable(cls, v: Any) -> Any:
+        # Refused, not read as "no balance": a model told "$inf" or "$NaN" would act on it.
+        if reported_amount(v, "balance", "MuAPI", signed=True) is None:
+            raise ValueError("not a usable amount")
+        return v
+
 
 class TopupCheckout(Tolerant):
     checkout_url: str
@@ -126,49 +157,63 @@ class CreatedKey(BaseModel):
 
 class ModelInfo(Tolerant):
     name: str
-    endpoint: str | None = None
+    # The slug to call, which need not be the model's name; listed as endpoint or endpoint_url.
+    endpoint: str | None = Field(None, validation_alias=AliasChoices("endpoint", "endpoint_url"))
     category: str | None = None
     family: str | None = None
     description: str | None = None
     cost: Any = None
     input_schema: dict[str, Any] | None = None
 
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _slug(cls, value: Any) -> Any:
+        # endpoint_url may be the whole URL ("https://api.muapi.ai/api/v1/flux-dev-image").
+        if isinstance(value, str) and "/api/v1/" in value:
+            return value.split("/api/v1/", 1)[1].strip("/")
+        return value
+
+
+_COST_HEADERS = {
+    "usd": "X-MuAPI-Cost-USD",
+    "credits": "X-MuAPI-Cost-Credits",
+    "bonus_credits": "X-MuAPI-Cost-Bonus-Credits",
+}
+_COST_FIELDS = {"usd": "amount_usd", "credits": "amount_credits", "bonus_credits": "bonus_credits_used"}
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
 
 def cost_from(response: ProviderResponse, body: Any) -> Cost:
-    """Merge the ``cost`` object and the ``X-MuAPI-Cost-*`` / ``X-Account-Balance`` headers."""
-    from_body = None
-    if isinstance(body, dict) and isinstance(body.get("cost"), dict):
-        try:
-            from_body = MuapiCostBody.model_validate(body["cost"])
-        except ValidationError:
-            from_body = None
+    """Merge the ``cost`` object and the ``X-MuAPI-Cost-*`` / ``X-Account-Balance`` headers.
+
+    Each figure is read on its own: one unusable value (refused and logged by ``reported_amount``)
+    leaves the others standing.
+    """
     h = response.headers
-
-    def num(name: str) -> float | None:
-        value = h.get(name)
-        try:
-            return float(value) if value not in (None, "") else None
-        except ValueError:
-            return None
-
     header_refunded = h.get("x-muapi-cost-refunded")
     from_headers = Cost(
-        usd=num("x-muapi-cost-usd"),
-        credits=num("x-muapi-cost-credits"),
-        bonus_credits=num("x-muapi-cost-bonus-credits"),
-        refunded=(header_refunded.strip().lower() == "true") if header_refunded else None,
-        balance_usd=num("x-account-balance"),
+        **{key: reported_amount(h.get(name), name, "MuAPI") for key, name in _COST_HEADERS.items()},
+        refunded=_flag(header_refunded) if header_refunded else None,
+        balance_usd=reported_amount(h.get("x-account-balance"), "X-Account-Balance", "MuAPI", signed=True),
     )
-    cost = from_headers
-    if from_body is not None:
-        cost = from_headers.merged_with(
-            Cost(
-                usd=from_body.amount_usd,
-                credits=from_body.amount_credits,
-                bonus_credits=from_body.bonus_credits_used,
-                refunded=from_body.refunded,
-            )
+    raw = body.get("cost") if isinstance(body, dict) else None
+    from_body = None
+    if isinstance(raw, dict):
+        from_body = Cost(
+            **{
+                key: reported_amount(raw.get(name), f"cost.{name}", "MuAPI")
+                for key, name in _COST_FIELDS.items()
+            },
+            refunded=_flag(raw.get("refunded")),
         )
+    cost = from_headers if from_body is None else from_headers.merged_with(from_body)
     has_headers = any(v is not None for v in (from_headers.usd, from_headers.credits, from_headers.refunded))
     if from_body is not None and has_headers:
         cost.source = "body+headers"
@@ -204,6 +249,16 @@ class MuapiClient:
                 provider="muapi",
                 operation=operation,
             )
+        reserved = RESERVED_ENDPOINTS.get(endpoint.split("/", 1)[0].lower())
+        if reserved is not None:
+            what, instead = reserved
+            advice = instead if instead == _NOT_EXPOSED else f"use {instead} instead"
+            raise InvalidRequest(
+                f"MuAPI {operation}: {endpoint!r} is not a model endpoint but MuAPI's own {what} API; "
+                f"{advice} (muapi_list_models lists the models)",
+                provider="muapi",
+                operation=operation,
+            )
         return endpoint
 
     async def submit(
@@ -227,8 +282,9 @@ class MuapiClient:
             error = self.t.malformed("generate", "no request_id in the answer")
             error.maybe_sent = True
             raise error
+        request_id = self.t.checked_id(str(request_id), "request_id", "generate")
         return Submission.model_validate(
-            {**data, "request_id": str(request_id), "cost": cost_from(response, data)}
+            {**data, "request_id": request_id, "cost": cost_from(response, data)}
         )
 
     async def get_result(self, request_id: str) -> Prediction:
@@ -288,7 +344,7 @@ class MuapiClient:
         try:
             return Balance.model_validate(data), cost_from(response, data)
         except ValidationError:
-            raise self.t.malformed("get_balance", "no balance in the answer") from None
+            raise self.t.malformed("get_balance", "no usable balance in the answer") from None
 
     async def topup(self, amount: int) -> TopupCheckout:
         response = await self.t.request(
@@ -310,11 +366,10 @@ class MuapiClient:
         if not isinstance(items, list):
             raise self.t.malformed("list_keys", "expected a list")
         # Never keep a raw key that a listing might include.
-        return [
-            ApiKeyInfo.model_validate({k: v for k, v in i.items() if k not in ("api_key", "key")})
-            for i in items
-            if isinstance(i, dict)
+        keys = [
+            {k: v for k, v in i.items() if k not in ("api_key", "key")} for i in items if isinstance(i, dict)
         ]
+        return read_each(ApiKeyInfo, keys, self.t, "list_keys", "key")
 
     async def create_key(self, name: str, is_test: bool) -> CreatedKey:
         response = await self.t.request(
@@ -349,11 +404,8 @@ class MuapiClient:
         )
         if not isinstance(items, list):
             raise self.t.malformed("list_models", "expected a list of models")
-        models = []
-        for item in items:
-            if isinstance(item, dict) and item.get("name"):
-                models.append(ModelInfo.model_validate(item))
-        return models
+        named = [item for item in items if isinstance(item, dict) and item.get("name")]
+        return read_each(ModelInfo, named, self.t, "list_models", "model")
 
     async def estimate_cost(self, endpoint: str, params: dict[str, Any]) -> float | None:
         """The price MuAPI quotes for these inputs before running them, where the model offers a quote.

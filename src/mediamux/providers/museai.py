@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from mediamux.files import multipart_file_upload
-from mediamux.providers._util import Tolerant, number, path_segment
+from mediamux.providers._util import Tolerant, number, path_segment, read_each
 from mediamux.providers.errors import InvalidRequest
 from mediamux.providers.transport import BodyFactory, Retry, Transport
 
@@ -400,7 +400,8 @@ class MuseaiClient:
     async def list_videos(self) -> list[Video]:
         data = await self.files.get_json("files/videos", operation="list_videos")
         items = data if isinstance(data, list) else (data.get("videos", []) if isinstance(data, dict) else [])
-        return [Video.model_validate(v) for v in items if isinstance(v, dict) and v.get("svid")]
+        videos = [v for v in items if isinstance(v, dict) and v.get("svid")]
+        return read_each(Video, videos, self.files, "list_videos", "video")
 
     async def get_video(self, svid: str) -> Video:
         data = await self.files.get_json(
@@ -528,7 +529,8 @@ class MuseaiClient:
             if isinstance(data, list)
             else (data.get("collections", []) if isinstance(data, dict) else [])
         )
-        return [Collection.model_validate(c) for c in items if isinstance(c, dict)]
+        collections = [c for c in items if isinstance(c, dict)]
+        return read_each(Collection, collections, self.files, "list_collections", "collection")
 
     async def get_collection(self, scid: str) -> Collection:
         data = await self.files.get_json(
@@ -629,7 +631,7 @@ class MuseaiClient:
             error = self.jobs.malformed(kind, "no job id in the answer")
             error.maybe_sent = True
             raise error
-        return job_id
+        return self.jobs.checked_id(job_id, "job id", kind)
 
     async def get_job(self, kind: JobKind, job_id: str) -> JobState:
         data = await self.jobs.get_json(f"{kind}/{_seg(job_id, 'job id', kind)}", operation=kind)

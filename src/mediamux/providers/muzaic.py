@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mediamux.providers._util import number
-from mediamux.providers.cost import Cost
+from mediamux.providers.cost import Cost, reported_amount
 from mediamux.providers.transport import Retry, Transport
+
+logger = logging.getLogger("mediamux.providers.muzaic")
 
 # Long tracks come back as base64 in one JSON body (~35 MiB for 20 minutes of 192 kbps MP3).
 MAX_GENERATION_BYTES = 64 * 1024 * 1024
 # Generation is synchronous upstream: the read timeout must cover rendering a long track.
 GENERATION_TIMEOUT_S = 600.0
 _SECRET_FIELD = re.compile(r"secret|key|token$", re.IGNORECASE)
+# Notes in Muzaic's status that only repeat the request ("action: generate", "no params object",
+# "soundtrack normalized: auto"; per region too): nothing its sender does not know, so not warnings.
+_ECHO = re.compile(
+    r"(region \d+ )?(action: \w+|no params object|normali[sz]e: \S+)|soundtrack normali[sz]ed: \S+",
+    re.IGNORECASE,
+)
 
 
 class Tag(BaseModel):
@@ -61,7 +70,10 @@ class Generation(BaseModel):
     region_hashes: list[str] = Field(default_factory=list)
     audio_duration_s: float | None = None
     tokens_used: float | None = None
-    status: list[str] = Field(default_factory=list, description="Muzaic's diagnostics and warnings")
+    status: list[str] = Field(
+        default_factory=list,
+        description="Muzaic's warnings and notes about the request, without echoes of it",
+    )
     execution_time_s: float | None = None
     api_version: str | None = None
 
@@ -81,6 +93,18 @@ class Account(BaseModel):
     name: str | None = None
     account_id: str | None = None
     expires_at: str | None = None
+
+
+def status_notes(status: Any) -> list[str]:
+    """Muzaic's ``status`` (one string of " | "-separated notes, or a list of them) as its notes,
+    without those that only echo the request."""
+    notes = []
+    for item in status if isinstance(status, list) else [status]:
+        for part in str(item or "").split(" | "):
+            note = part.strip()
+            if note and not _ECHO.fullmatch(note):
+                notes.append(note)
+    return notes
 
 
 def _int(value: Any) -> int | None:
@@ -188,6 +212,9 @@ class MuzaicClient:
 
     def __init__(self, transport: Transport) -> None:
         self.t = transport
+        # Which of Muzaic's two documented API generations answers, learned from its first generation:
+        # "old" (mp3 as a URL, up to 1200 s) or "new" (apiVersion, base64 audio, up to 300 s).
+        self.generation: Literal["old", "new"] | None = None
 
     @property
     def origin(self) -> str:
@@ -240,21 +267,27 @@ class MuzaicClient:
         data = self.t.parse_json(response, operation)
         if not isinstance(data, dict):
             raise self.t.malformed(operation, "expected an object")
+        version = str(data.get("apiVersion") or "")
+        newer = "audioDuration" in data or (version != "" and not version.startswith(("0.", "1.")))
+        self.generation = "new" if newer else "old"
         audio = _audio(data)
         if audio is None:
             error = self.t.malformed(operation, "no audio (mp3, wav or url) in the answer")
             error.maybe_sent = True
             raise error
         status = data.get("status")
+        # The music is rendered and paid for: a hash carrying the key is dropped, not the result.
+        hashes = [str(data.get("hash") or data.get("soundtrackHash") or ""), *_region_hashes(data)]
+        if any(self.t.reveals_key(h) for h in hashes):
+            logger.warning("muzaic %s: a hash in the answer contains the API key; hashes dropped", operation)
+            hashes = [""]
         return Generation(
             audio=audio,
-            hash=str(data.get("hash") or data.get("soundtrackHash") or "") or None,
-            region_hashes=_region_hashes(data),
+            hash=hashes[0] or None,
+            region_hashes=hashes[1:],
             audio_duration_s=number(data.get("audioDuration", data.get("duration"))),
-            tokens_used=number(data.get("tokensUsed")),
-            status=[
-                self.t.scrub(str(s), 200) for s in (status if isinstance(status, list) else [status]) if s
-            ],
+            tokens_used=reported_amount(data.get("tokensUsed"), "tokensUsed", "Muzaic"),
+            status=[self.t.scrub(note, 200) for note in status_notes(status)],
             execution_time_s=number(data.get("executionTime")),
             api_version=str(data["apiVersion"]) if data.get("apiVersion") else None,
         )

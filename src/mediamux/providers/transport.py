@@ -29,12 +29,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx2
 from pydantic import SecretStr
 
+from mediamux import deadlines
 from mediamux.clock import Clock, SystemClock
+from mediamux.errors import FIX_ARGUMENTS
 from mediamux.providers.errors import (
     MissingCredentials,
+    NotFound,
+    OutOfTime,
     ProviderConnectionError,
     ProviderError,
     ProviderResponseError,
@@ -42,6 +47,7 @@ from mediamux.providers.errors import (
     RateLimited,
     status_error_type,
 )
+from mediamux.providers.masking import SecretMask
 from mediamux.urls import origin
 
 logger = logging.getLogger("mediamux.transport")
@@ -92,18 +98,20 @@ BodyFactory = Callable[[], tuple[Mapping[str, str], AsyncIterator[bytes]]]
 
 @dataclass
 class ProviderHints:
-    """Per-provider advice appended to error messages, keyed by error class."""
+    """Per-provider advice appended to error messages, keyed by error class; for a 404, keyed by
+    operation (where the valid ids are listed)."""
 
     title: str
     key_env: str
     advice: dict[str, str] = field(default_factory=dict)
+    not_found: dict[str, str] = field(default_factory=dict)
 
 
 DEFAULT_ADVICE = {
     "auth": "check {key_env}: the provider rejected the key",
     "insufficient_credits": "top up the account, or use a sandbox/test key",
     "not_found": "check the id or name",
-    "invalid_input": "fix the arguments and call again",
+    "invalid_input": FIX_ARGUMENTS,
     "rate_limited": "wait and call again",
     "provider_error": "the provider had a problem; try again later",
     "timeout": "the provider did not answer in time; try again later",
@@ -165,6 +173,7 @@ class Transport:
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._origin = origin(httpx2.URL(self.base_url))
+        self._mask = SecretMask([api_key.get_secret_value()] if api_key is not None else [])
 
     @property
     def origin(self) -> str:
@@ -219,62 +228,74 @@ class Transport:
                 operation=operation,
             )
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
-        deadline = self.clock.monotonic() + self.retry.max_total_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._send_following_redirects(
-                    method,
-                    url,
-                    operation=operation,
-                    json_body=json_body,
-                    params=params,
-                    body=body,
-                    authenticated=authenticated,
-                    max_bytes=max_bytes,
-                    read_timeout=read_timeout,
-                    headers=headers,
-                    external=external,
-                )
-            except ProviderConnectionError as exc:
-                retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
-                delay = self._backoff(attempt)
-                if not retryable or not self._may_retry(attempt, delay, deadline):
-                    raise
-                logger.info(
-                    "%s %s: %s; retrying in %.1fs (attempt %d)",
-                    self.provider,
-                    operation,
-                    type(exc).__name__,
-                    delay,
-                    attempt,
-                )
-                await self.clock.sleep(delay)
-                continue
-
-            if response.status < 400 or response.status in ok_statuses:
-                return response
-
-            error = self.status_error(response, operation)
-            if retry is Retry.ALWAYS and (response.status == 429 or response.status >= 500):
-                hinted = error.retry_after_s
-                if hinted is not None and hinted > self.retry.retry_after_cap_s:
-                    raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
-                # "0" or a past date would mean hammering the provider: treat it as no hint.
-                delay = hinted if hinted is not None and hinted > 0 else self._backoff(attempt)
-                if self._may_retry(attempt, delay, deadline):
+        budget = deadlines.remaining()
+        # Whether the request may have reached the provider, should the budget end it mid-attempt.
+        maybe_sent = False
+        if budget is not None and budget <= 0:
+            raise self._out_of_time(operation, retry, maybe_sent)
+        # One bound around everything, retries, backoff and the body included: per-read timeouts
+        # cannot stop a body that trickles a byte every few seconds, and the caller's wait_s is a
+        # promise about the whole call. Without a budget (None) the scope never fires.
+        with anyio.move_on_after(budget):
+            deadline = self.clock.monotonic() + self.retry.max_total_s
+            attempt = 0
+            while True:
+                attempt += 1
+                maybe_sent = retry is not Retry.ALWAYS
+                try:
+                    response = await self._send_following_redirects(
+                        method,
+                        url,
+                        operation=operation,
+                        json_body=json_body,
+                        params=params,
+                        body=body,
+                        authenticated=authenticated,
+                        max_bytes=max_bytes,
+                        read_timeout=read_timeout,
+                        headers=headers,
+                        external=external,
+                    )
+                except ProviderConnectionError as exc:
+                    maybe_sent = maybe_sent and exc.maybe_sent
+                    retryable = retry is Retry.ALWAYS or (retry is Retry.IF_NOT_SENT and not exc.maybe_sent)
+                    delay = self._backoff(attempt)
+                    if not retryable or not self._may_retry(attempt, delay, deadline):
+                        raise
                     logger.info(
-                        "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
+                        "%s %s: %s; retrying in %.1fs (attempt %d)",
                         self.provider,
                         operation,
-                        response.status,
+                        type(exc).__name__,
                         delay,
                         attempt,
                     )
                     await self.clock.sleep(delay)
                     continue
-            raise error
+
+                if response.status < 400 or response.status in ok_statuses:
+                    return response
+
+                error = self.status_error(response, operation)
+                if retry is Retry.ALWAYS and (response.status == 429 or response.status >= 500):
+                    hinted = error.retry_after_s
+                    if hinted is not None and hinted > self.retry.retry_after_cap_s:
+                        raise error  # the caller decides; sleeping an hour inside a tool call helps nobody
+                    # "0" or a past date would mean hammering the provider: treat it as no hint.
+                    delay = hinted if hinted is not None and hinted > 0 else self._backoff(attempt)
+                    if self._may_retry(attempt, delay, deadline):
+                        logger.info(
+                            "%s %s: HTTP %d; retrying in %.1fs (attempt %d)",
+                            self.provider,
+                            operation,
+                            response.status,
+                            delay,
+                            attempt,
+                        )
+                        await self.clock.sleep(delay)
+                        continue
+                raise error
+        raise self._out_of_time(operation, retry, maybe_sent)
 
     async def get_json(
         self,
@@ -310,14 +331,36 @@ class Transport:
         )
 
     def scrub(self, text: str, limit: int = 300) -> str:
-        """Provider text made safe to show: control/invisible chars removed, secrets masked, length capped."""
-        text = _CONTROL.sub("", text)
-        if self._api_key is not None:
-            secret = self._api_key.get_secret_value()
-            if secret:
-                text = text.replace(secret, "[redacted]")
-        text = " ".join(text.split())
+        """Provider text made safe to show: control/invisible chars removed, whitespace collapsed,
+        the key masked in every form a provider might echo it in (see ``masking``), length capped."""
+        text = " ".join(_CONTROL.sub("", text).split())
+        text = self._mask.mask(text[: self._mask.window(limit)])
         return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def reveals_key(self, text: str) -> bool:
+        """Whether provider text holds the API key in any form ``scrub`` masks."""
+        return self._mask.reveals(text)
+
+    def checked_id(self, value: str, what: str, operation: str) -> str:
+        """An id the provider handed back for work it accepted, unless it carries the API key.
+
+        Such an id can be neither shown (it would give the model the key) nor masked (a masked id
+        polls nothing), so the submission fails as one whose answer cannot be used: it did reach
+        the provider, and may have been acted upon.
+        """
+        if self.reveals_key(value):
+            logger.warning(
+                "%s %s: the provider's %s contains the API key; refused", self.provider, operation, what
+            )
+            raise ProviderResponseError(
+                f"{self.hints.title} {operation}: the provider's {what} contains the API key, so it is "
+                "withheld; the request may have been acted upon — check the provider's dashboard before "
+                "sending it again, and consider replacing the key",
+                provider=self.provider,
+                operation=operation,
+                maybe_sent=True,
+            )
+        return value
 
     # -- internals -------------------------------------------------------------------------
 
@@ -326,7 +369,25 @@ class Transport:
         return ceiling * (0.5 + self._rng.random() / 2)
 
     def _may_retry(self, attempt: int, delay: float, deadline: float) -> bool:
+        budget = deadlines.remaining()
+        # A retry the call's budget cannot wait for would only swap the provider's own answer, which
+        # says what went wrong, for "out of time", which does not.
+        if budget is not None and delay >= budget:
+            return False
         return attempt < self.retry.max_attempts and self.clock.monotonic() + delay <= deadline
+
+    def _out_of_time(self, operation: str, retry: Retry, maybe_sent: bool) -> OutOfTime:
+        what = "the call's time budget ran out before the provider finished answering"
+        if retry is Retry.ALWAYS:
+            advice = "nothing is lost: the job can be resumed (jobs_wait) or the request made again"
+        elif maybe_sent:
+            advice = "the request may have reached the provider; check before sending it again"
+        else:
+            what = "the call's time budget ran out before the request could be sent"
+            advice = "nothing was sent, so nothing is lost; call again with a larger wait_s"
+        error = self._failure(OutOfTime, operation, what, advice, maybe_sent=maybe_sent)
+        assert isinstance(error, OutOfTime)
+        return error
 
     def _headers(self, authenticated: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -355,18 +416,36 @@ class Transport:
         timeout = httpx2.Timeout(read_timeout, connect=10.0) if read_timeout else None
         if params:
             current = current.copy_merge_params({k: v for k, v in params.items() if v is not None})
-        # Judged on the method the caller asked for: a POST that a 302/303 turns into a GET must
-        # still never land on another host and pass its answer off as the provider's.
+        # Redirects are followed within the provider's own origin only, never to another one, for
+        # any method. Vetting the target the way output downloads are vetted (no loopback, private
+        # or link-local address, https only) was the alternative, and it would still be wrong here:
+        # the key is never sent to another origin, so whatever answers there cannot be the
+        # provider's authenticated answer, only a stranger's text passed off as it (a poll once
+        # showed an internal service's body to the model). None of the four APIs documents a
+        # redirect to another host, and media on a CDN is fetched by the downloader, with its own
+        # checks. The provider's own origin needs no address rule: the operator configured it, and
+        # in sandbox mode it is plain http on loopback.
         original_method = method
         for hop in range(4):
             same_origin = origin(current) == self._origin
-            if not same_origin and original_method not in ("GET", "HEAD") and not (external and hop == 0):
+            # A presigned write (``external``) goes to the storage host it names, and only there.
+            if not same_origin and (hop > 0 or (original_method not in ("GET", "HEAD") and not external)):
+                logger.warning(
+                    "%s %s: refused a redirect to %s (only %s is followed)",
+                    self.provider,
+                    operation,
+                    origin(current),
+                    self._origin,
+                )
                 raise ProviderResponseError(
-                    f"{self.hints.title} {operation}: the provider redirected a {original_method} to another "
-                    "host; refusing to follow it",
+                    f"{self.hints.title} {operation}: the provider redirected the request to another host; "
+                    "refusing to follow it (only redirects within the provider's own address are followed). "
+                    "Check the base URL, or try again later",
                     provider=self.provider,
                     operation=operation,
-                    maybe_sent=True,
+                    # Judged on the method the caller asked for: a POST turned into a GET by a
+                    # 302/303 had still reached the provider.
+                    maybe_sent=hop > 0 and original_method not in ("GET", "HEAD"),
                 )
             sent_headers = {**(headers or {}), **self._headers(authenticated and same_origin)}
             content: AsyncIterator[bytes] | None = None
@@ -519,7 +598,11 @@ class Transport:
             retry_after = _body_retry_after(response)
         detail = self.scrub(_detail_of(response))
         what = _WHAT.get(status) or ("internal error" if status >= 500 else "request refused")
-        advice = self.hints.advice.get(kind.error_class) or DEFAULT_ADVICE.get(kind.error_class, "")
+        advice = (
+            (self.hints.not_found.get(operation) if kind is NotFound else None)
+            or self.hints.advice.get(kind.error_class)
+            or DEFAULT_ADVICE.get(kind.error_class, "")
+        )
         advice = advice.format(key_env=self.hints.key_env)
         if kind is RateLimited and retry_after is not None and retry_after > 0:
             advice = f"retry after {retry_after:.0f} s"

@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, calling, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-mixpeek-key"
 # No free listing exists in the quickstart API; asking for a task that cannot exist proves the key
@@ -88,21 +88,9 @@ async def _health(client: Any) -> str:
     return "key accepted; API v0"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.mixpeek import toolset
-
-    return toolset
-
-
-def _resources(server: Any) -> None:
-    from mediamux.resources.mixpeek import register_mixpeek_resources
-
-    register_mixpeek_resources(server)
-
-
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     """The generation MIXPEEK_API_VERSION names (the sandbox is built before any settings object, from
-    the same environment the server reads)."""
+    the same environment the server reads). Both keep their state in memory: ``state_dir`` is not used."""
     from mediamux.sandbox import Emulated
 
     emulator: Any
@@ -132,8 +120,8 @@ SPEC = ProviderSpec(
     client=_client,
     configured_client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.mixpeek", "toolset"),
     drivers=_drivers,
-    resources=_resources,
+    resources=calling("mediamux.resources.mixpeek", "register_mixpeek_resources"),
     emulator=_emulator,
 )

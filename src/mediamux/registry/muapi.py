@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, calling, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-muapi-key"
 
@@ -46,23 +46,11 @@ async def _health(client: Any) -> str:
     return f"balance ${balance.balance:.2f}"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.muapi import toolset
-
-    return toolset
-
-
-def _resources(server: Any) -> None:
-    from mediamux.resources.muapi import register_muapi_resources
-
-    register_muapi_resources(server)
-
-
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muapi import MuapiEmulator
 
-    emulator = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEY)
+    emulator = MuapiEmulator(now=now, job_seconds=job_seconds, master_key=SANDBOX_KEY, state_dir=state_dir)
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url = urls["muapi"]
@@ -78,12 +66,18 @@ SPEC = ProviderSpec(
     hosts=(Host("muapi", "base_url", "x-api-key", sandbox_path="/api/v1"),),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.muapi", "toolset"),
     drivers=_drivers,
-    resources=_resources,
+    resources=calling("mediamux.resources.muapi", "register_muapi_resources"),
     emulator=_emulator,
     advice={
         "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "
         "(muapi_create_key with is_test=true)",
+    },
+    not_found={
+        **dict.fromkeys(("generate", "get_model", "estimate_cost"), "muapi_list_models lists the models"),
+        "get_result": "request ids come from muapi_generate; jobs_list lists the jobs started here with "
+        "their provider_job_id",
+        "delete_key": "muapi_list_keys lists the keys",
     },
 )

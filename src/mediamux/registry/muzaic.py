@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, SecretStr
 
-from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec
+from mediamux.registry.spec import DriverContext, Host, ProviderSettings, ProviderSpec, imported
 
 if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
-    from mediamux.tools.base import Toolset
 
 SANDBOX_KEY = "sandbox-muzaic-key"
 
@@ -54,17 +54,11 @@ async def _health(client: Any) -> str:
     return f"{account.tokens_remaining:g} tokens left"
 
 
-def _toolset() -> Toolset:
-    from mediamux.tools.muzaic import toolset
-
-    return toolset
-
-
-def _emulator(now: Callable[[], float], job_seconds: float | None) -> Emulated:
+def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
     from mediamux.sandbox.muzaic import MuzaicEmulator
 
-    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY)
+    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY, state_dir=state_dir)
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url = urls["muzaic"]
@@ -80,8 +74,13 @@ SPEC = ProviderSpec(
     hosts=(Host("muzaic", "api_url", "MuzaicAPI-Secret-Key"),),
     client=_client,
     health=_health,
-    toolset=_toolset,
+    toolset=imported("mediamux.tools.muzaic", "toolset"),
     drivers=_drivers,
     emulator=_emulator,
     key_hint=" (from adminpanel.muzaic.ai)",
+    not_found=dict.fromkeys(
+        ("regenerate", "create_soundtrack"),
+        "hashes come from earlier Muzaic results (hash, region_hashes); jobs_list lists those jobs, "
+        "whose provider_job_id is the hash",
+    ),
 )

@@ -9,10 +9,11 @@ called, so a provider that is not enabled costs nothing at start-up.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,24 @@ class ProviderSettings(BaseSettings):
         return self.api_key
 
 
+def imported(module: str, name: str) -> Callable[[], Any]:
+    """``module.name``, imported when first asked for: a provider that is not enabled costs nothing."""
+
+    def load() -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+def calling(module: str, name: str) -> Callable[..., Any]:
+    """Call ``module.name`` with the arguments given, importing it then."""
+
+    def call(*args: Any) -> Any:
+        return imported(module, name)()(*args)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Host:
     """One base URL of a provider (muse.ai has two: files and jobs)."""
@@ -64,6 +83,16 @@ class DriverContext:
     settings: ProviderSettings
 
 
+class EmulatorFactory(Protocol):
+    """Builds a provider's emulator. With a `state_dir` it keeps there what the service would keep (jobs,
+    uploads, library, wallet) and finds it again when built anew on the same folder; without one, it keeps
+    everything in memory."""
+
+    def __call__(
+        self, now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None
+    ) -> Emulated: ...
+
+
 @dataclass(frozen=True)
 class ProviderSpec:
     id: str
@@ -79,12 +108,14 @@ class ProviderSpec:
     drivers: Callable[[Any, DriverContext], Iterable[JobDriver]] = lambda client, ctx: ()
     # Registers the provider's MCP resources on a server (called with the server).
     resources: Callable[[Any], None] | None = None
-    # Builds the provider's emulator: (now, job_seconds) -> a mounted emulator.
-    emulator: Callable[[Callable[[], float], float | None], Emulated] | None = None
+    # Builds the provider's emulator: (now, job_seconds, state_dir) -> a mounted emulator.
+    emulator: EmulatorFactory | None = None
     # Said after "set KEY_ENV" when the key is missing: where to get one.
     key_hint: str = ""
     # error class -> what the user can do about it, appended to provider errors of that class.
     advice: Mapping[str, str] = field(default_factory=dict)
+    # operation -> where the valid ids are listed, said when the provider answers 404 to it.
+    not_found: Mapping[str, str] = field(default_factory=dict)
     # Used instead of ``client`` when the client also depends on the provider's own settings
     # (Mixpeek chooses its API generation and namespace from them).
     configured_client: Callable[[Mapping[str, Transport], ProviderSettings], Any] | None = None

@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
 from mediamux.files import OUTPUTS_PREFIX, FileAccessError, open_output
+from mediamux.jobs.costs import cost_report
 from mediamux.jobs.engine import JobNotFound
 from mediamux.providers.errors import ProviderError
 
@@ -76,18 +77,17 @@ def register_resources(server: MCPServer[Any]) -> None:
         name="costs",
         title="Cost ledger",
         mime_type="application/json",
-        description="Spend recorded this session and all time, per provider, against the budget",
+        description="Spend recorded this session, today and all time, per provider, against the budget",
     )
     def costs() -> str:
         s = services()
+        report = cost_report(s.journal, s.engine.session_id, s.clock, budget_usd=s.settings.budget_usd)
         return dump(
             {
                 "session_id": s.engine.session_id,
-                "session": s.journal.totals(s.engine.session_id),
-                "all_time": s.journal.totals(),
-                "budget_usd": s.settings.budget_usd,
+                **report.model_dump(mode="json"),
                 "note": "USD as reported by providers; refunded charges count as 0; entries_without_usd were "
-                "jobs whose provider reported no dollar figure",
+                "jobs whose provider reported no dollar figure; committed_usd adds what running jobs hold",
             }
         )
 

@@ -67,26 +67,27 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 @asynccontextmanager
-async def serve_on_loopback(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve_on_loopback(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> AsyncIterator[str]:
     """Run `app` under uvicorn on loopback; yield its base URL once it accepts connections.
 
     Binding the socket ourselves makes port 0 safe (no race between "find a free port" and "bind it").
     Shutdown is bounded: graceful for a couple of seconds, then forced, then the serving task is cancelled.
+    ``options`` override the ``uvicorn.Config`` settings below (e.g. the HTTP protocol class).
     """
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=bound_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        http="h11",
-        ws="none",
+    settings: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "http": "h11",
+        "ws": "none",
         # Requests parked by a "hang" fault must not hold up shutdown for long.
-        timeout_graceful_shutdown=1,
-    )
+        "timeout_graceful_shutdown": 1,
+    }
+    config = uvicorn.Config(app, host=host, port=bound_port, **{**settings, **options})
     _install_drop_filter()
     server = _EmbeddedServer(config)
     url_host = f"[{host}]" if ":" in host else host

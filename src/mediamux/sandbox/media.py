@@ -8,6 +8,7 @@ Everything is derived deterministically from a seed string so the same job alway
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -50,8 +51,11 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=16)
 def png_bytes(width: int = 64, height: int = 64, rgb: tuple[int, int, int] = (200, 80, 40)) -> bytes:
     """A solid-colour 8-bit RGB PNG."""
+    # Cached: an output asked for at 2048×2048 takes tens of milliseconds to compress, and clients fetch
+    # the same output more than once (a retried download, a second tool reading it).
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     # Each scanline is prefixed with filter type 0 (None), which every decoder must support.
     row = b"\x00" + bytes(rgb) * width
@@ -100,9 +104,11 @@ def mp4_bytes(seed: str, duration_s: float = 5.0) -> bytes:
     return ftyp + moov + _box(b"mdat", payload)
 
 
-def media_for(kind: MediaKind, seed: str, *, duration_s: float | None = None) -> MediaFile:
+def media_for(
+    kind: MediaKind, seed: str, *, duration_s: float | None = None, size: tuple[int, int] = (64, 64)
+) -> MediaFile:
     if kind == "image":
-        return MediaFile(png_bytes(64, 64, color_for(seed)), "image/png", "png")
+        return MediaFile(png_bytes(size[0], size[1], color_for(seed)), "image/png", "png")
     if kind == "audio":
         # Spread tones over roughly two octaves so different prompts are audibly different.
         freq = 220.0 + (seed_digest(seed)[3] / 255.0) * 660.0

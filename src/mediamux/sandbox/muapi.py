@@ -46,13 +46,23 @@ Choices where the documents are silent (GUESSES)
 - Upload limits (NOTES): 50 MB for video, 10 MB otherwise → 413. Uploads need a balance > 0 (NOTES) →
   402; the presigned flow has no such check.
 - Faulted responses (see ``faults.py``) carry no cost headers: they model failures in front of the API.
-- Output files are tiny real media: a solid-colour 64×64 PNG (colour from the prompt hash), a WAV sine
-  tone of the requested ``duration`` capped at 3 s (Suno outputs are WAV too), an MP4 box skeleton.
+- Output files are small real media: a solid-colour PNG (colour from the prompt hash) of the requested size,
+  a WAV sine tone of the requested ``duration`` capped at 3 s (Suno outputs are WAV too), an MP4 box
+  skeleton. Image size, first match wins: ``width``/``height`` given (a missing one takes its default, else
+  the other); ``size`` as "W*H" or "WxH" (the per-model docs' form); ``image_size`` as a preset name
+  (square_hd, square, portrait_4_3, portrait_16_9, landscape_4_3, landscape_16_9, as on other gateways)
+  or ``{"width", "height"}``; ``aspect_ratio`` with its long side 1024; the model's default
+  ``width``/``height``; else 1024×1024. Sides above 2048 are scaled down together, keeping the shape.
+- With a ``state_dir`` the account (wallet, bonus pool, keys, presigned grants), every job and every
+  uploaded file outlive a restart (see ``store.py`` for the files and the rule for time); output URLs name
+  the origin the job is polled through, so they follow the sandbox to its new port.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -61,6 +71,7 @@ import math
 import mimetypes
 import re
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping
@@ -80,7 +91,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.common import Refusal, base_name, public_origin, scratch_dir
+from mediamux.sandbox.common import Refusal, base_name, public_origin
 from mediamux.sandbox.fastapi_errors import detail, http_error, json_body, unprocessable
 from mediamux.sandbox.faults import (
     ASGIApp,
@@ -93,6 +104,7 @@ from mediamux.sandbox.faults import (
     Send,
 )
 from mediamux.sandbox.media import EXTENSIONS, MediaKind, media_for
+from mediamux.sandbox.store import FILE_MODE, StateStore, Timeline, make_private_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +431,85 @@ CATALOG: dict[str, ModelSpec] = {m.name: m for m in _CATALOG_LIST}
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Output image size (the rules are listed in the module docstring)
+# ---------------------------------------------------------------------------------------------------------
+
+IMAGE_DEFAULT_SIDE = 1024
+# Real models go further, but every PNG is built in memory per request; this keeps the largest near 50 ms.
+IMAGE_MAX_SIDE = 2048
+IMAGE_PRESETS: dict[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+_SIZE_TEXT = re.compile(r"\s*(\d+)\s*[*xX×]\s*(\d+)\s*")
+_RATIO_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*")
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        return None
+    return float(value)
+
+
+def _pair(width: Any, height: Any) -> tuple[float, float] | None:
+    w, h = _positive(width), _positive(height)
+    if w is None and h is None:
+        return None
+    return (w or h or 0.0, h or w or 0.0)
+
+
+def _from_text(value: Any) -> tuple[float, float] | None:
+    match = _SIZE_TEXT.fullmatch(value) if isinstance(value, str) else None
+    return _pair(match.group(1), match.group(2)) if match else None
+
+
+def _from_preset(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, dict):
+        return _pair(value.get("width"), value.get("height"))
+    if isinstance(value, str):
+        preset = IMAGE_PRESETS.get(value.strip().lower())
+        return (float(preset[0]), float(preset[1])) if preset else _from_text(value)
+    return None
+
+
+def _from_ratio(value: Any) -> tuple[float, float] | None:
+    match = _RATIO_TEXT.fullmatch(value) if isinstance(value, str) else None
+    ratio = _pair(match.group(1), match.group(2)) if match else None
+    if ratio is None:  # "auto", "match_input_image", ...: the next rule decides
+        return None
+    w, h = ratio
+    long_side = float(IMAGE_DEFAULT_SIDE)
+    return (long_side, long_side * h / w) if w >= h else (long_side * w / h, long_side)
+
+
+def image_size(model: ModelSpec, inputs: dict[str, Any]) -> tuple[int, int]:
+    """The pixel size of `model`'s output images for these submitted inputs."""
+    given = {k: v for k, v in inputs.items() if v is not None}
+    filled = model.with_defaults(inputs)
+    size = (
+        (_pair(filled.get("width"), filled.get("height")) if "width" in given or "height" in given else None)
+        or _from_text(given.get("size"))
+        or _from_preset(given.get("image_size"))
+        or _from_ratio(filled.get("aspect_ratio"))
+        or _pair(filled.get("width"), filled.get("height"))
+        or (float(IMAGE_DEFAULT_SIDE), float(IMAGE_DEFAULT_SIDE))
+    )
+    scale = min(1.0, IMAGE_MAX_SIDE / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Validation in FastAPI/pydantic v2 style, so clients can be tested against realistic 422 bodies.
 # ---------------------------------------------------------------------------------------------------------
 
@@ -577,19 +668,19 @@ class Job:
             return "processing"
         return {"fail": "failed", "cancel": "cancelled"}.get(self.trigger or "", "completed")
 
-    @property
-    def result_url(self) -> str:
-        return f"{self.origin}{API_PREFIX}/predictions/{self.id}/result"
+    def result_url(self, origin: str) -> str:
+        return f"{origin}{API_PREFIX}/predictions/{self.id}/result"
 
-    def outputs(self, status: str) -> list[str]:
+    def outputs(self, status: str, origin: str) -> list[str]:
+        # URLs name the origin the job is looked at through, not the one it was submitted to: after a
+        # restart the sandbox listens on another port, and the old one would lead nowhere.
         if status != "completed":
             return []
         if self.is_test:
-            return [f"{self.origin}/cdn/examples/{self.model.name}.{self.model.extension}"]
+            return [f"{origin}/cdn/examples/{self.model.name}.{self.model.extension}"]
         ext = self.model.extension
         return [
-            f"{self.origin}/cdn/outputs/{self.id}/{i}.{ext}"
-            for i in range(self.model.output_count(self.inputs))
+            f"{origin}/cdn/outputs/{self.id}/{i}.{ext}" for i in range(self.model.output_count(self.inputs))
         ]
 
     def error(self, status: str) -> str | None:
@@ -597,21 +688,59 @@ class Job:
             return "Generation failed: the model could not process this input (sandbox trigger [fail])"
         return None
 
-    def payload(self, status: str) -> dict[str, Any]:
-        outputs = self.outputs(status)
+    def payload(self, status: str, origin: str) -> dict[str, Any]:
+        outputs = self.outputs(status, origin)
         terminal = status in TERMINAL_STATUSES
         millis = int(self.duration_s * 1000) if terminal else None
         return {
             "id": self.id,
             "status": status,
             "outputs": outputs,
-            "urls": {"get": self.result_url},
+            "urls": {"get": self.result_url(origin)},
             "has_nsfw_contents": [self.trigger == "nsfw"] * len(outputs),
             "created_at": self.created_at,
             "error": self.error(status),
             "executionTime": millis,
             "timings": {"inference": millis},
         }
+
+    def record(self, timeline: Timeline) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model.name,
+            "inputs": self.inputs,
+            "origin": self.origin,
+            "created_wall": timeline.to_wall(self.created_mono),
+            "created_at": self.created_at,
+            "duration_s": self.duration_s,
+            "trigger": self.trigger,
+            "cost": self.cost.as_dict(),
+            "is_test": self.is_test,
+            "webhook_url": self.webhook_url,
+            "final_status": self.final_status,
+            "webhook_sent": self.webhook_sent,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], timeline: Timeline) -> Job | None:
+        model = CATALOG.get(data.get("model", ""))
+        if model is None:  # a model this version no longer emulates: the job cannot be answered for
+            return None
+        return cls(
+            id=data["id"],
+            model=model,
+            inputs=data["inputs"],
+            origin=data["origin"],
+            created_mono=timeline.from_wall(data["created_wall"]),
+            created_at=data["created_at"],
+            duration_s=data["duration_s"],
+            trigger=data["trigger"],
+            cost=Cost(**data["cost"]),
+            is_test=data["is_test"],
+            webhook_url=data["webhook_url"],
+            final_status=data["final_status"],
+            webhook_sent=data["webhook_sent"],
+        )
 
 
 @dataclass
@@ -651,11 +780,14 @@ class MuapiEmulator:
         initial_balance_usd: float = 25.0,
         master_key: str = "sandbox-muapi-key",
         webhook_client: httpx2.AsyncClient | None = None,
+        state_dir: Path | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.now = now
         self.job_seconds = job_seconds
-        self.balance_usd: float = initial_balance_usd
-        self.bonus_credits: int = 0
+        # What a new account starts with; an account read back from `state_dir` keeps its own.
+        self._balance_usd: float = initial_balance_usd
+        self._bonus_credits: int = 0
         self.base_url: str = ""
         self.submissions = 0
         self.polls: dict[str, int] = {}
@@ -667,14 +799,34 @@ class MuapiEmulator:
         self._jobs: dict[str, Job] = {}
         self._keys: dict[int, ApiKey] = {}
         self._next_key_id = 1
-        self._add_key("master", master_key, is_test=False)
         self._presigned: dict[str, tuple[str, float]] = {}
         self._next_object = 1
         self._signing_secret = secrets.token_bytes(32)
-        self._root, self._cleanup = scratch_dir(self, "mediamux-muapi-")
+        self._timeline = Timeline(now, wall_clock)
+        self._store = StateStore(state_dir, "mediamux-muapi-")
+        self._root = self._store.files
+        self._load(master_key)
         self.app: Starlette = self._build_app()
 
     # -- public helpers ----------------------------------------------------------------------------------
+
+    @property
+    def balance_usd(self) -> float:
+        return self._balance_usd
+
+    @balance_usd.setter
+    def balance_usd(self, value: float) -> None:
+        self._balance_usd = value
+        self._save_account()
+
+    @property
+    def bonus_credits(self) -> int:
+        return self._bonus_credits
+
+    @bonus_credits.setter
+    def bonus_credits(self, value: int) -> None:
+        self._bonus_credits = value
+        self._save_account()
 
     @property
     def jobs(self) -> dict[str, Job]:
@@ -684,8 +836,8 @@ class MuapiEmulator:
         return self._jobs[request_id].status_at(self.now())
 
     def close(self) -> None:
-        """Remove uploaded and generated files now rather than whenever the emulator is collected."""
-        self._cleanup()
+        """Remove uploaded files now rather than whenever the emulator is collected (a state folder stays)."""
+        self._store.close()
 
     async def deliver_due_webhooks(self) -> int:
         self._advance_all()
@@ -695,6 +847,7 @@ class MuapiEmulator:
         # Mark first: the background sweep and a direct call may overlap, and each job is delivered once.
         for job in due:
             job.webhook_sent = True
+            self._save_job(job)
         if self._webhook_client is not None:
             await self._post_webhooks(self._webhook_client, due)
         else:
@@ -702,12 +855,78 @@ class MuapiEmulator:
                 await self._post_webhooks(client, due)
         return len(due)
 
+    # -- state folder ------------------------------------------------------------------------------------
+
+    def _load(self, master_key: str) -> None:
+        account = self._store.load("account.json")
+        if isinstance(account, dict):
+            try:
+                self._load_account(account)
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("MuAPI sandbox account record is damaged; starting a new account: %r", exc)
+        jobs: list[Job] = []
+        for record in self._store.load_all("jobs"):
+            try:
+                job = Job.from_record(record, self._timeline)
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("MuAPI sandbox job record is damaged and was skipped: %r", exc)
+                continue
+            if job is not None:
+                jobs.append(job)
+        for job in sorted(jobs, key=lambda j: j.created_mono):
+            self._jobs[job.id] = job
+        # The sandbox's own key comes back even if it was deleted: a state folder must never lock out the
+        # server that owns it (a real account would be recovered through the dashboard instead).
+        if not any(k.secret == master_key for k in self._keys.values()):
+            self._add_key("master", master_key, is_test=False)
+        self._save_account()
+        # Half-received uploads of a process that was stopped mid-request.
+        shutil.rmtree(self._root / "incoming", ignore_errors=True)
+
+    def _load_account(self, account: dict[str, Any]) -> None:
+        # Everything is read before anything is assigned, so a damaged record leaves a whole new account.
+        keys = {int(k["id"]): ApiKey(**k) for k in account["keys"]}
+        presigned = {
+            key: (str(policy), self._timeline.from_wall(float(expires)))
+            for key, (policy, expires) in account["presigned"].items()
+        }
+        secret = bytes.fromhex(account["signing_secret"])
+        balance, bonus = float(account["balance_usd"]), int(account["bonus_credits"])
+        next_key_id, next_object = int(account["next_key_id"]), int(account["next_object"])
+        self._balance_usd, self._bonus_credits, self._signing_secret = balance, bonus, secret
+        self._next_key_id, self._next_object = next_key_id, next_object
+        self._keys, self._presigned = keys, presigned
+
+    def _save_account(self) -> None:
+        now = self.now()
+        self._store.save(
+            "account.json",
+            {
+                "balance_usd": self._balance_usd,
+                "bonus_credits": self._bonus_credits,
+                # last_used_at is written with the next change rather than on every authenticated request.
+                "keys": [dataclasses.asdict(k) for k in self._keys.values()],
+                "next_key_id": self._next_key_id,
+                "next_object": self._next_object,
+                "signing_secret": self._signing_secret.hex(),
+                "presigned": {
+                    key: [policy, self._timeline.to_wall(expires)]
+                    for key, (policy, expires) in self._presigned.items()
+                    if expires > now
+                },
+            },
+        )
+
+    def _save_job(self, job: Job) -> None:
+        self._store.save(f"jobs/{job.id}.json", job.record(self._timeline))
+
     # -- internals ---------------------------------------------------------------------------------------
 
     def _add_key(self, name: str, secret: str, *, is_test: bool) -> ApiKey:
         key = ApiKey(self._next_key_id, name, secret, is_test, _iso(datetime.now(UTC)))
         self._keys[key.id] = key
         self._next_key_id += 1
+        self._save_account()
         return key
 
     def _authenticate(self, headers: Headers) -> ApiKey | None:
@@ -728,9 +947,13 @@ class MuapiEmulator:
         if status in TERMINAL_STATUSES and job.final_status is None:
             job.final_status = status
             if status == "failed" and not job.cost.refunded and not job.is_test:
-                self.balance_usd = round(self.balance_usd + job.cost.amount_usd, 6)
-                self.bonus_credits += job.cost.bonus_credits_used
+                self._balance_usd = round(self._balance_usd + job.cost.amount_usd, 6)
+                self._bonus_credits += job.cost.bonus_credits_used
                 job.cost.refunded = True
+                # Wallet before job: a process killed between the two writes refunds twice rather than
+                # never, the error a customer would rather the service made.
+                self._save_account()
+            self._save_job(job)
         return status
 
     def _advance_all(self) -> None:
@@ -748,12 +971,12 @@ class MuapiEmulator:
             headers.append((b"x-muapi-cost-bonus-credits", str(cost.bonus_credits_used).encode()))
         if cost.refunded:
             headers.append((b"x-muapi-cost-refunded", b"true"))
-        headers.append((b"x-account-balance", f"{self.balance_usd:.4f}".encode()))
+        headers.append((b"x-account-balance", f"{self._balance_usd:.4f}".encode()))
         return headers
 
     async def _post_webhooks(self, client: httpx2.AsyncClient, jobs: list[Job]) -> None:
         for job in jobs:
-            payload = job.payload(job.final_status or "completed")
+            payload = job.payload(job.final_status or "completed", self.base_url or job.origin)
             if payload["error"] is None:
                 del payload["error"]  # the documented payload has `error` only for failures
             self.webhooks_sent.append(payload)
@@ -833,16 +1056,17 @@ class MuapiEmulator:
             return unprocessable(errors)
         is_test = bool(ctx.key and ctx.key.is_test)
         cost = Cost() if is_test else self._quote(model, body)
-        if not is_test and cost.amount_usd > self.balance_usd + 1e-9:
+        if not is_test and cost.amount_usd > self._balance_usd + 1e-9:
             return detail(402, "Insufficient balance. Please top up your account.")
         if not is_test:
-            self.balance_usd = round(self.balance_usd - cost.amount_usd, 6)
-            self.bonus_credits -= cost.bonus_credits_used
+            self._balance_usd = round(self._balance_usd - cost.amount_usd, 6)
+            self._bonus_credits -= cost.bonus_credits_used
+        origin = public_origin(self.base_url, request)
         job = Job(
             id=str(uuid.uuid4()),
             model=model,
             inputs=body,
-            origin=public_origin(self.base_url, request),
+            origin=origin,
             created_mono=self.now(),
             created_at=_iso(datetime.now(UTC)),
             duration_s=self.job_seconds
@@ -854,17 +1078,21 @@ class MuapiEmulator:
             webhook_url=webhook if isinstance(webhook, str) and webhook else None,
         )
         self._jobs[job.id] = job
+        # Job before wallet: a process killed between the two writes leaves a job that was not charged,
+        # never a charge without its job (the fault this state folder exists to prevent).
+        self._save_job(job)
+        self._save_account()
         self.submissions += 1
         ctx.cost = cost
         status = self._advance(job)
         answer: dict[str, Any] = {"request_id": job.id, "status": status, "cost": cost.as_dict()}
         if status == "completed":
-            answer["outputs"] = job.outputs(status)
+            answer["outputs"] = job.outputs(status, origin)
         return JSONResponse(answer)
 
     def _quote(self, model: ModelSpec, inputs: dict[str, Any]) -> Cost:
         price = model.price_for(inputs)
-        bonus = min(self.bonus_credits, _credits(price)) if model.bonus_pool else 0
+        bonus = min(self._bonus_credits, _credits(price)) if model.bonus_pool else 0
         charge = round(max(0.0, price - bonus * CREDIT_USD), 6)
         return Cost(amount_usd=charge, amount_credits=_credits(charge), bonus_credits_used=bonus)
 
@@ -876,11 +1104,12 @@ class MuapiEmulator:
             return detail(404, "Prediction not found")
         status = self._advance(job)
         _ctx(request).cost = job.cost
-        return JSONResponse({**job.payload(status), "cost": job.cost.as_dict()})
+        payload = job.payload(status, public_origin(self.base_url, request))
+        return JSONResponse({**payload, "cost": job.cost.as_dict()})
 
     async def _upload_file(self, request: Request) -> Response:
         ctx = _ctx(request)
-        if not (ctx.key and ctx.key.is_test) and self.balance_usd <= 0:
+        if not (ctx.key and ctx.key.is_test) and self._balance_usd <= 0:
             return detail(402, "Insufficient balance. Uploads require a positive account balance.")
         async with request.form(max_files=1) as form:
             upload = form.get("file")
@@ -920,6 +1149,7 @@ class MuapiEmulator:
         }
         policy = base64.b64encode(json.dumps(policy_doc).encode()).decode()
         self._presigned[key] = (policy, self.now() + PRESIGN_TTL_SECONDS)
+        self._save_account()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         fields = {
             "key": key,
@@ -938,7 +1168,7 @@ class MuapiEmulator:
 
     async def _balance(self, request: Request) -> Response:
         return JSONResponse(
-            {"balance": round(self.balance_usd, 6), "currency": "usd", "email": ACCOUNT_EMAIL}
+            {"balance": round(self._balance_usd, 6), "currency": "usd", "email": ACCOUNT_EMAIL}
         )
 
     async def _topup(self, request: Request) -> Response:
@@ -1000,6 +1230,7 @@ class MuapiEmulator:
             return unprocessable([_err("int_parsing", ["path", "key_id"], msg, raw)])
         if self._keys.pop(key_id, None) is None:
             return detail(404, "Key not found")
+        self._save_account()
         return JSONResponse({"message": "Key deleted"})
 
     async def _list_models(self, request: Request) -> Response:
@@ -1125,8 +1356,14 @@ class MuapiEmulator:
         prompt = str(job.inputs.get("prompt", job.id))
         seed = prompt if stem == "0" else f"{prompt}#{stem}"
         duration = job.inputs.get("duration")
-        media = media_for(
-            job.model.output, seed, duration_s=_as_float(duration, 2.0) if duration is not None else None
+        media = await anyio.to_thread.run_sync(
+            functools.partial(
+                media_for,
+                job.model.output,
+                seed,
+                duration_s=_as_float(duration, 2.0) if duration is not None else None,
+                size=image_size(job.model, job.inputs),
+            )
         )
         return Response(media.data, media_type=media.content_type)
 
@@ -1135,7 +1372,9 @@ class MuapiEmulator:
         model = CATALOG.get(slug)
         if model is None or ext != model.extension:
             return detail(404, "Not Found")
-        media = media_for(model.output, model.name)
+        media = await anyio.to_thread.run_sync(
+            functools.partial(media_for, model.output, model.name, size=image_size(model, {}))
+        )
         return Response(media.data, media_type=media.content_type)
 
     async def _serve_upload(self, request: Request) -> Response:
@@ -1226,7 +1465,7 @@ def _s3_error(status_code: int, code: str, message: str) -> Response:
 
 async def _spool(upload: UploadFile, target: Path, limit: int) -> str | None:
     """Copy an upload to disk in chunks, hashing as it goes; None (and no file) if it exceeds `limit`."""
-    await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target.parent)
     digest = hashlib.sha256()
     size = 0
     async with await anyio.open_file(target, "wb") as out:
@@ -1239,11 +1478,12 @@ async def _spool(upload: UploadFile, target: Path, limit: int) -> str | None:
     if size > limit:
         await anyio.Path(target).unlink(missing_ok=True)
         return None
+    await anyio.Path(target).chmod(FILE_MODE)
     return digest.hexdigest()
 
 
 async def _move(source: Path, target: Path) -> None:
-    await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target.parent)
     await anyio.Path(source).replace(target)
 
 
@@ -1270,4 +1510,13 @@ def _model_summary(model: ModelSpec) -> dict[str, Any]:
     }
 
 
-__all__ = ["CATALOG", "Cost", "Job", "ModelSpec", "MuapiEmulator", "safe_filename", "validate_inputs"]
+__all__ = [
+    "CATALOG",
+    "Cost",
+    "Job",
+    "ModelSpec",
+    "MuapiEmulator",
+    "image_size",
+    "safe_filename",
+    "validate_inputs",
+]

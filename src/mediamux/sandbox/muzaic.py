@@ -73,6 +73,10 @@ Choices where the documents are silent or disagree (GUESSES)
   distribution nudged by a few mood words.
 - ``/soundtrack/{origin}``: any origin is allowed unless ``allowed_origins`` is a set, in which case others
   get 403 ``API key is not valid for this origin``.
+- State folder (``state_dir``, see ``store.py``): the account (tokens left and used, creation date) and
+  every generated piece (its hash, for copy/regenerate/audioFromHash, and its old-style result file)
+  outlive a restart; audio is stored as the recipe it is rendered from, not as WAV bytes. ``tokens``
+  describes a new account; a stored account keeps its own balance.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import math
 import re
 import time
@@ -88,6 +93,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 import anyio
@@ -112,6 +118,9 @@ from mediamux.sandbox.faults import (
     wait_unless_client_leaves,
 )
 from mediamux.sandbox.media import WAV_U8_SILENCE, melody_pcm_u8, seed_digest, wav_u8_bytes, wav_u8_rate_for
+from mediamux.sandbox.store import StateStore
+
+logger = logging.getLogger(__name__)
 
 Generation = Literal["old", "new"]
 AccountShape = Literal["auto", "old", "new", "mcp"]
@@ -329,11 +338,12 @@ class MuzaicEmulator:
         tokens: float = 3600.0,
         generation: Generation = "new",
         generation_seconds_per_audio_second: float = 0.0,
+        state_dir: Path | None = None,
     ) -> None:
         self.now = now
         self.master_key = master_key
-        self.tokens: float = tokens
-        self.tokens_used: int = 0
+        self._tokens: float = tokens
+        self._tokens_used: int = 0
         self.generation: Generation = generation
         self.generation_seconds_per_audio_second = generation_seconds_per_audio_second
         self.account_shape: AccountShape = "auto"
@@ -350,9 +360,29 @@ class MuzaicEmulator:
         self._files: dict[str, Audio] = {}  # file name (without .wav) -> audio
         self._closed = False
         self._finalizer = weakref.finalize(self, _clear, self._hashes, self._files)
+        self._store = StateStore(state_dir, "mediamux-muzaic-")
+        self._load()
         self.app: Starlette = self._build_app()
 
     # -- public helpers ----------------------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> float:
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, value: float) -> None:
+        self._tokens = value
+        self._save_account()
+
+    @property
+    def tokens_used(self) -> int:
+        return self._tokens_used
+
+    @tokens_used.setter
+    def tokens_used(self, value: int) -> None:
+        self._tokens_used = value
+        self._save_account()
 
     @property
     def hashes(self) -> dict[str, Audio]:
@@ -364,10 +394,57 @@ class MuzaicEmulator:
         return _render(audio.duration, audio.pieces)
 
     def close(self) -> None:
-        """Forget every generated piece and let waiting generations finish (there are no files or tasks)."""
+        """Forget every generated piece (a state folder keeps them) and let waiting generations finish."""
         self._closed = True
         self.hold.set()
         self._finalizer()
+
+    # -- state folder ------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        account = self._store.load("account.json")
+        if isinstance(account, dict):
+            try:
+                tokens, used = float(account["tokens"]), int(account["tokens_used"])
+                created = datetime.fromisoformat(account["created_at"])
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("Muzaic sandbox account record is damaged; starting a new account: %r", exc)
+            else:
+                self._tokens, self._tokens_used, self.created_at = tokens, used, created
+        for record in self._store.load_all("audio"):
+            try:
+                audio = _audio_from_record(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("Muzaic sandbox piece record is damaged and was skipped: %r", exc)
+                continue
+            self._hashes[audio.hash] = audio
+        for record in self._store.load_all("results"):
+            if not isinstance(record, dict):
+                continue
+            rendered = self._hashes.get(record.get("hash", ""))
+            if rendered is not None and isinstance(record.get("name"), str):
+                self._files[record["name"]] = rendered
+        self._save_account()
+
+    def _save_account(self) -> None:
+        self._store.save(
+            "account.json",
+            {
+                "tokens": self._tokens,
+                "tokens_used": self._tokens_used,
+                "created_at": self.created_at.isoformat(),
+            },
+        )
+
+    def _commit(self, pieces: list[Audio], files: dict[str, Audio]) -> None:
+        """Record a generation: its pieces and files first, then the tokens it cost."""
+        # In that order so that a process stopped in between leaves a piece that was not paid for,
+        # never tokens spent on a piece that does not exist.
+        for audio in pieces:
+            self._store.save(f"audio/{audio.hash}.json", _audio_record(audio))
+        for name, audio in files.items():
+            self._store.save(f"results/{name}.json", {"name": name, "hash": audio.hash})
+        self._save_account()
 
     # -- app ---------------------------------------------------------------------------------------------
 
@@ -482,17 +559,18 @@ class MuzaicEmulator:
         return _Sound(params, True, warnings, tags)
 
     def _charge_check(self, cost: int) -> None:
-        if cost > self.tokens + 1e-9:
+        if cost > self._tokens + 1e-9:
             raise _ApiError(
                 402,
-                f"Insufficient tokens: this request needs {cost}, {math.floor(self.tokens)} available. "
+                f"Insufficient tokens: this request needs {cost}, {math.floor(self._tokens)} available. "
                 "Top up at adminpanel.muzaic.ai",
             )
 
     def _charge(self, cost: int) -> None:
+        """Spend in memory; the handler records the spend with what it bought (``_commit``)."""
         self._charge_check(cost)  # again: a concurrent generation may have spent the balance meanwhile
-        self.tokens -= cost
-        self.tokens_used += cost
+        self._tokens -= cost
+        self._tokens_used += cost
         self.generations += 1
 
     async def _wait(self, request: Request, audio_s: float) -> bool:
@@ -565,6 +643,7 @@ class MuzaicEmulator:
         audio = Audio(hash_, duration, (piece,), "file")
         self._hashes[hash_] = audio
         name = self._store_file(audio, soundtrack=False)
+        self._commit([audio], {name: audio})
         status = ["action: generate"]
         if not sound.given:
             status.append("no params object")
@@ -611,6 +690,7 @@ class MuzaicEmulator:
             return self.error(err.status, err.message)
         pieces: list[Piece] = []
         hashes: list[str] = []
+        made: list[Audio] = []
         status: list[str] = []
         for i, (piece, action, messages) in enumerate(plans):
             hash_ = self._new_hash()
@@ -623,6 +703,7 @@ class MuzaicEmulator:
             pieces.append(piece)
             hashes.append(hash_)
             self._hashes[hash_] = Audio(hash_, piece.duration, (_shift(piece, 0.0),), "region")
+            made.append(self._hashes[hash_])
             status.append(f"region {i} action: {action}")
             status += [f"region {i} {m}" for m in messages]
         status.append(f"soundtrack normalized: {str(normalize).lower() if gen == 'new' else normalize}")
@@ -630,6 +711,7 @@ class MuzaicEmulator:
         name = self._store_file(audio, soundtrack=True)
         audio.hash = name.removeprefix("st_")
         self._hashes[audio.hash] = audio
+        self._commit([*made, audio], {name: audio})
         mp3 = self._mp3_field(request, audio, name)
         if gen == "old":
             return JSONResponse(
@@ -716,6 +798,7 @@ class MuzaicEmulator:
         except _ApiError as err:
             return self.error(err.status, err.message)
         name = self._store_file(source, soundtrack=True)
+        self._commit([], {name: source})
         mp3 = self._mp3_field(request, source, name)
         execution = self._execution_time(source.duration)
         if self.generation == "old":
@@ -739,7 +822,7 @@ class MuzaicEmulator:
         shape = self.account_shape
         if shape == "auto":
             shape = self.generation
-        remaining = max(0, math.floor(self.tokens + 1e-9))
+        remaining = max(0, math.floor(self._tokens + 1e-9))
         if shape == "old":
             return JSONResponse(
                 {
@@ -788,6 +871,26 @@ class MuzaicEmulator:
 def _clear(*stores: dict[str, Audio]) -> None:
     for store in stores:
         store.clear()
+
+
+def _audio_record(audio: Audio) -> dict[str, Any]:
+    return {
+        "hash": audio.hash,
+        "duration": audio.duration,
+        "kind": audio.kind,
+        "pieces": [[p.offset, p.duration, p.seed, p.note_s, p.amplitude] for p in audio.pieces],
+    }
+
+
+def _audio_from_record(data: dict[str, Any]) -> Audio:
+    kind = data["kind"]
+    if kind not in ("file", "region", "soundtrack") or not re.fullmatch(r"[0-9a-f]{32}", data["hash"]):
+        raise ValueError(f"bad piece record {data.get('hash')!r}")
+    pieces = tuple(
+        Piece(float(offset), float(duration), None if seed is None else str(seed), float(note_s), float(amp))
+        for offset, duration, seed, note_s, amp in data["pieces"]
+    )
+    return Audio(data["hash"], float(data["duration"]), pieces, kind)
 
 
 def _keyframes(raw: list[Any], label: str, top: int) -> list[list[float]]:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import InputRequiredResult
-from pydantic import AnyUrl
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import AnyUrl, ValidationError
 
 from mediamux import __version__, registry
 from mediamux.clock import Clock
-from mediamux.config import JOBS_TOOLSET, Settings
+from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
-from mediamux.tools.base import Toolset
+from mediamux.tools import arguments as argument_errors
+from mediamux.tools.base import Toolset, error_result
 
 logger = logging.getLogger("mediamux.server")
 
@@ -46,6 +50,33 @@ class MediamuxServer(MCPServer[Services]):
     # The running services, for /healthz and diagnostics only: tools and resources get theirs from
     # the request (mediamux.context.services), never from here.
     services: Services | None = None
+    # What chose the tools, to say why a tool that exists elsewhere is not offered here.
+    mediamux_settings: Settings | None = None
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        # The SDK refuses an unknown tool, and arguments that fail the tool's schema, before any
+        # mediamux code runs, in its own words (pydantic's, for arguments). Both are told here in the
+        # shape every tool error has: "[class] argument: what is wrong; what to do".
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError):
+                raise
+            if isinstance(exc.__cause__, ValidationError):
+                return await self._invalid_arguments(name, exc.__cause__)
+            offered = [tool.name for tool in await self.list_tools()]
+            if name not in offered:
+                return _unknown_tool(name, offered, self.mediamux_settings)
+            raise
+
+    async def _invalid_arguments(self, name: str, exc: ValidationError) -> CallToolResult:
+        schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)
+        message, named = argument_errors.describe(exc, schema)
+        # Argument names only: the values are the caller's data (the SDK logs the same way).
+        logger.info("tool %s refused its arguments: %s", name, ", ".join(named))
+        return error_result("invalid_input", message, arguments=named)
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
@@ -60,6 +91,40 @@ class MediamuxServer(MCPServer[Services]):
             return [ReadResourceContents(content=data, mime_type=mime)]
         with serving(svc):
             return await super().read_resource(uri, context)
+
+
+def _unknown_tool(name: str, offered: list[str], settings: Settings | None) -> CallToolResult:
+    hidden = _why_not_offered(name, settings) if settings is not None else None
+    if hidden is not None:
+        return error_result("not_found", f"{name} is not offered by this server: {hidden}")
+    closest = difflib.get_close_matches(name, offered, n=3, cutoff=0.5)
+    hint = f"the closest are {', '.join(closest)}; " if closest else ""
+    return error_result(
+        "not_found", f"no tool named {name!r}; {hint}tools/list lists the {len(offered)} tools offered"
+    )
+
+
+def _why_not_offered(name: str, settings: Settings) -> str | None:
+    """Why a tool of a known toolset is missing, or None for a name no toolset has.
+
+    Loads every toolset, which start-up avoids for disabled providers: this runs only on an error.
+    """
+    enabled = settings.enabled_toolsets()
+    for toolset_id in toolset_ids():
+        spec = next((s for s in toolset(toolset_id).specs if s.name == name), None)
+        if spec is None:
+            continue
+        if toolset_id not in enabled:
+            return (
+                f"the {toolset_id} toolset is not enabled (MEDIAMUX_TOOLSETS, or no API key for it); "
+                "tools/list lists the tools offered"
+            )
+        if settings.read_only and not spec.read_only:
+            return (
+                "MEDIAMUX_READ_ONLY hides every tool that spends money, creates or deletes; "
+                "tools/list lists the tools offered"
+            )
+    return None
 
 
 def selected_tools(settings: Settings) -> list[Any]:
@@ -98,7 +163,13 @@ async def running_services(
 def default_sandbox(settings: Settings) -> Any:
     if not settings.sandbox:
         return None
-    return registry.make_sandbox()
+    # Under the home, like the journal: a server restarted on the same home finds the jobs, uploads and
+    # wallets its emulators had, as it would find them at the real services.
+    return registry.make_sandbox(state_dir=sandbox_state_dir(settings))
+
+
+def sandbox_state_dir(settings: Settings) -> Path:
+    return settings.home.expanduser().resolve() / "sandbox"
 
 
 def build_server(
@@ -141,6 +212,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
     )
+    mcp.mediamux_settings = settings
     specs = selected_tools(settings)
     for spec in specs:
         mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)

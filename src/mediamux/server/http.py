@@ -1,13 +1,16 @@
-"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz``."""
+"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz``,
+served by uvicorn with limits on how long a client may take to send a request head and on how many
+connections may be open at once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -15,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mediamux import __version__
 from mediamux.config import Settings
@@ -109,3 +113,127 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
         return JSONResponse(body)
 
     return Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+
+
+# -- connection limits ---------------------------------------------------------------------------
+#
+# uvicorn waits for a request head for ever: 1,100 clients that each sent half a head held 1,100
+# sockets and exhausted the process's 1,024 file descriptors, after which nothing, not even the
+# journal, could open a file. The token cannot help (it is in the head that never completes). Two
+# limits, both in a small subclass of uvicorn's h11 protocol, because uvicorn has no setting for
+# either:
+#
+# * a head deadline: a connection must deliver a complete request head within HEAD_TIMEOUT_S of
+#   opening, and again of each response (a client still trickling a body the server answered
+#   without reading, such as an unauthenticated one, is waited on no longer either);
+# * a connection cap derived from the descriptor limit: when a new connection would exceed it, the
+#   connection that has waited longest for its head is closed to make room (the new one itself if
+#   every other is busy with a request). A client sending half-heads can then only displace other
+#   half-heads; a real client, whose head arrives within milliseconds, is served.
+#
+# The cap must hold before descriptors run out, not after: asyncio, when accept() fails for want of
+# descriptors, logs a traceback and schedules a retry for every connection still queued. The
+# protocol only sees a connection a few loop turns after asyncio accepted it, and asyncio accepts
+# up to ``backlog`` connections a turn, so the cap (a quarter of the descriptors) plus three such
+# bursts (a sixteenth each) must fit, leaving over half for the journal, provider connections,
+# uploads and outputs.
+#
+# Constants rather than settings: ten seconds is ample on any network an MCP session can use, and
+# the rest follows ``ulimit -n``, which the operator already controls.
+
+HEAD_TIMEOUT_S: Final = 10.0
+# uvicorn's default, written down: an idle keep-alive connection is closed after this long.
+KEEP_ALIVE_S: Final = 5
+
+
+def descriptor_limit() -> int:
+    """The process's soft limit on open files (a common default where there is none to read)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # no rlimits (Windows)
+        return 1024
+    return 1 << 16 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def connection_limits(descriptors: int) -> tuple[int, int]:
+    """(open connections at most, connections accepted per loop turn) for a descriptor limit."""
+    return max(16, min(4096, descriptors // 4)), max(8, min(2048, descriptors // 16))
+
+
+def guarded_protocol(*, max_connections: int, head_timeout_s: float = HEAD_TIMEOUT_S) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with the head deadline and connection cap above (one class per server:
+    the bookkeeping lives on it)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        head_deadline_s: ClassVar[float] = head_timeout_s
+        cap: ClassVar[int] = max_connections
+        # Every connection not yet closed, and those waiting for a head, oldest wait first.
+        live: ClassVar[set[GuardedH11Protocol]] = set()
+        waiting: ClassVar[dict[GuardedH11Protocol, None]] = {}
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.live.add(self)
+            self._await_head()
+            if len(self.live) > self.cap:
+                next(iter(self.waiting))._close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._serving():
+                self._stop_waiting()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and not self._serving():
+                self._await_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._forget()
+            super().connection_lost(exc)
+
+        def _serving(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _await_head(self) -> None:
+            self._stop_waiting()
+            self.waiting[self] = None
+            self._head_timer = self.loop.call_later(self.head_deadline_s, self._close)
+
+        def _stop_waiting(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            self.waiting.pop(self, None)
+
+        def _forget(self) -> None:
+            self._stop_waiting()
+            self.live.discard(self)
+
+        def _close(self) -> None:
+            self._forget()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_limits() -> dict[str, Any]:
+    """What ``mediamux serve --transport http`` passes to uvicorn on top of host and port."""
+    cap, burst = connection_limits(descriptor_limit())
+    return {
+        "http": guarded_protocol(max_connections=cap),
+        "ws": "none",  # MCP uses no WebSockets: one protocol fewer to accept connections for
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "backlog": burst,
+        # uvicorn answers 503 instead of starting a handler once this many are in flight. It
+        # counts connections too, which the cap keeps at or below ``cap``, so it only fires when
+        # handlers outlive their clients: one more than the cap.
+        "limit_concurrency": cap + 1,
+    }

@@ -37,7 +37,9 @@ def provider_transport(
     return Transport(
         provider=provider,
         base_url=settings.base_url(provider, target.name),
-        hints=ProviderHints(title=spec.title, key_env=spec.key_env, advice=dict(spec.advice)),
+        hints=ProviderHints(
+            title=spec.title, key_env=spec.key_env, advice=dict(spec.advice), not_found=dict(spec.not_found)
+        ),
         auth_header=target.auth_header,
         auth_scheme=target.auth_scheme,
         api_key=settings.api_key(provider),

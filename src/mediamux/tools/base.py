@@ -23,12 +23,14 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from mediamux.config import DEFAULT_DEDUP_WINDOW_S
 from mediamux.context import services
 from mediamux.errors import MediamuxError
-from mediamux.files import MEDIA_KINDS, check_uploadable, resolve_allowed_path
-from mediamux.jobs.engine import ProgressFn
+from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
+from mediamux.jobs.engine import Progress
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
+from mediamux.providers.transport import DEFAULT_ADVICE
 
 logger = logging.getLogger("mediamux.tools")
 
@@ -51,7 +53,8 @@ NewJob = Annotated[
     bool,
     Field(
         description="Pay for a new job even if an identical one ran within the duplicate window "
-        "(by default the earlier job is returned instead of paying twice)."
+        f"({DEFAULT_DEDUP_WINDOW_S:g} s unless MEDIAMUX_DEDUP_WINDOW_S sets another). By default the "
+        "earlier job, running or finished, is returned instead of paying twice."
     ),
 ]
 
@@ -95,26 +98,38 @@ class Toolset:
                 idempotent_hint=idempotent or read_only,
                 open_world_hint=open_world,
             )
-            self.specs.append(ToolSpec(guarded(fn), fn.__name__, title, annotations, self.id))
+            self.specs.append(
+                ToolSpec(guarded(fn, source=self.title), fn.__name__, title, annotations, self.id)
+            )
             return fn
 
         return decorate
 
 
-def guarded(fn: F) -> F:
+def guarded(fn: F, *, source: str) -> F:
+    """``fn`` with every error it raises on purpose turned into an isError result in the one shape.
+
+    ``source`` names who answered (the toolset's provider) in an unreadable-answer error.
+    """
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
         except MediamuxError as exc:
             # One root for every layer's errors, so none can slip past as a bare "Error executing tool".
-            return error_result(exc.error_class, exc.message, exc.retry_after_s)
-        except ValidationError as exc:
-            # Arguments are validated by the SDK before the tool runs; a ValidationError in the
-            # body means an answer we could not read, not the caller's mistake.
-            logger.warning("unreadable data in %s: %s", fn.__name__, _validation_message(exc))
             return error_result(
-                "provider_error", f"the provider's answer could not be read ({_validation_message(exc)})"
+                exc.error_class, exc.message, exc.retry_after_s, arguments=list(exc.arguments)
+            )
+        except ValidationError as exc:
+            # The caller's arguments are refused before the body runs (the SDK validates them; the
+            # server tells that in this shape), and bodies raise InputError for what a schema cannot
+            # say. A ValidationError here comes from reading an answer: the provider's fault.
+            found = _unreadable(exc)
+            logger.warning("unreadable answer in %s: %s", fn.__name__, found)
+            return error_result(
+                "provider_error",
+                f"{source}: an answer could not be read ({found}); {DEFAULT_ADVICE['provider_error']}",
             )
 
     # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
@@ -122,18 +137,26 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _unreadable(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
+    for err in exc.errors(include_url=False)[:3]:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "invalid arguments: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
-def error_result(error_class: str, message: str, retry_after_s: float | None = None) -> CallToolResult:
+def error_result(
+    error_class: str,
+    message: str,
+    retry_after_s: float | None = None,
+    *,
+    arguments: list[str] | None = None,
+) -> CallToolResult:
     meta: dict[str, Any] = {"class": error_class, "message": message}
     if retry_after_s is not None:
         meta["retry_after_s"] = retry_after_s
+    if arguments:
+        meta["arguments"] = arguments
     return CallToolResult(
         is_error=True,
         content=[TextContent(type="text", text=f"[{error_class}] {message}")],
@@ -147,19 +170,32 @@ def provider_client(ctx: Context, provider: str, kind: type[C]) -> C:
 
 
 def upload_path(
-    ctx: Context, raw: str, *, kinds: tuple[str, ...] = MEDIA_KINDS, extensions: tuple[str, ...] = ()
+    ctx: Context,
+    raw: str,
+    *,
+    kinds: tuple[str, ...] = MEDIA_KINDS,
+    extensions: tuple[str, ...] = (),
+    argument: str = "path",
 ) -> Path:
-    """A local file a tool may send to a provider: confined to the allowed folders, and media."""
+    """A local file a tool may send to a provider: confined to the allowed folders, and media.
+
+    A refusal names ``argument``, the tool argument the path came in, as every invalid_input does.
+    """
     files = services(ctx).files
-    path = resolve_allowed_path(raw, files.allowed_dirs)
-    return check_uploadable(
-        path,
-        roots=files.allowed_dirs,
-        kinds=kinds,
-        extensions=extensions,
-        protected=files.protected,
-        exempt=[files.output_dir],
-    )
+    try:
+        path = resolve_allowed_path(raw, files.allowed_dirs)
+        return check_uploadable(
+            path,
+            roots=files.allowed_dirs,
+            kinds=kinds,
+            extensions=extensions,
+            protected=files.protected,
+            exempt=[files.output_dir],
+        )
+    except FileAccessError as exc:
+        exc.message = f"{argument}: {exc.message}"
+        exc.arguments = (argument.split(".")[0],)
+        raise
 
 
 def file_stamp(path: Path) -> str:
@@ -179,11 +215,19 @@ def write_key_file(home: Path, provider: str, key: str) -> Path:
     return path
 
 
-def progress_of(ctx: Context) -> ProgressFn:
-    async def report(progress: float, total: float | None, message: str) -> None:
-        await ctx.report_progress(progress, total, message)
+def progress_of(ctx: Context) -> Progress:
+    """The request's one Progress, however many steps ask for it: the host sees one rising sequence.
+    Kept on the request's own context object, so it lives and dies with the request."""
+    request = ctx.request_context
+    found: Progress | None = getattr(request, "_mediamux_progress", None)
+    if found is None:
 
-    return report
+        async def report(progress: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(progress, total, message)
+
+        found = Progress(report)
+        setattr(request, "_mediamux_progress", found)  # noqa: B010 - a name no SDK field can clash with
+    return found
 
 
 def model_result(
@@ -199,13 +243,17 @@ def model_result(
 
 
 def job_result(view: JobResult[Any], *, title: str, error_on_failure: bool = True) -> CallToolResult:
-    result = model_result(view, job_summary(view, title), links=job_links(view))
+    failed = error_on_failure and view.status in ("failed", "cancelled", "expired")
+    summary = job_summary(view, title)
+    if failed and view.error is not None:
+        # An isError result opens with its class, as every other error does; the job's shape stays.
+        summary = f"[{view.error.error_class}] {summary}"
+    result = model_result(view, summary, links=job_links(view))
     meta: dict[str, Any] = {COST_META_KEY: view.cost.model_dump(mode="json")}
     if view.error is not None:
         meta[ERROR_META_KEY] = view.error.model_dump(mode="json", by_alias=True)
     result.meta = meta
-    if error_on_failure and view.status in ("failed", "cancelled", "expired"):
-        result.is_error = True
+    result.is_error = failed
     return result
 
 

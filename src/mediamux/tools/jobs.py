@@ -1,4 +1,4 @@
-"""Provider-neutral job tools: pick a job up again, read it, list them."""
+"""Provider-neutral job tools: pick a job up again, read it, cancel it, list them, and what was spent."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.engine import iso
+from mediamux.jobs.costs import Costs, cost_report
 from mediamux.jobs.models import JobResult, ProviderId
+from mediamux.providers.cost import Cost
 from mediamux.tools.base import Toolset, WaitS, job_result, model_result, progress_of, services
 
 toolset = Toolset(
@@ -34,10 +35,18 @@ async def jobs_wait(
 
 @toolset.tool(title="Get a job", read_only=True)
 async def jobs_get(job_id: JobId, ctx: Context) -> Annotated[CallToolResult, JobResult[Any]]:
-    """Reads a job's last known state from the local journal: status, result, error and cost. Free and
-    instant; makes no provider call (jobs_wait refreshes it)."""
-    engine = services(ctx).engine
-    view = engine.view(engine.get_record(job_id))
+    """Reads a job: status, result, error and cost. Free and quick; asks the provider first when the
+    saved state is older than the poll schedule allows (checked_at says when it last did)."""
+    view = await services(ctx).engine.read(job_id)
+    return job_result(view, title=f"{view.provider} {view.operation}", error_on_failure=False)
+
+
+@toolset.tool(title="Cancel a job", read_only=False, destructive=True, idempotent=True)
+async def jobs_cancel(job_id: JobId, ctx: Context) -> Annotated[CallToolResult, JobResult[Any]]:
+    """Cancels a job: mediamux stops waiting for it at once. Mixpeek indexing tasks are stopped
+    upstream; MuAPI, muse.ai and Muzaic have no way to stop a job, so it may still finish there and
+    its charge stands (the result says which). Free; returns the job with any cost already incurred."""
+    view = await services(ctx).engine.cancel(job_id)
     return job_result(view, title=f"{view.provider} {view.operation}", error_on_failure=False)
 
 
@@ -48,8 +57,12 @@ class JobSummary(BaseModel):
     status: str
     provider_job_id: str | None = None
     cost_usd: float | None = None
+    cost: Cost = Field(
+        default_factory=Cost, description="What the provider reported: dollars, credits or tokens"
+    )
     submitted_at: str
     completed_at: str | None = None
+    checked_at: str | None = Field(None, description="When mediamux last asked the provider")
 
 
 class JobList(BaseModel):
@@ -66,19 +79,40 @@ async def jobs_list(
     provider: ProviderId | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> Annotated[CallToolResult, JobList]:
-    """Lists recent jobs from the local journal, newest first, with status and cost. Free and instant."""
-    journal = services(ctx).journal
-    jobs = [
-        JobSummary(
-            job_id=r.job_id,
-            provider=r.provider,
-            operation=r.operation,
-            status=r.status,
-            provider_job_id=r.provider_job_id,
-            cost_usd=r.cost.usd,
-            submitted_at=iso(r.submitted_ts) or "",
-            completed_at=iso(r.completed_ts),
+    """Lists recent jobs, newest first, with status and cost. Free; active jobs whose state is stale are
+    checked with their provider first (up to 20 per call, a few seconds at most)."""
+    engine = services(ctx).engine
+    records = await engine.refresh_all(
+        services(ctx).journal.list(status=status, provider=provider, limit=limit)
+    )
+    jobs = []
+    for r in records:
+        view = engine.view(r)
+        jobs.append(
+            JobSummary(
+                job_id=r.job_id,
+                provider=r.provider,
+                operation=r.operation,
+                status=view.status,
+                provider_job_id=r.provider_job_id,
+                cost_usd=r.cost.usd,
+                cost=r.cost,
+                submitted_at=view.submitted_at,
+                completed_at=view.completed_at,
+                checked_at=view.checked_at,
+            )
         )
-        for r in journal.list(status=status, provider=provider, limit=limit)
-    ]
     return model_result(JobList(jobs=jobs), f"{len(jobs)} job(s)")
+
+
+@toolset.tool(title="Show costs", read_only=True)
+async def jobs_costs(ctx: Context) -> Annotated[CallToolResult, Costs]:
+    """Shows what mediamux has recorded as spent, per provider: this session, today and all time, in
+    the units each provider reports (dollars, credits, tokens), against the budget. Free and instant."""
+    svc = services(ctx)
+    view = cost_report(svc.journal, svc.engine.session_id, svc.clock, budget_usd=svc.settings.budget_usd)
+    return model_result(
+        view,
+        f"spent ${view.session.usd:.4f} this session, ${view.today.usd:.4f} today, ${view.all_time.usd:.4f} "
+        "all time" + (f" of a ${view.budget_usd:.2f} budget" if view.budget_usd is not None else ""),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.muapi import GenerateArgs, MuapiGeneration, local_inputs
 from mediamux.providers.cost import Cost
+from mediamux.providers.errors import NotFound, ProviderError
 from mediamux.providers.muapi import ENDPOINT_RE, ApiKeyFields, MuapiClient
 from mediamux.providers.status import normalize_status
 from mediamux.tools.base import (
@@ -36,6 +38,9 @@ toolset = Toolset(
 )
 
 MAX_PARAMS_BYTES = 256 * 1024
+# Long enough that an agent's few tries at a model name read the catalog once; short enough that a
+# model MuAPI adds meanwhile is suggested soon.
+MODEL_CATALOG_TTL_S = 300.0
 
 Endpoint = Annotated[
     str,
@@ -51,6 +56,31 @@ Endpoint = Annotated[
 
 def client_of(ctx: Context) -> MuapiClient:
     return provider_client(ctx, "muapi", MuapiClient)
+
+
+async def _model_slugs(ctx: Context) -> set[str]:
+    async def load() -> set[str]:
+        models = await client_of(ctx).list_models()
+        return {slug for m in models for slug in (m.endpoint, m.name) if slug}
+
+    return await services(ctx).memoized("muapi_model_slugs", load, ttl_s=MODEL_CATALOG_TTL_S)
+
+
+async def _suggest_models(ctx: Context, endpoint: str, exc: NotFound) -> None:
+    """Add the catalog's closest slugs to a 404 for a model the catalog does not list.
+
+    Read only here, after a 404: a call with a known model never pays for the catalog. The
+    suggestion is a courtesy: if the catalog cannot be read, the 404 is reported as it is.
+    """
+    try:
+        slugs = await _model_slugs(ctx)
+    except ProviderError:
+        return
+    if endpoint in slugs:
+        return
+    closest = difflib.get_close_matches(endpoint, sorted(slugs), n=3, cutoff=0.6)
+    if closest:
+        exc.message = f"{exc.message}; closest models: {', '.join(closest)}"
 
 
 @toolset.tool(title="Generate with a MuAPI model", read_only=False, open_world=True)
@@ -88,12 +118,14 @@ async def muapi_generate(
     endpoint = client.check_endpoint(endpoint)
     if len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
         raise InputError(
-            f"params is larger than {MAX_PARAMS_BYTES // 1024} KiB; pass large inputs as files or URLs"
+            f"larger than {MAX_PARAMS_BYTES // 1024} KiB",
+            arguments=("params",),
+            advice="pass large inputs as files or URLs",
         )
     params = dict(params)
     fingerprints: dict[str, str] = {}
     for key, index, raw in local_inputs(params):
-        path = upload_path(ctx, raw)
+        path = upload_path(ctx, raw, argument=f"params.{key}" + (f".{index}" if index is not None else ""))
         fingerprints[str(path)] = file_stamp(path)
         if index is None:
             params[key] = str(path)
@@ -102,15 +134,19 @@ async def muapi_generate(
     args = GenerateArgs(
         endpoint=endpoint, params=params, webhook_url=webhook_url or None, input_files=fingerprints or None
     )
-    view = await svc.engine.run(
-        "muapi",
-        "generate",
-        args,
-        options={"save_outputs": save_outputs},
-        new_job=new_job,
-        wait_s=wait_s,
-        progress=progress_of(ctx),
-    )
+    try:
+        view = await svc.engine.run(
+            "muapi",
+            "generate",
+            args,
+            options={"save_outputs": save_outputs},
+            new_job=new_job,
+            wait_s=wait_s,
+            progress=progress_of(ctx),
+        )
+    except NotFound as exc:
+        await _suggest_models(ctx, endpoint, exc)
+        raise
     return job_result(view, title=f"MuAPI {endpoint}")
 
 
@@ -331,7 +367,12 @@ async def muapi_get_model(name: Endpoint, ctx: Context) -> Annotated[CallToolRes
     """Describes one MuAPI model: the endpoint to call, its price and the JSON Schema of its inputs,
     so muapi_generate can be called with the right params. Free."""
     client = client_of(ctx)
-    m = await client.get_model(client.check_endpoint(name))
+    endpoint = client.check_endpoint(name)
+    try:
+        m = await client.get_model(endpoint)
+    except NotFound as exc:
+        await _suggest_models(ctx, endpoint, exc)
+        raise
     view = ModelDetail(
         name=m.name,
         endpoint=m.endpoint or m.name,

@@ -12,6 +12,7 @@ from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
 from mediamux.jobs.museai import OPERATIONS, FileJobArgs
 from mediamux.jobs.museai_subtitles import AutoSubtitles, SubtitleWorkflow
+from mediamux.providers.errors import NotFound
 from mediamux.providers.museai import (
     AlignedWord,
     Collection,
@@ -28,6 +29,7 @@ from mediamux.providers.museai import (
     Video,
 )
 from mediamux.tools.base import (
+    ERROR_META_KEY,
     NewJob,
     Toolset,
     WaitS,
@@ -139,7 +141,16 @@ async def museai_upload_video(
     ctx: Context,
     title: Annotated[str | None, Field(max_length=300)] = None,
     visibility: VisibilityArg | None = None,
-    collection: Annotated[str | None, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    collection: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="Collection id (scid, e.g. 'bdZofqF', from museai_list_collections or "
+            "museai_create_collection), not its name: the new video is added to that collection. An "
+            "unknown id is refused before the file is sent.",
+        ),
+    ] = None,
     wait_ready: WaitReady = False,
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, Video]:
@@ -149,6 +160,8 @@ async def museai_upload_video(
     svc = services(ctx)
     client = client_of(ctx)
     resolved = upload_path(ctx, path)
+    if collection:
+        await _check_collection(client, collection)
     report = progress_of(ctx)
 
     async def on_bytes(sent: int, total: int) -> None:
@@ -169,6 +182,24 @@ async def museai_upload_video(
     return model_result(
         video, f"muse.ai: uploaded {resolved.name} as {video.svid} ({state})", links=[video_link(video.svid)]
     )
+
+
+async def _check_collection(client: MuseaiClient, scid: str) -> None:
+    """One free read before an upload that may take minutes: an unknown collection is refused first.
+
+    An agent often passes the collection's name; when one is named so, the error gives its id.
+    """
+    try:
+        await client.get_collection(scid)
+    except NotFound:
+        named = [c.scid for c in await client.list_collections() if c.name == scid and c.scid]
+        if named:
+            raise InputError(
+                f"{scid!r} is the name of collection {', '.join(named)}; pass the id (scid)",
+                arguments=("collection",),
+                advice="call again with it",
+            ) from None
+        raise
 
 
 class VideoList(BaseModel):
@@ -222,7 +253,10 @@ async def museai_update_video(
         if v is not None
     }
     if not changes:
-        raise InputError("nothing to change: give at least one of title, description, visibility, domains")
+        raise InputError(
+            "nothing to change: give at least one of them",
+            arguments=("title", "description", "visibility", "domains"),
+        )
     await client_of(ctx).update_video(fid, changes)
     await _changed_fid(ctx, fid)
     return model_result(
@@ -254,11 +288,13 @@ async def museai_cut_clip(
     """Creates a new muse.ai video from the start–end seconds of an existing one; the clip ingests for
     a while before it plays. No per-call charge: the clip counts against the account's storage plan."""
     if end <= start:
-        raise InputError(f"end ({end:g} s) must be after start ({start:g} s)")
+        raise InputError(f"must be after start ({start:g} s), got {end:g} s", arguments=("end",))
     client = client_of(ctx)
     source = await client.get_video(svid)
     if source.duration is not None and end > source.duration + 0.01:
-        raise InputError(f"end ({end:g} s) is past the end of {svid}, which lasts {source.duration:g} s")
+        raise InputError(
+            f"{end:g} s is past the end of {svid}, which lasts {source.duration:g} s", arguments=("end",)
+        )
     clip = await client.cut(svid, start, end)
     await _changed(ctx, listing=True)
     if clip.ingesting and wait_ready:
@@ -289,14 +325,14 @@ async def museai_set_cover(
 ) -> Annotated[CallToolResult, CoverSet]:
     """Sets a muse.ai video's cover image from a frame (time in seconds) or from a local PNG/JPEG. Free."""
     if (time is None) == (image_path is None):
-        raise InputError("give exactly one of time or image_path")
+        raise InputError("give exactly one of them", arguments=("time", "image_path"))
     client = client_of(ctx)
     if time is not None:
         await client.set_cover_time(fid, time)
         source = f"frame at {time:g} s"
     else:
         svc = services(ctx)
-        resolved = upload_path(ctx, image_path or "", kinds=("image",))
+        resolved = upload_path(ctx, image_path or "", kinds=("image",), argument="image_path")
         await client.set_cover_image(fid, resolved, svc.files.allowed_dirs)
         source = resolved.name
     await _changed_fid(ctx, fid)
@@ -443,9 +479,18 @@ class CreatedCollection(BaseModel):
 
 @toolset.tool(title="Create a muse.ai collection", read_only=False)
 async def museai_create_collection(
-    name: Annotated[str, Field(min_length=1, max_length=200)], visibility: VisibilityArg, ctx: Context
+    name: Annotated[str, Field(min_length=1, max_length=200)],
+    ctx: Context,
+    visibility: Annotated[
+        VisibilityArg,
+        Field(
+            description="Who can see it: 'public' (muse.ai's documented default), 'unlisted' (anyone "
+            "with the link) or 'private' (the account only)"
+        ),
+    ] = "public",
 ) -> Annotated[CallToolResult, CreatedCollection]:
-    """Creates a muse.ai collection and returns its id (scid). Free."""
+    """Creates a muse.ai collection and returns its id (scid), to pass as collection to
+    museai_upload_video or to museai_add_to_collection. Free; returns at once."""
     scid = await client_of(ctx).create_collection(name, visibility)
     await _changed(ctx, listing=True)
     return model_result(
@@ -522,7 +567,7 @@ async def museai_search(
     'owned' searches the account; channel, collection and video scopes search public items by
     target_id. Free."""
     if scope != "owned" and not target_id:
-        raise InputError(f"scope {scope!r} needs target_id (the {scope} id)")
+        raise InputError(f"required for scope {scope!r} (the {scope} id)", arguments=("target_id",))
     hits = await client_of(ctx).search(query, scope, target_id)
     view = SearchResult(query=query, scope=scope, hits=hits)
     return model_result(
@@ -657,7 +702,11 @@ async def museai_update_faces(
     Free."""
     body = {k: v.model_dump(exclude_none=True) for k, v in changes.items()}
     if not all(body.values()):
-        raise InputError("each change needs at least one of label, delete, ignore, purge")
+        empty = [face for face, change in body.items() if not change]
+        raise InputError(
+            "each change needs at least one of label, delete, ignore, purge",
+            arguments=(f"changes.{empty[0]}",),
+        )
     await client_of(ctx).modify_faces(body)
     return model_result(FacesModified(changed=list(body)), f"muse.ai faces: {len(body)} change(s) applied")
 
@@ -685,13 +734,22 @@ async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFi
 async def museai_auto_subtitles(
     svid: Svid,
     ctx: Context,
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w .()-]+$")] = "Auto",
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[\w .()-]+$",
+            description="Track name viewers pick it by, usually its language, e.g. 'English'",
+        ),
+    ] = "Auto",
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, AutoSubtitles]:
     """Makes subtitles for a muse.ai video: transcribes its audio, aligns the words to the audio, builds
-    WebVTT cues from the word timings and uploads them as a new subtitle track. Paid from muse.ai AI credits
-    for two jobs; takes roughly the video's length. Past wait_s it returns status 'running'; calling it
-    again resumes the same jobs without paying again."""
+    WebVTT cues from the word timings and uploads them as a new subtitle track. muse.ai's speech API
+    takes no language setting: the words are in whatever language muse.ai recognises. Paid from muse.ai
+    AI credits for two jobs; takes roughly the video's length. Past wait_s it returns status 'running';
+    calling it again resumes the same jobs without paying again."""
     svc = services(ctx)
     workflow = SubtitleWorkflow(
         client=client_of(ctx),
@@ -704,10 +762,18 @@ async def museai_auto_subtitles(
     view = await workflow.run(svid, name=name, wait_s=wait_s, progress=progress_of(ctx))
     if view.status == "running":
         view.note = "the speech jobs are still running; call museai_auto_subtitles again to resume them"
-    if view.status != "completed":
-        result = model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {view.note}")
-        result.is_error = view.status == "failed"
+    if view.status == "failed" and view.error is not None:
+        error = view.error
+        # Told in the one error shape, with the workflow's own result (its jobs, their cost) kept.
+        result = model_result(view, f"[{error.error_class}] {error.message}")
+        result.is_error = True
+        meta = error.model_dump(mode="json", by_alias=True)
+        if error.error_class == "invalid_input":
+            meta["arguments"] = ["svid"]  # the video itself cannot be subtitled
+        result.meta = {ERROR_META_KEY: meta}
         return result
+    if view.status != "completed":
+        return model_result(view, f"muse.ai auto-subtitles for {svid}: {view.status} · {view.note}")
     # A completed run always names its track; the asserts tell the type checker so.
     assert view.subtitle_id is not None
     assert view.name is not None

@@ -30,7 +30,9 @@ toolset = Toolset(
     description="AI music for video: single files, multi-region soundtracks with keyframes, regeneration.",
 )
 
-MAX_DURATION_S = 1200  # the documented singleFile limit
+MAX_DURATION_S = 1200  # singleFile's limit in the older documents
+# The newer OpenAPI document allows 300 s; which applies is learned from Muzaic's own answers.
+MAX_DURATION_BY_GENERATION = {"old": 1200, "new": 300}
 
 Level = Annotated[int, Field(ge=1, le=9)]
 
@@ -131,7 +133,9 @@ async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:
     unknown = sorted({t for tags in tag_lists for t in tags if t not in known})
     if unknown:
         raise InputError(
-            f"unknown Muzaic tag id(s) {unknown}; muzaic_list_tags lists the {len(known)} valid ones"
+            f"unknown Muzaic tag id(s) {unknown}",
+            arguments=("regions" if len(tag_lists) > 1 else "tags",),
+            advice=f"muzaic_list_tags lists the {len(known)} valid ids",
         )
     warnings = []
     for tags in tag_lists:
@@ -169,7 +173,12 @@ async def _run(
 
 @toolset.tool(title="Generate music with Muzaic", read_only=False)
 async def muzaic_generate_music(
-    duration: Annotated[int, Field(ge=1, le=MAX_DURATION_S, description="Seconds of music")],
+    duration: Annotated[
+        int,
+        Field(
+            ge=1, le=MAX_DURATION_S, description="Seconds of music: up to 1200, or 300 on Muzaic's newer API"
+        ),
+    ],
     ctx: Context,
     tags: TagIds | None = None,
     intensity: Curve | None = None,
@@ -185,6 +194,14 @@ async def muzaic_generate_music(
     tempo, rhythm, tone and variance (constant levels or keyframe curves), and saves the audio file.
     Paid in Muzaic tokens: 1 token per second of audio. Rendering takes roughly 5–10 s per minute of
     music; past wait_s it returns status 'running' with a job_id for jobs_wait, and the render goes on."""
+    generation = client_of(ctx).generation
+    if generation is not None and duration > MAX_DURATION_BY_GENERATION[generation]:
+        raise InputError(
+            f"at most {MAX_DURATION_BY_GENERATION[generation]} seconds on the Muzaic API this server talks "
+            f"to (its {generation}er generation), got {duration}",
+            arguments=("duration",),
+            advice="split longer music into a soundtrack, or ask for less",
+        )
     params = Params(intensity=intensity, tempo=tempo, rhythm=rhythm, tone=tone, variance=variance).wire()
     warnings = await _tag_warnings(ctx, [tags or []])
     args = GenerateMusicArgs(duration=duration, tags=tags or [], params=params, normalize=normalize)
@@ -207,8 +224,9 @@ async def muzaic_create_soundtrack(
     for before, after in itertools.pairwise(ordered):
         if after.time < before.time + before.duration - 1e-6:
             raise InputError(
-                f"regions overlap: one starts at {after.time:g} s before the previous one ends at "
-                f"{before.time + before.duration:g} s"
+                f"overlap: one starts at {after.time:g} s before the previous one ends at "
+                f"{before.time + before.duration:g} s",
+                arguments=("regions",),
             )
     warnings = await _tag_warnings(ctx, [r.tags or [] for r in regions])
     args = SoundtrackArgs(regions=[r.wire() for r in ordered], normalize=normalize)

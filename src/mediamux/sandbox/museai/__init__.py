@@ -131,6 +131,10 @@ Choices where the documents are silent (GUESSES)
 - Credits: ``credits=None`` means unlimited. Otherwise every upload and every AI job submission costs 1;
   with 0 left they answer 402 ``not_enough_credits`` (after request validation, before any work).
   Failed jobs are not refunded.
+- State folder (``state_dir``, see ``sandbox/store.py``): videos with their files, covers and subtitles,
+  collections, AI jobs (their results still gone an hour after completion, counted across downtime), the
+  faces database, keys and credits outlive a restart. ``credits`` and the master key describe a new
+  account; a stored account keeps its own credits, and the master key is always accepted.
 """
 
 from mediamux.sandbox.museai.analysis import (

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -16,7 +19,6 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from mediamux.sandbox.common import scratch_dir
 from mediamux.sandbox.faults import FaultPlan
 from mediamux.sandbox.museai.analysis import (
     ANALYSIS_MAX_BYTES,
@@ -27,8 +29,25 @@ from mediamux.sandbox.museai.analysis import (
     spread_words,
 )
 from mediamux.sandbox.museai.faces import FacesDatabase
-from mediamux.sandbox.museai.state import BASE62, Blob, Collection, Job, Video, new_id
+from mediamux.sandbox.museai.state import (
+    BASE62,
+    Blob,
+    Collection,
+    Job,
+    Video,
+    collection_from_record,
+    collection_record,
+    job_from_record,
+    job_record,
+    new_id,
+    video_from_record,
+    video_record,
+)
 from mediamux.sandbox.museai.web import ApiError, authed
+from mediamux.sandbox.store import FILE_MODE, StateStore, Timeline, make_private_dirs
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class MuseaiCore:
@@ -43,9 +62,12 @@ class MuseaiCore:
         credits: int | None = None,
         login_email: str = "demo@mediamux.local",
         login_password: str = "sandbox",  # noqa: S107 - the documented sandbox login
+        state_dir: Path | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.now = now
         self.job_seconds = job_seconds
+        # What a new account starts with; an account read back from `state_dir` keeps its own.
         self.credits = credits
         self.login_email = login_email
         self.login_password = login_password
@@ -63,9 +85,11 @@ class MuseaiCore:
         self.collections: dict[str, Collection] = {}
         self.jobs: dict[str, Job] = {}
         self._by_fid: dict[str, str] = {}
-        self._wall_offset = time.time() - now()
         self.faces = FacesDatabase()
-        self._root, self._cleanup = scratch_dir(self, "mediamux-museai-")
+        self._timeline = Timeline(now, wall_clock)
+        self._store = StateStore(state_dir, "mediamux-museai-")
+        self._root = self._store.files
+        self._load_state()
         self.app, self.jobs_app = self._apps()
 
     def _apps(self) -> tuple[Starlette, Starlette]:
@@ -73,13 +97,88 @@ class MuseaiCore:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Remove stored files now rather than whenever the emulator is collected."""
-        self._cleanup()
+        """Remove stored files now rather than whenever the emulator is collected (a state folder stays)."""
+        self._store.close()
+
+    # -- state folder ------------------------------------------------------------------------------------
+    # One record per video (its blobs live in files/videos/<svid>/), per AI job, plus the account, the
+    # collections and the faces database; each is rewritten whole whenever it changes.
+
+    def _load_state(self) -> None:
+        account = self._store.load("account.json")
+        if isinstance(account, dict):
+            self.keys |= {k for k in account.get("keys", []) if isinstance(k, str)}
+            credits = account.get("credits")
+            self.credits = credits if isinstance(credits, int) or credits is None else self.credits
+        for record in self._store.load_all("videos"):
+            video = self._restore(record, lambda data: video_from_record(data, self._root, self._timeline))
+            if video is not None and video.path.is_file():
+                self._by_fid[video.fid] = video.svid
+                self.videos[video.svid] = video
+        self._drop_orphans()
+        collections = self._store.load("collections.json")
+        for record in collections if isinstance(collections, list) else []:
+            collection = self._restore(record, collection_from_record)
+            if collection is not None:
+                self.collections[collection.scid] = collection
+        for record in self._store.load_all("jobs"):
+            job = self._restore(record, lambda data: job_from_record(data, self._timeline))
+            if job is not None:
+                self.jobs[job.id] = job
+        faces = self._store.load("faces.json")
+        if isinstance(faces, dict):
+            self._restore(faces, self.faces.restore)
+        self._save_account()
+
+    @staticmethod
+    def _restore(record: Any, build: Callable[[Any], _T]) -> _T | None:
+        try:
+            return build(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("muse.ai sandbox record is damaged and was skipped: %r", exc)
+            return None
+
+    def _drop_orphans(self) -> None:
+        """What a process stopped between storing an upload and recording it (or deleting it) left behind."""
+        recorded = set(self._stored_videos())
+        folder = self._root / "videos"
+        for child in folder.iterdir() if folder.is_dir() else ():
+            if child.name not in recorded:
+                shutil.rmtree(child, ignore_errors=True)
+        for svid in recorded - set(self.videos):
+            if not (folder / svid / "data").is_file():
+                self._store.delete(f"videos/{svid}.json")
+                shutil.rmtree(folder / svid, ignore_errors=True)
+
+    def _stored_videos(self) -> list[str]:
+        folder = self._store.folder
+        return [p.stem for p in (folder / "videos").glob("*.json")] if folder is not None else []
+
+    def _save_account(self) -> None:
+        self._store.save("account.json", {"keys": sorted(self.keys), "credits": self.credits})
+
+    def _save_video(self, video: Video) -> None:
+        self._store.save(f"videos/{video.svid}.json", video_record(video, self._timeline))
+
+    def _forget_video(self, video: Video) -> None:
+        self._store.delete(f"videos/{video.svid}.json")
+
+    def _save_collections(self) -> None:
+        self._store.save("collections.json", [collection_record(c) for c in self.collections.values()])
+
+    def _save_job(self, job: Job) -> None:
+        self._store.save(f"jobs/{job.id}.json", job_record(job, self._timeline))
+
+    def _forget_job(self, job_id: str) -> None:
+        self._store.delete(f"jobs/{job_id}.json")
+
+    def _save_faces(self) -> None:
+        self._store.save("faces.json", self.faces.state())
 
     # -- lookups -----------------------------------------------------------------------------------------
 
     def _wall(self) -> int:
-        return int(self._wall_offset + self.now())
+        return int(self._timeline.wall_now())
 
     def _valid_key(self, key: str) -> bool:
         return any(hmac.compare_digest(key, k) for k in self.keys)
@@ -91,6 +190,7 @@ class MuseaiCore:
     def _spend(self) -> None:
         if self.credits is not None:
             self.credits -= 1
+            self._save_account()
 
     def _ingesting(self, video: Video) -> bool:
         return self.now() < video.ready_at
@@ -132,6 +232,7 @@ class MuseaiCore:
     def _register(self, video: Video) -> None:
         self.videos[video.svid] = video
         self._by_fid[video.fid] = video.svid
+        self._save_video(video)
 
     # -- storage -----------------------------------------------------------------------------------------
 
@@ -143,8 +244,9 @@ class MuseaiCore:
         async with AsyncExitStack() as stack:
             out = None
             if target is not None:
-                await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+                make_private_dirs(target.parent)
                 out = await stack.enter_async_context(await anyio.open_file(target, "wb"))
+                await anyio.Path(target).chmod(FILE_MODE)
             while chunk := await upload.read(256 * 1024):
                 digest.update(chunk)
                 size += len(chunk)

@@ -18,6 +18,22 @@ class FacesDatabase:
         self._cluster_of: dict[str, str] = {}
         self._labels: dict[str, str | None] = {}
 
+    def state(self) -> dict[str, Any]:
+        """Everything the database holds, as JSON (``restore`` reads it back)."""
+        return {
+            "detected": self._detected,
+            "deleted": self._deleted,
+            "ignored": self._ignored,
+            "cluster_of": self._cluster_of,
+            "labels": self._labels,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        parts = (data["detected"], data["deleted"], data["ignored"], data["cluster_of"], data["labels"])
+        if not all(isinstance(part, dict) for part in parts):
+            raise ValueError("bad faces database record")
+        self._detected, self._deleted, self._ignored, self._cluster_of, self._labels = parts
+
     def label(self, cluster: str) -> str | None:
         return self._labels.get(cluster)
 

@@ -24,6 +24,7 @@ from mediamux.sandbox.museai.core import MuseaiCore
 from mediamux.sandbox.museai.search import match_times, parse_query
 from mediamux.sandbox.museai.state import INDEX_KINDS, VISIBILITIES, Collection, Subtitle, Video, new_id
 from mediamux.sandbox.museai.web import ApiError, authed, form_text, json_object, success
+from mediamux.sandbox.store import FILE_MODE, make_private_dirs
 
 THUMB_SIZE = (160, 90)
 _THUMB_FRAME = re.compile(r"(\d{5})\.jpg")
@@ -137,6 +138,7 @@ class FilesHost(MuseaiCore):
     def _add_key(self) -> str:
         key = new_id(32)
         self.keys.add(key)
+        self._save_account()
         return key
 
     # -- videos ------------------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class FilesHost(MuseaiCore):
         self._register(video)
         if collection is not None:
             collection.members[svid] = self._wall()
+            self._save_collections()
         self._spend()
         self.uploads += 1
         return JSONResponse(self._upload_shape(public_origin(self.base_url, request), video))
@@ -211,7 +214,7 @@ class FilesHost(MuseaiCore):
             raise ApiError(400, "video_ingesting")
         new_svid = self._new_svid()
         target = self._root / "videos" / new_svid / "data"
-        await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         data = await self._load(source) if source.kind == "wav" else None
         if data is not None:
             cut = await anyio.to_thread.run_sync(cut_wav, data, start, end)
@@ -220,6 +223,7 @@ class FilesHost(MuseaiCore):
         else:
             await anyio.to_thread.run_sync(shutil.copyfile, source.path, target)
             sha, size = source.sha256, source.size
+        await anyio.Path(target).chmod(FILE_MODE)
         video = Video(
             svid=new_svid,
             fid=self._fid_for(sha),
@@ -264,6 +268,7 @@ class FilesHost(MuseaiCore):
             video.visibility = visibility
         if domains is not None:
             video.domains = list(domains)
+        self._save_video(video)
         return success()
 
     async def _delete_video(self, request: Request) -> Response:
@@ -272,6 +277,9 @@ class FilesHost(MuseaiCore):
         del self._by_fid[video.fid]
         for collection in self.collections.values():
             collection.members.pop(video.svid, None)
+        # Record first: a process stopped before the files go leaves an orphan folder, swept at start.
+        self._forget_video(video)
+        self._save_collections()
         await anyio.to_thread.run_sync(shutil.rmtree, video.path.parent, True)
         return success()
 
@@ -312,6 +320,7 @@ class FilesHost(MuseaiCore):
             if not math.isfinite(t) or t < 0 or t > video.duration:
                 raise ApiError(400, "invalid_time")
             video.cover_t, video.cover_path = t, None
+            self._save_video(video)
             return success()
         async with request.form() as form:
             upload = form.get("file")
@@ -328,7 +337,9 @@ class FilesHost(MuseaiCore):
             raise ApiError(400, "unsupported_file")
         path = video.path.parent / "cover"
         await anyio.Path(path).write_bytes(data)
+        await anyio.Path(path).chmod(FILE_MODE)
         video.cover_path, video.cover_type = path, media_type
+        self._save_video(video)
         return success()
 
     # -- CDN ---------------------------------------------------------------------------------------------
@@ -347,6 +358,7 @@ class FilesHost(MuseaiCore):
         if self._ingesting(video):
             raise ApiError(404, "not_found")
         video.views += 1
+        self._save_video(video)
         media_type = "audio/wav" if video.kind == "wav" else mimetypes.guess_type(video.filename)[0]
         return FileResponse(video.path, media_type=media_type or "application/octet-stream")
 
@@ -384,6 +396,7 @@ class FilesHost(MuseaiCore):
         name = base.rsplit(".", 1)[0] if "." in base else base
         subid = self._unique_id(9, lambda c: c in video.subtitles)
         video.subtitles[subid] = Subtitle(subid, name or "subtitles", text)
+        self._save_video(video)
         return JSONResponse({"id": subid, "name": video.subtitles[subid].name})
 
     async def _list_subtitles(self, request: Request) -> Response:
@@ -402,17 +415,19 @@ class FilesHost(MuseaiCore):
         return Response(subtitle.text, media_type="text/vtt")
 
     async def _rename_subtitles(self, request: Request) -> Response:
-        _video, subtitle = self._subtitle(request)
+        video, subtitle = self._subtitle(request)
         async with request.form() as form:
             name = form_text(form, "name")
         if not name:
             raise ApiError(400, "name_not_provided")
         subtitle.name = name
+        self._save_video(video)
         return success()
 
     async def _delete_subtitles(self, request: Request) -> Response:
         video, subtitle = self._subtitle(request)
         del video.subtitles[subtitle.id]
+        self._save_video(video)
         return success()
 
     # -- collections -------------------------------------------------------------------------------------
@@ -472,11 +487,13 @@ class FilesHost(MuseaiCore):
             raise ApiError(400, "invalid_visibility")
         scid = self._new_svid()
         self.collections[scid] = Collection(scid, name, str(visibility), self._wall())
+        self._save_collections()
         return JSONResponse({"scid": scid})
 
     async def _delete_collection(self, request: Request) -> Response:
         collection = self._collection(request.path_params["scid"])
         del self.collections[collection.scid]
+        self._save_collections()
         return success()
 
     async def _collection_add(self, request: Request) -> Response:
@@ -487,12 +504,14 @@ class FilesHost(MuseaiCore):
             raise ApiError(400, "svid_not_provided")
         video = self._video(svid)
         collection.members.setdefault(video.svid, self._wall())
+        self._save_collections()
         return success()
 
     async def _collection_remove(self, request: Request) -> Response:
         collection = self._collection(request.path_params["scid"])
         if collection.members.pop(request.path_params["svid"], None) is None:
             raise ApiError(404, "not_found")
+        self._save_collections()
         return success()
 
     # -- search ------------------------------------------------------------------------------------------

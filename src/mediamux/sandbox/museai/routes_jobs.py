@@ -73,6 +73,7 @@ class JobsHost(MuseaiCore):
             result=result,
         )
         self.jobs[job.id] = job
+        self._save_job(job)
         self.jobs_created += 1
         return JSONResponse({"id": job.id})
 
@@ -115,6 +116,7 @@ class JobsHost(MuseaiCore):
         now = self.now()
         if now >= job.done_at + RESULT_TTL_SECONDS:
             del self.jobs[job_id]
+            self._forget_job(job_id)
             raise ApiError(404, "not_found")
         if now < job.done_at:
             return JSONResponse({"status": "pending"})
@@ -137,6 +139,7 @@ class JobsHost(MuseaiCore):
         for job_id, job in list(self.jobs.items()):
             if now >= job.done_at + RESULT_TTL_SECONDS:
                 del self.jobs[job_id]
+                self._forget_job(job_id)
             elif now >= job.done_at and not job.failed:
                 self._land(job)
 
@@ -144,9 +147,12 @@ class JobsHost(MuseaiCore):
         if job.landed:
             return
         job.landed = True
-        if job.kind != "faces":
-            return
-        self.faces.add(job.sha256, job.result["faces"])
+        if job.kind == "faces":
+            # Faces before the job: stopped between the two, a restart lands the job again, which adds
+            # the same faces under the same ids (a no-op) rather than losing them.
+            self.faces.add(job.sha256, job.result["faces"])
+            self._save_faces()
+        self._save_job(job)
 
     # -- faces database ----------------------------------------------------------------------------------
 
@@ -155,4 +161,5 @@ class JobsHost(MuseaiCore):
 
     async def _faces_modify(self, request: Request) -> Response:
         self.faces.modify(await json_object(request))
+        self._save_faces()
         return JSONResponse({"status": "ok"})

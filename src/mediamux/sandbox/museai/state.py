@@ -1,4 +1,5 @@
-"""What the muse.ai emulator remembers: videos, their subtitles, collections, AI jobs, and received files."""
+"""What the muse.ai emulator remembers: videos, their subtitles, collections, AI jobs, and received files;
+and how each is written to its state folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamux.sandbox.museai.analysis import Segment
+from mediamux.sandbox.store import Timeline
 
 VISIBILITIES = ("private", "unlisted", "public")
 JOB_KINDS = ("speech", "align", "sounds", "colors", "faces", "objects", "text")
@@ -81,3 +83,106 @@ class Blob:
     size: int
     head: bytes
     data: bytes | None  # the whole file when it is at most ANALYSIS_MAX_BYTES
+
+
+# -- records in the state folder (see ``sandbox/store.py``): instants as wall-clock seconds ------------------
+
+
+def video_record(video: Video, timeline: Timeline) -> dict[str, Any]:
+    return {
+        "svid": video.svid,
+        "fid": video.fid,
+        "sha256": video.sha256,
+        "filename": video.filename,
+        "title": video.title,
+        "description": video.description,
+        "size": video.size,
+        "duration": video.duration,
+        "width": video.width,
+        "height": video.height,
+        "kind": video.kind,
+        "tcreated": video.tcreated,
+        "visibility": video.visibility,
+        "ready_wall": timeline.to_wall(video.ready_at),
+        "domains": video.domains,
+        "views": video.views,
+        "cover": video.cover_path is not None,
+        "cover_type": video.cover_type,
+        "cover_t": video.cover_t,
+        "subtitles": [[s.id, s.name, s.text] for s in video.subtitles.values()],
+    }
+
+
+def video_from_record(data: dict[str, Any], root: Path, timeline: Timeline) -> Video:
+    svid = str(data["svid"])
+    if not svid.isalnum():  # it names a folder
+        raise ValueError(f"bad svid {svid!r}")
+    folder = root / "videos" / svid
+    return Video(
+        svid=svid,
+        fid=str(data["fid"]),
+        sha256=str(data["sha256"]),
+        filename=str(data["filename"]),
+        title=str(data["title"]),
+        description=str(data["description"]),
+        path=folder / "data",
+        size=int(data["size"]),
+        duration=float(data["duration"]),
+        width=int(data["width"]),
+        height=int(data["height"]),
+        kind=str(data["kind"]),
+        tcreated=int(data["tcreated"]),
+        visibility=str(data["visibility"]),
+        ready_at=timeline.from_wall(float(data["ready_wall"])),
+        domains=[str(d) for d in data["domains"]],
+        views=int(data["views"]),
+        cover_path=folder / "cover" if data["cover"] else None,
+        cover_type=str(data["cover_type"]),
+        cover_t=float(data["cover_t"]),
+        subtitles={str(i): Subtitle(str(i), str(name), str(text)) for i, name, text in data["subtitles"]},
+    )
+
+
+def collection_record(collection: Collection) -> dict[str, Any]:
+    return {
+        "scid": collection.scid,
+        "name": collection.name,
+        "visibility": collection.visibility,
+        "tcreated": collection.tcreated,
+        "members": [[svid, tadded] for svid, tadded in collection.members.items()],
+    }
+
+
+def collection_from_record(data: dict[str, Any]) -> Collection:
+    members = {str(svid): int(tadded) for svid, tadded in data["members"]}
+    return Collection(
+        str(data["scid"]), str(data["name"]), str(data["visibility"]), int(data["tcreated"]), members
+    )
+
+
+def job_record(job: Job, timeline: Timeline) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "filename": job.filename,
+        "sha256": job.sha256,
+        "done_wall": timeline.to_wall(job.done_at),
+        "failed": job.failed,
+        "result": job.result,
+        "landed": job.landed,
+    }
+
+
+def job_from_record(data: dict[str, Any], timeline: Timeline) -> Job:
+    if data["kind"] not in JOB_KINDS or not isinstance(data["result"], dict):
+        raise ValueError(f"bad job record {data.get('id')!r}")
+    return Job(
+        id=str(data["id"]),
+        kind=str(data["kind"]),
+        filename=str(data["filename"]),
+        sha256=str(data["sha256"]),
+        done_at=timeline.from_wall(float(data["done_wall"])),
+        failed=bool(data["failed"]),
+        result=data["result"],
+        landed=bool(data["landed"]),
+    )

@@ -1,0 +1,320 @@
+"""The job journal and cost ledger: the promises the engine builds on, checked on a real SQLite file.
+
+* ``claim`` inserts a job unless an identical one inside the window can stand for it — atomically,
+  across two connections to one file (two server processes);
+* a job that is running, finished well, or whose submission outcome is unknown is a duplicate; a
+  refused or failed one is not;
+* ``save`` never lets an unfinished copy overwrite a finished job;
+* the ledger holds one row per job, so re-polls replace a charge instead of adding it, refunds are
+  not spent, and unreported amounts are counted as unpriced rather than as zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mediamux.jobs.journal import Journal
+from mediamux.jobs.models import JobError, JobRecord
+from mediamux.providers.cost import Cost
+
+T0 = 1_767_225_600.0  # 2026-01-01, wall-clock seconds
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "mediamux.sqlite3"
+
+
+@pytest.fixture
+def journal(db: Path) -> Iterator[Journal]:
+    j = Journal(db)
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def job() -> Callable[..., JobRecord]:
+    counter = iter(range(1, 10_000))
+
+    def make(**fields: Any) -> JobRecord:
+        n = next(counter)
+        values: dict[str, Any] = {
+            "job_id": f"job_{n:04d}",
+            "provider": "muapi",
+            "operation": "generate",
+            "dedup_key": "same-request",
+            "args": {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}},
+            "status": "queued",
+            "session_id": "session-a",
+            "submitted_ts": T0 + n,
+            "updated_ts": T0 + n,
+        }
+        values.update(fields)
+        return JobRecord(**values)
+
+    return make
+
+
+# -- claim and the duplicate window ------------------------------------------------------------------
+
+
+def test_a_claim_inserts_a_new_job_and_it_reads_back_field_for_field(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    record = job(
+        options={"save_outputs": True},
+        provider_job_id="req-1",
+        status="completed",
+        submit_state="accepted",
+        result={"outputs": ["https://cdn/x.png"]},
+        error=JobError(error_class="provider_error", message="was flaky once"),
+        cost=Cost(usd=0.003, credits=1, source="body"),
+        completed_ts=T0 + 9,
+        polls=3,
+    )
+
+    claimed, created = journal.claim(record, window_start_ts=None)
+
+    assert created and claimed == record
+    assert journal.get(record.job_id) == record
+
+
+def test_an_identical_request_inside_the_window_gets_the_existing_job(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    first, _ = journal.claim(job(), window_start_ts=T0 - 600)
+
+    again, created = journal.claim(job(), window_start_ts=T0 - 600)
+
+    assert not created and again.job_id == first.job_id
+    assert [r.job_id for r in journal.list()] == [first.job_id]
+
+
+def test_an_identical_request_after_the_window_is_a_new_job(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    first, _ = journal.claim(job(), window_start_ts=None)
+
+    later, created = journal.claim(job(), window_start_ts=first.submitted_ts + 1)
+
+    assert created and later.job_id != first.job_id
+
+
+def test_a_different_request_is_never_a_duplicate(journal: Journal, job: Callable[..., JobRecord]) -> None:
+    journal.claim(job(), window_start_ts=None)
+
+    _, created = journal.claim(job(dedup_key="another-request"), window_start_ts=T0 - 600)
+
+    assert created
+
+
+@pytest.mark.parametrize(
+    ("status", "submit_state", "duplicate"),
+    [
+        ("queued", "pending", True),
+        ("running", "accepted", True),
+        ("completed", "accepted", True),
+        ("failed", "uncertain", True),  # may have been charged: never a blind second payment
+        ("cancelled", "uncertain", True),
+        ("failed", "rejected", False),  # refused upstream: a retry must go through
+        ("failed", "accepted", False),  # the provider ran it and it failed
+        ("cancelled", "accepted", False),
+        ("expired", "accepted", False),
+    ],
+)
+def test_which_earlier_jobs_stand_for_an_identical_request(
+    journal: Journal, job: Callable[..., JobRecord], status: str, submit_state: str, duplicate: bool
+) -> None:
+    earlier = job(status=status, submit_state=submit_state)
+    journal.claim(earlier, window_start_ts=None)
+
+    found = journal.find_duplicate("same-request", T0 - 600)
+    _, created = journal.claim(job(), window_start_ts=T0 - 600)
+
+    assert (found is not None and found.job_id == earlier.job_id) is duplicate
+    assert created is not duplicate
+
+
+def test_the_newest_qualifying_job_is_the_duplicate(journal: Journal, job: Callable[..., JobRecord]) -> None:
+    journal.claim(job(status="completed", submit_state="accepted"), window_start_ts=None)
+    newer = job(status="running", submit_state="accepted")
+    journal.claim(newer, window_start_ts=None)
+
+    found = journal.find_duplicate("same-request", T0 - 600)
+
+    assert found is not None and found.job_id == newer.job_id
+
+
+def test_two_processes_claiming_the_same_request_create_exactly_one_job(
+    db: Path, job: Callable[..., JobRecord]
+) -> None:
+    one, two = Journal(db), Journal(db)
+    try:
+        a, created_a = one.claim(job(), window_start_ts=T0 - 600)
+        b, created_b = two.claim(job(), window_start_ts=T0 - 600)
+        listed_by_other = one.list()
+    finally:
+        one.close()
+        two.close()
+
+    assert (created_a, created_b) == (True, False)
+    assert b.job_id == a.job_id and [r.job_id for r in listed_by_other] == [a.job_id]
+
+
+# -- save ------------------------------------------------------------------------------------------
+
+
+def test_save_records_progress_of_an_unfinished_job(journal: Journal, job: Callable[..., JobRecord]) -> None:
+    record, _ = journal.claim(job(), window_start_ts=None)
+
+    journal.save(record.model_copy(update={"status": "running", "provider_job_id": "req-9", "polls": 2}))
+
+    saved = journal.get(record.job_id)
+    assert saved is not None and (saved.status, saved.provider_job_id, saved.polls) == ("running", "req-9", 2)
+
+
+@pytest.mark.parametrize("finished", ["completed", "failed", "cancelled", "expired"])
+def test_save_never_lets_an_unfinished_copy_overwrite_a_finished_job(
+    journal: Journal, job: Callable[..., JobRecord], finished: str
+) -> None:
+    record, _ = journal.claim(job(status="running", submit_state="accepted"), window_start_ts=None)
+    stale = record.model_copy()  # a waiter that read the row before it finished
+    journal.save(record.model_copy(update={"status": finished, "result": {"outputs": ["x"]}}))
+
+    journal.save(stale.model_copy(update={"status": "running", "polls": 99}))
+
+    saved = journal.get(record.job_id)
+    assert saved is not None and saved.status == finished and saved.polls == 0
+
+
+def test_a_finished_job_can_still_be_updated_by_a_finished_copy(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    record, _ = journal.claim(job(status="completed", submit_state="accepted"), window_start_ts=None)
+
+    journal.save(record.model_copy(update={"options": {"_finalized": True}, "result": {"saved": ["a.png"]}}))
+
+    saved = journal.get(record.job_id)
+    assert (
+        saved is not None and saved.options == {"_finalized": True} and saved.result == {"saved": ["a.png"]}
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def test_list_filters_by_status_and_provider_newest_first_within_the_limit(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    rows = [
+        job(dedup_key="a", status="running"),
+        job(dedup_key="b", status="completed"),
+        job(dedup_key="c", status="queued", provider="muzaic"),
+        job(dedup_key="d", status="failed", provider="muzaic"),
+    ]
+    for record in rows:
+        journal.claim(record, window_start_ts=None)
+
+    def ids(**filters: Any) -> list[str]:
+        return [r.job_id for r in journal.list(**filters)]
+
+    assert ids() == [r.job_id for r in reversed(rows)]
+    assert ids(status="active") == [rows[2].job_id, rows[0].job_id]
+    assert ids(status="completed") == [rows[1].job_id]
+    assert ids(provider="muzaic") == [rows[3].job_id, rows[2].job_id]
+    assert ids(status="active", provider="muapi") == [rows[0].job_id]
+    assert ids(limit=2) == [rows[3].job_id, rows[2].job_id]
+
+
+def test_a_job_is_found_by_the_providers_id_and_unknown_ids_are_none(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    record, _ = journal.claim(job(provider_job_id="req-42"), window_start_ts=None)
+
+    found = journal.find_by_provider_id("muapi", "req-42")
+
+    assert found is not None and found.job_id == record.job_id
+    assert journal.find_by_provider_id("museai", "req-42") is None
+    assert journal.get("job_nope") is None
+
+
+def test_the_journal_outlives_the_process_that_wrote_it(db: Path, job: Callable[..., JobRecord]) -> None:
+    first = Journal(db)
+    record, _ = first.claim(job(status="running", submit_state="accepted"), window_start_ts=None)
+    first.record_cost(
+        record.job_id, provider="muapi", operation="generate", session_id="s", cost=Cost(usd=1.4), ts=T0
+    )
+    first.close()
+
+    second = Journal(db)
+    try:
+        assert second.get(record.job_id) == record
+        assert second.spent_usd() == pytest.approx(1.4)
+    finally:
+        second.close()
+
+
+# -- the ledger --------------------------------------------------------------------------------------
+
+
+def charge(journal: Journal, entry: str, cost: Cost, *, provider: str = "muapi", session: str = "s1") -> None:
+    journal.record_cost(entry, provider=provider, operation="generate", session_id=session, cost=cost, ts=T0)
+
+
+def test_a_re_polled_job_replaces_its_charge_instead_of_adding_it(journal: Journal) -> None:
+    charge(journal, "job_1", Cost(usd=1.4, credits=333))
+    charge(journal, "job_1", Cost(usd=1.4, credits=333))
+    charge(journal, "job_1", Cost(usd=1.5, credits=350))  # the final figure
+
+    totals = journal.totals()
+
+    assert totals["usd"] == pytest.approx(1.5)
+    assert totals["providers"]["muapi"] == {
+        "usd": pytest.approx(1.5),
+        "credits": 350,
+        "tokens": None,
+        "entries": 1,
+        "entries_without_usd": 0,
+    }
+
+
+def test_totals_are_per_provider_and_per_session_and_refunds_are_not_spent(journal: Journal) -> None:
+    charge(journal, "job_1", Cost(usd=0.003, credits=1))
+    charge(journal, "job_2", Cost(usd=1.4, credits=333, refunded=True))
+    charge(journal, "job_3", Cost(tokens=12), provider="muzaic")
+    charge(journal, "job_4", Cost(usd=0.5, tokens=30), provider="muzaic", session="s2")
+
+    everything = journal.totals()
+    session_one = journal.totals("s1")
+
+    assert everything["usd"] == pytest.approx(0.503)
+    muapi, muzaic = everything["providers"]["muapi"], everything["providers"]["muzaic"]
+    assert (muapi["usd"], muapi["credits"], muapi["entries"]) == (pytest.approx(0.003), 1, 2)
+    assert (muzaic["usd"], muzaic["tokens"], muzaic["entries"], muzaic["entries_without_usd"]) == (
+        0.5,
+        42,
+        2,
+        1,
+    )
+    assert session_one["usd"] == pytest.approx(0.003) and session_one["providers"]["muzaic"]["tokens"] == 12
+    assert journal.spent_usd("s2") == pytest.approx(0.5) and journal.spent_usd("nobody") == 0.0
+
+
+def test_a_refund_reported_later_takes_the_charge_out_of_the_spend(journal: Journal) -> None:
+    charge(journal, "job_1", Cost(usd=1.4))
+    assert journal.spent_usd() == pytest.approx(1.4)
+
+    charge(journal, "job_1", Cost(usd=1.4, refunded=True))
+
+    assert journal.spent_usd() == 0.0 and journal.totals()["providers"]["muapi"]["entries"] == 1
+
+
+def test_a_cost_with_no_amount_is_not_a_ledger_entry(journal: Journal) -> None:
+    charge(journal, "job_1", Cost(balance_usd=18.72, source="headers"))
+    charge(journal, "job_2", Cost())
+
+    assert journal.totals() == {"usd": 0.0, "providers": {}}
