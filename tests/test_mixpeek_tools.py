@@ -1,7 +1,10 @@
 """Every Mixpeek tool against the older v0 (quickstart) API, which ``MIXPEEK_API_VERSION=v0`` selects:
-through the real server and the in-memory MCP client, against the v0 emulator
-(written from the documents, independently of the client). The same tools against the default v1 API
-are in ``test_mixpeek_v1_tools.py``."""
+through the real server and the in-memory MCP client, against the v0 emulator (written from the
+documents, independently of the client). The same tools against the default v1 API are in
+``test_mixpeek_v1_tools.py``; the v0 client's readers are unit-tested in ``tests/unit/providers``.
+
+Tool behaviour is checked in one protocol era; progress, cancellation and resources are marked ``both_eras``.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,7 @@ from mcp import Client
 from mcp_types import TextResourceContents
 
 from mediamux.clock import FakeClock
-from mediamux.jobs.mixpeek import summarize, v0_settings
-from mediamux.providers.mixpeek import Task, parse_features, parse_search
-from mediamux.providers.status import normalize_status
+from mediamux.jobs.mixpeek import IndexArgs, v0_settings
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.support import eventually
@@ -515,93 +516,10 @@ async def test_a_rejected_key_is_an_auth_error_that_names_the_variable(
     assert "sandbox-mixpeek-key" not in text(result)
 
 
-# -- tolerant readers: documented shapes the emulator does not produce ----------------------------
-
-
 def test_named_features_become_the_quickstart_settings_blocks() -> None:
-    from mediamux.jobs.mixpeek import IndexArgs
-
     (video,), image = v0_settings(
         IndexArgs(collection_id="c", features=["ocr", "transcription"], segment_s=30)
     )
 
     assert video.model_dump(exclude_none=True) == {"interval_sec": 30, "read": {}, "transcribe": {}}
     assert image.model_dump(exclude_none=True) == {"read": {}}
-
-
-def test_the_quickstart_example_and_the_sdk_grouped_example_read_as_the_same_model() -> None:
-    quickstart = {
-        "video_segments": [
-            {
-                "start_time": 10.0,
-                "end_time": 20.0,
-                "interval_sec": 10,
-                "transcription": "0:10 Can't lose weight. She might have high cortisol levels.",
-                "text": "CORTISOL DETOX\nSomatic Yoga challenge\n",
-                "description": "The video starts with a still image ...",
-                "json_output": {"emotions": ["neutral"]},
-            }
-        ],
-        "pagination": {
-            "total": 12,
-            "page": 1,
-            "page_size": 10,
-            "total_pages": 2,
-            "next_page": "https://api.mixpeek.com/assets/198dacbb?page=2&page_size=10",
-            "previous_page": None,
-        },
-    }
-    sdk = {
-        "asset": {
-            "asset_id": "c2ea4838",
-            "collection_id": "quickstart",
-            "status": "DONE",
-            "url": "video.mp4",
-            "modality": "video",
-        },
-        "features": {
-            "video": [
-                {
-                    "start_time": 0.0,
-                    "end_time": 5.0,
-                    "interval_sec": 60,
-                    "modality": "video",
-                    "created_at": "2024-11-08T16:56:01.330858Z",
-                    "vectors": {"multimodal-v1": [0.1] * 1024},
-                }
-            ],
-            "image": [],
-            "text": [],
-            "audio": [],
-        },
-    }
-
-    a = parse_features("198dacbb", quickstart)
-    b = parse_features("c2ea4838", sdk)
-
-    assert (a.source_shape, b.source_shape) == ("video_segments", "grouped")
-    assert a.features[0].modality == "video" and a.features[0].json_output == {"emotions": ["neutral"]}
-    assert a.pagination is not None and a.pagination.total_pages == 2
-    assert b.asset is not None and b.asset.status == "DONE" and b.features[0].interval_sec == 60
-    assert "vectors" not in b.model_dump_json()
-    summary = summarize(a)
-    assert (summary.segments, summary.complete, summary.duration_s) == (12, False, 20.0)
-    with pytest.raises(ValueError, match="neither video_segments"):
-        parse_features("x", {"something": "else"})
-
-
-def test_task_status_and_search_readers_accept_every_documented_variant() -> None:
-    assert Task.model_validate({"task_id": "t", "status": "DONE", "file_id": "f1"}).asset_id == "f1"
-    failed = Task.model_validate({"task_id": "t", "status": "FAILED", "error": {"message": "bad codec"}})
-    assert failed.error_message == "bad codec"
-    assert [normalize_status(s) for s in ("INITIALIZING", "downloading", "CANCELED", "WARMING")] == [
-        "queued",
-        "running",
-        "cancelled",
-        "WARMING",
-    ]
-    legacy = parse_search([{"file_id": "f", "score": 0.5, "caption": "a dog", "vectors": [1.0]}])
-    assert legacy.results[0].asset_id == "f" and legacy.results[0].caption == "a dog"
-    grouped = parse_search({"results": [{"group": "a", "score": 1, "features": [{"asset_id": "a"}]}]})
-    assert grouped.groups is not None and grouped.groups[0].features[0].asset_id == "a"
-    assert grouped.results == []

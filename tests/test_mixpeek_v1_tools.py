@@ -1,6 +1,9 @@
 """Every Mixpeek tool against the live v1 API's emulator (the default generation), through the real server
-and the in-memory MCP client in both protocol eras. The emulator was written from the v1 contract,
-independently of the client."""
+and the in-memory MCP client. The emulator was written from the v1 contract, independently of the client.
+
+Each tool is exercised in both protocol eras by at least one test (marked ``both_eras``: the ones about
+progress, cancellation and resources among them); the rest talk in one era.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ CITY = "https://media.example.com/videos/city_night_walk.mp4"
 DAY = 24 * 3600
 UNNAMESPACED = ("/v1/namespaces", "/v1/tasks/", "/_storage/")
 
+pytestmark = pytest.mark.providers("mixpeek")
+
 
 def index_args(url: str = DEMO, **extra: Any) -> dict[str, Any]:
     return {"url": url, "collection_id": "quickstart", "wait_s": 60, **extra}
@@ -45,6 +50,7 @@ def links(result: Any) -> set[str]:
 # -- indexing ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_index_url_sets_up_the_collection_and_waits_until_the_documents_are_searchable(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -115,6 +121,7 @@ async def test_every_namespaced_call_carries_x_namespace_and_task_calls_do_not(
         assert header == expected, (method, path)
 
 
+@pytest.mark.both_eras
 async def test_index_file_uploads_through_a_presigned_url_with_the_chosen_features(
     client: Client, sandbox: Sandbox, files_dir: Path
 ) -> None:
@@ -345,6 +352,7 @@ async def test_an_unreachable_url_ends_failed_with_the_providers_reason(client: 
 # -- tasks ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_get_task_reports_the_raw_and_normalised_status_and_links_our_job(client: Client) -> None:
     started = (await call(client, "mixpeek_index_url", index_args(wait_s=0))).structured_content
 
@@ -375,6 +383,7 @@ async def test_get_task_of_an_unknown_task_is_not_found_and_says_how_long_tasks_
     assert "24 h" in text(result)
 
 
+@pytest.mark.both_eras
 async def test_cancel_task_kills_a_running_task_and_the_job_ends_cancelled(client: Client) -> None:
     started = (await call(client, "mixpeek_index_url", index_args(wait_s=0))).structured_content
 
@@ -402,6 +411,7 @@ async def test_cancel_task_kills_a_running_task_and_the_job_ends_cancelled(clien
 # -- segments ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_eras
 async def test_asset_features_page_through_the_objects_documents_in_time_order(
     client: Client, sandbox: Sandbox
 ) -> None:
@@ -427,6 +437,7 @@ async def test_features_of_an_unknown_object_are_not_found(client: Client) -> No
     assert result.is_error and result.meta["mediamux/error"]["class"] == "not_found"
 
 
+@pytest.mark.both_eras
 async def test_the_asset_resource_serves_the_segments(client: Client) -> None:
     done = await indexed(client)
     asset_id = done["result"]["asset_id"]
@@ -460,6 +471,7 @@ async def found(client: Client, videos: dict[str, str], **extra: Any) -> set[str
     return {videos[h["asset_id"]] for h in result.structured_content["results"]}
 
 
+@pytest.mark.both_eras
 async def test_fulltext_matches_words_while_semantic_ranks_every_segment(
     client: Client, two_videos: dict[str, str]
 ) -> None:

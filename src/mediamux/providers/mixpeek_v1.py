@@ -369,6 +369,7 @@ class MixpeekV1Client:
             error = self.t.malformed(operation, f"no {key} in the answer")
             error.maybe_sent = True
             raise error
+        self.t.checked_id(data[key], key, operation)
         return data
 
     # -- namespace -------------------------------------------------------------------------------

@@ -428,9 +428,8 @@ class Transport:
         original_method = method
         for hop in range(4):
             same_origin = origin(current) == self._origin
-            # A write to an address the provider handed out (a presigned upload) goes there once.
-            elsewhere_ok = external and hop == 0
-            if not same_origin and (hop > 0 or (original_method not in ("GET", "HEAD") and not elsewhere_ok)):
+            # A presigned write (``external``) goes to the storage host it names, and only there.
+            if not same_origin and (hop > 0 or (original_method not in ("GET", "HEAD") and not external)):
                 logger.warning(
                     "%s %s: refused a redirect to %s (only %s is followed)",
                     self.provider,

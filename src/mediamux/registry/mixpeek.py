@@ -90,7 +90,7 @@ async def _health(client: Any) -> str:
 
 def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     """The generation MIXPEEK_API_VERSION names (the sandbox is built before any settings object, from
-    the same environment the server reads). Both keep their state in memory: ``state_dir`` is unused."""
+    the same environment the server reads). Both keep their state in memory: ``state_dir`` is not used."""
     from mediamux.sandbox import Emulated
 
     emulator: Any

@@ -59,14 +59,17 @@ toolset = Toolset(
 )
 
 MAX_METADATA_BYTES = 64 * 1024
+# Checked in the tool rather than stated in the schema: every token of a tool's definition is paid for
+# in each conversation that lists it.
+MAX_URL_CHARS = 4096
 
 CollectionId = Annotated[str, Field(pattern=COLLECTION_NAME_RE.pattern)]
 TaskId = Annotated[str, Field(max_length=200, pattern=ID_RE.pattern)]
 Metadata = Annotated[dict[str, Any], Field(description="Filterable as metadata.<key>")]
 # Defaults stand for "the collection's own" on an existing collection (its extractor is fixed when it is
 # created), so they are left out of the journaled arguments and only a changed value is checked against it.
-Features = Annotated[list[Feature], Field(min_length=1, description="Fixed per collection")]
-SegmentS = Annotated[int, Field(ge=5, le=119, description="Seconds per segment, likewise")]
+Features = Annotated[list[Feature], Field(description="Fixed per collection")]
+SegmentS = Annotated[int, Field(ge=5, le=119, description="Seconds per segment, also fixed")]
 
 
 def client_of(ctx: Context) -> MixpeekApi:
@@ -93,6 +96,8 @@ def _index_args(
         raise InputError(
             f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB; keep it to short key/values"
         )
+    if not features:
+        raise InputError("features needs at least one of transcription, description, ocr, embedding")
     chosen = sorted(set(features))
     return IndexArgs(
         collection_id=collection_id,
@@ -118,7 +123,7 @@ async def _run_index(
 
 @toolset.tool(title="Index a video URL with Mixpeek", read_only=False, open_world=True)
 async def mixpeek_index_url(
-    url: Annotated[str, Field(max_length=4096, description="Public video URL")],
+    url: Annotated[str, Field(description="Public video URL")],
     collection_id: CollectionId,
     ctx: Context,
     metadata: Metadata = {},  # noqa: B006 - validated into a fresh dict per call, never mutated
@@ -127,9 +132,10 @@ async def mixpeek_index_url(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
-    """Indexes a video URL into a Mixpeek collection (created if new) as time segments with the chosen
-    features; waits, then returns the object id and a segment summary. Paid in Mixpeek credits; as long as
-    the video; past wait_s, returns a job_id for jobs_wait."""
+    """Indexes a video URL into a Mixpeek collection (created if new); waits and returns the object id and a
+    segment summary. Paid in Mixpeek credits; as long as the video; past wait_s, returns a job_id for jobs_wait."""
+    if len(url) > MAX_URL_CHARS:
+        raise InputError(f"url is longer than {MAX_URL_CHARS} characters")
     args = _index_args(collection_id, metadata, features, segment_s, url=check_url(url))
     client_of(ctx)
     return await _run_index(ctx, "index_url", args, wait_s, new_job)
@@ -148,8 +154,8 @@ async def mixpeek_index_file(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
-    """Uploads a local video to Mixpeek (streamed, with progress) and indexes it like mixpeek_index_url.
-    Paid in Mixpeek credits; past wait_s, returns a job_id for jobs_wait."""
+    """Uploads a local video (streamed, with progress) and indexes it like mixpeek_index_url. Paid in
+    Mixpeek credits; past wait_s, returns a job_id for jobs_wait."""
     kinds = ("video",) if generation(client_of(ctx)) == "v1" else ("video", "image")
     resolved = upload_path(ctx, path, kinds=kinds)
     if resolved.stat().st_size == 0:
