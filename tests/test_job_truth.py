@@ -134,7 +134,11 @@ async def test_cancelling_a_mixpeek_index_job_stops_the_task_upstream(
     started = await ok(
         client,
         "mixpeek_index_url",
-        {"url": "https://media.example.com/videos/city_night_walk.mp4", "collection_id": "clips", "wait_s": 0},
+        {
+            "url": "https://media.example.com/videos/city_night_walk.mp4",
+            "collection_id": "clips",
+            "wait_s": 0,
+        },
     )
 
     cancelled = await ok(client, "jobs_cancel", {"job_id": started["job_id"]})

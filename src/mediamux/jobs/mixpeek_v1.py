@@ -90,11 +90,6 @@ class MixpeekV1IndexDriver(DriverBase):
         # its batch is read directly. A restarted server finds it again through the bucket's batches.
         self._where: dict[str, _Where] = {}
 
-    can_cancel = True
-
-    async def cancel(self, provider_job_id: str, args: IndexArgs) -> None:
-        await self.client.cancel_task(provider_job_id)
-
     async def prepare(self, args: IndexArgs, options: dict[str, Any], progress: ProgressFn) -> Staged:
         op = self.operation
         wanted = extraction_of(args)
