@@ -21,6 +21,8 @@ from mediamux.registry.spec import ProviderSettings
 JOBS_TOOLSET = "jobs"
 # Also stated in tool descriptions, which must not change with configuration: keep them in step.
 DEFAULT_DEDUP_WINDOW_S = 600.0
+# What the SDK's AES-GCM request-state codec requires of each key.
+MIN_STATE_KEY_BYTES = 32
 
 
 def toolset_ids() -> tuple[str, ...]:
@@ -39,7 +41,8 @@ def _default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    # hide_input_in_errors: a refused value may be a secret (a state key, a token); errors name, never echo.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", hide_input_in_errors=True)
 
     # Each provider's variables live in its own settings class (see mediamux.registry), read
     # from the same keyword arguments and environment as this object.
@@ -62,6 +65,13 @@ class Settings(BaseSettings):
     # While a budget is set, what a job whose price cannot be known in advance (muse.ai, Mixpeek,
     # unpriced Muzaic) holds against it; unset, such jobs are refused rather than counted as free.
     unpriced_job_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_UNPRICED_JOB_USD")
+    # Ask the user (when the client can be asked) before a paid call estimated above this; unset: never.
+    confirm_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_CONFIRM_USD")
+    # Seal the state of multi-round (input_required) results; keys[0] seals, every key opens, so keys
+    # rotate as [old, new] -> [new, old] -> [new]. Unset: a random key held by this process only.
+    state_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="MEDIAMUX_STATE_KEYS"
+    )
     http_token: SecretStr | None = Field(None, validation_alias="MEDIAMUX_HTTP_TOKEN")
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MEDIAMUX_HTTP_ALLOWED_HOSTS"
@@ -109,7 +119,30 @@ class Settings(BaseSettings):
             return v.strip() or None
         return v
 
-    @field_validator("budget_usd", "unpriced_job_usd", mode="before")
+    @field_validator("state_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("state_keys")
+    @classmethod
+    def _strong_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        # Said here, at start-up, in our words; the key itself is never repeated.
+        for i, key in enumerate(v, start=1):
+            size = len(key.get_secret_value().encode())
+            if size < MIN_STATE_KEY_BYTES:
+                raise ValueError(
+                    f"MEDIAMUX_STATE_KEYS: key {i} is {size} characters; each key must be at least "
+                    f"{MIN_STATE_KEY_BYTES} characters of secret randomness. Make one with "
+                    'python -c "import secrets; print(secrets.token_hex(32))"'
+                )
+        if len({k.get_secret_value() for k in v}) != len(v):
+            raise ValueError("MEDIAMUX_STATE_KEYS lists the same key twice")
+        return v
+
+    @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:
         return None if v == "" else v
@@ -163,5 +196,5 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value this process holds, for the log redaction filter."""
-        values = [self.api_key(p) for p in registry.provider_ids()] + [self.http_token]
+        values = [self.api_key(p) for p in registry.provider_ids()] + [self.http_token, *self.state_keys]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]

@@ -24,6 +24,8 @@ from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
+from mediamux.server.state_keys import install as install_state_refusals
+from mediamux.server.state_keys import request_state_security
 from mediamux.tools import arguments as argument_errors
 from mediamux.tools.base import Toolset, error_result
 
@@ -211,7 +213,9 @@ def build_server(
         website_url="https://github.com/mediamux/mediamux",
         lifespan=lifespan,
         log_level="WARNING",
+        request_state_security=request_state_security(settings),
     )
+    install_state_refusals(mcp)
     mcp.mediamux_settings = settings
     specs = selected_tools(settings)
     for spec in specs:
