@@ -4,7 +4,8 @@ A *driver* knows one provider operation: how to submit it, how to poll it, and w
 a finished result (save outputs, store an expiring transcript). The engine does the rest, the
 same way for every provider:
 
-* budget check, then the duplicate-spend guard, then a journal row — all before any paid call;
+* the duplicate-spend guard, then (where configured) the user's consent to the estimate, then the
+  budget check and a journal row — all before any paid call;
 * the submission itself is shielded from client cancellation, so a request id the provider
   has issued is always recorded;
 * polling with adaptive backoff inside the caller's wait budget, progress at submission and at
@@ -15,6 +16,7 @@ same way for every provider:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +186,53 @@ class JobDriver(Protocol):
     ) -> Outcome: ...
 
 
+@dataclass(frozen=True)
+class SpendQuote:
+    """What a new paid job is expected to cost, worked out once, before anything is reserved: what
+    the user is asked to agree to when a confirmation is due."""
+
+    provider: str
+    operation: str
+    title: str  # the provider as people know it ("MuAPI")
+    subject: str  # what runs: the model (MuAPI's endpoint) or the operation
+    dedup_key: str
+    # The provider's quote, else what the last job of its kind cost; None: not known in advance.
+    estimate_usd: float | None
+    reserve_usd: float | None = None  # what it will hold against MEDIAMUX_BUDGET_USD
+    budget_usd: float | None = None
+    committed_usd: float | None = None  # spent or held by running jobs when the quote was made
+
+    @property
+    def remaining_usd(self) -> float | None:
+        if self.budget_usd is None or self.committed_usd is None:
+            return None
+        return max(0.0, self.budget_usd - self.committed_usd)
+
+
+class SpendGate(Protocol):
+    """Asks the person behind the client before money is spent; one per tool call (``SPEND_GATE``).
+
+    The engine knows nothing of how the question travels: mid-call (``elicitation/create``) or as a
+    multi-round result, where ``confirm`` ends the round by raising and the retry brings the answer
+    and the quote that was shown (``recall``)."""
+
+    def can_ask(self) -> bool:
+        """Whether this call's client declared that it can put a question to its user."""
+        ...
+
+    def recall(self, dedup_key: str) -> SpendQuote | None:
+        """The quote shown for this very job in an earlier round of this call, if any."""
+        ...
+
+    async def confirm(self, quote: SpendQuote) -> bool:
+        """True to go ahead, False when the user said no (declined or cancelled)."""
+        ...
+
+
+# Set by the tool layer around each tool call: a paid job started inside it asks through this gate.
+SPEND_GATE: ContextVar[SpendGate | None] = ContextVar("mediamux_spend_gate", default=None)
+
+
 class DriverBase:
     """Defaults for the parts of ``JobDriver`` most operations do not need."""
 
@@ -287,6 +337,7 @@ class JobEngine:
         dedup_window_s: float = 600.0,
         budget_usd: float | None = None,
         unpriced_job_usd: float | None = None,
+        confirm_usd: float | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         recovery_path: Path | None = None,
     ) -> None:
@@ -299,6 +350,9 @@ class JobEngine:
         # What a job with no price known in advance reserves against the budget (None: such jobs are
         # refused while a budget is set, rather than counted as free).
         self.unpriced_job_usd = unpriced_job_usd
+        # A paid job estimated above this (or, under a budget, one that cannot be priced) is put to the
+        # user first, when the calling client can be asked (SPEND_GATE); None: never asked.
+        self.confirm_usd = confirm_usd
         self._drivers: dict[tuple[str, str], JobDriver] = {}
         self._slots: dict[str, _Slot] = {}
         # Who submitted a job: a waiter elsewhere declares a submission lost only once this is gone.
@@ -515,7 +569,21 @@ class JobEngine:
         existing = self.journal.find_duplicate(key, window) if window is not None else None
         if existing is not None:
             return await self._reuse(existing, driver, options or {}, wait_s, report)
-        reserve = await self._reservation(driver, args)
+        gate = SPEND_GATE.get()
+        if (
+            (self.confirm_usd is not None or self.budget_usd is not None)
+            and gate is not None
+            and gate.can_ask()
+        ):
+            # The estimate is made once per job, not once per round: a retry carries the one shown.
+            quote = gate.recall(key) or await self._quote(driver, args, key)
+            if self._needs_consent(quote):
+                quote = self._with_budget_left(driver, quote)
+                if not await gate.confirm(quote):
+                    return self._declined(driver, quote)
+            reserve = self._reserve(driver, quote.estimate_usd)
+        else:
+            reserve = await self._reservation(driver, args)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
@@ -657,10 +725,64 @@ class JobEngine:
         estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD."""
         if self.budget_usd is None:
             return None
+        return self._reserve(driver, await self._estimate(driver, args))
+
+    async def _estimate(self, driver: JobDriver, args: BaseModel) -> float | None:
+        """The provider's quote (free to ask), else what the most recent job of its kind cost."""
         estimate = await driver.estimate_usd(args)
         key = driver.price_key(args)
         if estimate is None and key is not None:
             estimate = self.journal.price_history(driver.provider, driver.operation, key)
+        return estimate
+
+    async def _quote(self, driver: JobDriver, args: BaseModel, dedup: str) -> SpendQuote:
+        estimate = await self._estimate(driver, args)
+        self._reserve(driver, estimate)  # a job the budget would refuse is refused before anyone is asked
+        return SpendQuote(
+            provider=driver.provider,
+            operation=driver.operation,
+            title=driver.title,
+            subject=driver.price_key(args) or driver.operation.replace("_", " "),
+            dedup_key=dedup,
+            estimate_usd=estimate,
+        )
+
+    def _needs_consent(self, quote: SpendQuote) -> bool:
+        if quote.estimate_usd is None:
+            return self.budget_usd is not None  # a blind charge against a limit the user set
+        return self.confirm_usd is not None and quote.estimate_usd > self.confirm_usd + 1e-9
+
+    def _with_budget_left(self, driver: JobDriver, quote: SpendQuote) -> SpendQuote:
+        """The quote with the budget as it stands now; a job that no longer fits is refused unasked
+        (the claim checks again, atomically, after the answer)."""
+        if self.budget_usd is None:
+            return quote
+        reserve = self._reserve(driver, quote.estimate_usd)
+        committed = self.journal.committed_usd()
+        if committed + (reserve or 0.0) > self.budget_usd + 1e-9:
+            raise self._over_budget(driver, OverBudget(committed, reserve))
+        return dataclasses.replace(
+            quote, reserve_usd=reserve, budget_usd=self.budget_usd, committed_usd=committed
+        )
+
+    def _declined(self, driver: JobDriver, quote: SpendQuote) -> JobResult[Any]:
+        """The answer to a "no": a normal result, with no job, no reservation and no charge."""
+        return JobResult[Any](
+            job_id="",
+            provider=driver.provider,
+            operation=driver.operation,
+            status="declined",
+            cost=Cost(usd=0.0, note="not submitted, so not charged"),
+            session_spent_usd=round(self.journal.spent_usd(self.session_id), 6),
+            submitted_at="",
+            note=f"not run: the user declined {driver.title} {quote.subject}"
+            + (f" at an estimated {format_usd(quote.estimate_usd)}" if quote.estimate_usd is not None else "")
+            + "; nothing was submitted, reserved or charged. Call it again only if the user asks to",
+        )
+
+    def _reserve(self, driver: JobDriver, estimate: float | None) -> float | None:
+        if self.budget_usd is None:
+            return None
         if estimate is None:
             estimate = self.unpriced_job_usd
         if estimate is None:

@@ -29,7 +29,10 @@ class _ProviderEnum:
 
 ProviderId = Annotated[str, AfterValidator(_known_provider), _ProviderEnum()]
 
-JobStatus = Literal["queued", "running", "saving_outputs", "completed", "failed", "cancelled", "expired"]
+# "declined": the user said no when asked to confirm the cost; no job was made (job_id is empty).
+JobStatus = Literal[
+    "queued", "running", "saving_outputs", "completed", "failed", "cancelled", "expired", "declined"
+]
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 ACTIVE_STATUSES = frozenset({"queued", "running"})
 

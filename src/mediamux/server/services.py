@@ -67,6 +67,7 @@ async def open_services(
         dedup_window_s=settings.dedup_window_s,
         budget_usd=settings.budget_usd,
         unpriced_job_usd=settings.unpriced_job_usd,
+        confirm_usd=settings.confirm_usd,
     )
     async with AsyncExitStack() as stack:
         stack.callback(journal.close)
