@@ -30,7 +30,7 @@ VTT_INLINE_CHARS = 20_000
 
 
 class AutoSubtitles(BaseModel):
-    status: Literal["completed", "running", "failed"]
+    status: Literal["completed", "running", "failed", "declined"]
     svid: str
     subtitle_id: str | None = None
     name: str | None = None
@@ -122,6 +122,8 @@ class SubtitleWorkflow:
         file_args = FileJobArgs(path=media.path, file=media.sha256)
         await report.step("muse.ai: transcribing (step 2 of 4)")
         speech = await self.engine.run("museai", "transcribe", file_args, wait_s=wait_s, progress=report)
+        if speech.status == "declined":
+            return _declined(svid, [], [], speech.note)
         jobs = [speech.job_id]
         costs = [speech.cost]
         # muse.ai results are in the record once the job finishes; there are no files to wait for.
@@ -144,6 +146,8 @@ class SubtitleWorkflow:
             wait_s=remaining,
             progress=report,
         )
+        if align.status == "declined":
+            return _declined(svid, jobs, costs, align.note)
         jobs.append(align.job_id)
         costs.append(align.cost)
         if align.status not in ("completed", "saving_outputs"):
@@ -167,6 +171,11 @@ class SubtitleWorkflow:
             jobs=jobs,
             cost=total_cost(costs),
         )
+
+
+def _declined(svid: str, jobs: list[str], costs: list[Cost], note: str | None) -> AutoSubtitles:
+    """The user said no to a job's cost: what ran before stands, nothing more is spent."""
+    return AutoSubtitles(status="declined", svid=svid, jobs=jobs, cost=total_cost(costs), note=note)
 
 
 def _unfinished(

@@ -27,10 +27,11 @@ from mediamux.config import DEFAULT_DEDUP_WINDOW_S
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
-from mediamux.jobs.engine import Progress
+from mediamux.jobs.engine import SPEND_GATE, Progress
 from mediamux.jobs.models import JobResult
 from mediamux.providers.cost import format_usd
 from mediamux.providers.transport import DEFAULT_ADVICE
+from mediamux.tools.confirm import ConfirmationPending, ElicitingGate
 
 logger = logging.getLogger("mediamux.tools")
 
@@ -108,13 +109,19 @@ class Toolset:
 def guarded(fn: F, *, source: str) -> F:
     """``fn`` with every error it raises on purpose turned into an isError result in the one shape.
 
-    ``source`` names who answered (the toolset's provider) in an unreadable-answer error.
+    ``source`` names who answered (the toolset's provider) in an unreadable-answer error. Paid jobs
+    started inside the call ask their user through this call's client first, where that is due
+    (tools.confirm).
     """
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = next((v for v in kwargs.values() if isinstance(v, Context)), None)
+        gate = SPEND_GATE.set(ElicitingGate(ctx, fn.__name__) if ctx is not None else None)
         try:
             return await fn(*args, **kwargs)
+        except ConfirmationPending as pending:
+            return pending.result  # the question, as this round's result; the retry brings the answer
         except MediamuxError as exc:
             # One root for every layer's errors, so none can slip past as a bare "Error executing tool".
             return error_result(
@@ -130,6 +137,8 @@ def guarded(fn: F, *, source: str) -> F:
                 "provider_error",
                 f"{source}: an answer could not be read ({found}); {DEFAULT_ADVICE['provider_error']}",
             )
+        finally:
+            SPEND_GATE.reset(gate)
 
     # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
@@ -257,6 +266,8 @@ def job_result(view: JobResult[Any], *, title: str, error_on_failure: bool = Tru
 
 
 def job_links(view: JobResult[Any]) -> list[ResourceLink]:
+    if not view.job_id:
+        return []  # declined: there is no job to link to
     links = [
         ResourceLink(
             type="resource_link",
@@ -285,6 +296,8 @@ def money(usd: float | None) -> str:
 
 
 def job_summary(view: JobResult[Any], title: str) -> str:
+    if view.status == "declined":
+        return f"{title}: declined · {view.note}"
     head = f"{title}: {view.status}"
     if view.deduplicated:
         head += " (identical recent job reused, not charged again)"
