@@ -116,6 +116,20 @@ async def test_wheel_serves_stdio_in_both_eras(wheel_bin: Path, tmp_path: Path, 
     assert balance.structured_content["balance_usd"] > 0  # type: ignore[index]
 
 
+async def test_wheel_serves_the_job_viewer_from_its_package_data(wheel_bin: Path, tmp_path: Path) -> None:
+    # The viewer's HTML is a data file beside the code: a wheel that left it out would serve no MCP App.
+    params = StdioServerParameters(
+        command=str(wheel_bin), args=["serve", "--sandbox"], env=sandbox_env(tmp_path), cwd=tmp_path
+    )
+    with anyio.fail_after(CALL_TIMEOUT_S):
+        async with Client(params) as client:
+            view = (await client.read_resource("ui://mediamux/job-viewer.html")).contents[0]
+    assert view.mime_type == "text/html;profile=mcp-app"
+    html = getattr(view, "text", "")
+    assert html.startswith("<!doctype html>") and "</html>" in html
+    assert "__MEDIAMUX_" not in html  # the policy and settings were filled in
+
+
 async def test_wheel_lists_the_same_tools_as_the_source_install(wheel_bin: Path, tmp_path: Path) -> None:
     if not MEDIAMUX_BIN.exists():
         missing("the source install to compare with", f"expected {MEDIAMUX_BIN}")

@@ -16,6 +16,7 @@ from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import AnyUrl, ValidationError
 
 from mediamux import __version__, registry
+from mediamux.apps import viewer
 from mediamux.clock import Clock
 from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
@@ -214,12 +215,19 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         request_state_security=request_state_security(settings),
+        extensions=[viewer.extension()],
     )
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
     specs = selected_tools(settings)
     for spec in specs:
-        mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
+        mcp.add_tool(
+            spec.fn,
+            name=spec.name,
+            title=spec.title,
+            annotations=spec.annotations,
+            meta=viewer.tool_meta(spec.fn),
+        )
     register_resources(mcp)
     for toolset_id in settings.enabled_toolsets():
         resources = registry.get(toolset_id).resources if toolset_id != JOBS_TOOLSET else None
