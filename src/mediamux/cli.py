@@ -62,13 +62,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from mediamux.server.auth import AuthConfigError, sign_in
     from mediamux.server.http import build_http_app, is_loopback, uvicorn_limits
 
-    token = settings.http_token.get_secret_value() if settings.http_token else ""
-    if not is_loopback(args.host) and not token:
+    try:
+        signin = sign_in(settings)
+    except AuthConfigError as exc:
+        print(f"mediamux: {exc.message}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and signin is None:
         print(
-            f"mediamux: refusing to serve on {args.host} without MEDIAMUX_HTTP_TOKEN: anyone who can reach "
-            "that address could spend your provider credits. Set the token, or bind 127.0.0.1.",
+            f"mediamux: refusing to serve on {args.host} without sign-in: anyone who can reach that address "
+            "could spend your provider credits. Set MEDIAMUX_HTTP_TOKEN (or MEDIAMUX_PRINCIPALS_FILE, or "
+            "MEDIAMUX_AUTH_ISSUER and MEDIAMUX_AUTH_AUDIENCE), or bind 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
@@ -78,16 +84,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "MEDIAMUX_HTTP_ALLOWED_HOSTS lists the names clients use (e.g. myhost:8765)",
             file=sys.stderr,
         )
-    if not token:
+    if signin is None:
         print(
             "mediamux: no MEDIAMUX_HTTP_TOKEN: any program on this machine can call the server and spend "
             "provider credits. Set a token for anything but a quick local trial.",
             file=sys.stderr,
         )
-    app = build_http_app(server, settings, host=args.host, port=args.port)
+    app = build_http_app(server, settings, host=args.host, port=args.port, signin=signin)
+    how = "no token: loopback only"
+    if signin is not None:
+        how = f"OAuth sign-in via {signin.issuer}" if signin.issuer else "bearer token required"
     print(
         f"mediamux {__version__}: Streamable HTTP on http://{args.host}:{args.port}/mcp "
-        f"({'bearer token required' if token else 'no token: loopback only'}); health at /healthz",
+        f"({how}); health at /healthz",
         file=sys.stderr,
     )
     uvicorn.run(
