@@ -39,7 +39,9 @@ class SigningKey:
 
 
 def new_key() -> SigningKey:
-    return SigningKey(f"k-{secrets.token_hex(4)}", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return SigningKey(
+        f"k-{secrets.token_hex(4)}", rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
 
 
 @dataclass
@@ -137,7 +139,9 @@ class Issuer:
             form = await request.form()
             grant = self._codes.pop(str(form.get("code")), None)
             verifier = str(form.get("code_verifier", ""))
-            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            digest = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            )
             if grant is None or digest != grant["challenge"]:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             access = self.mint(grant["subject"], audience=grant["resource"], scopes=grant["scope"])

@@ -21,7 +21,12 @@ import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
 
 from mediamux.config import Settings
 from mediamux.principals import LOCAL, PRINCIPAL_CLAIM, folder_name
@@ -85,7 +90,10 @@ def test_principals_file_keeps_tokens_only_as_digests(tmp_path: Path) -> None:
         ("[principals.a]\npassword = 'x'\n", "unknown key(s) password"),
         ("[principals.local]\nbudget_usd = 1\n", "'local' is the name"),
         ("[principals.a]\nbudget_usd = -1\n", "budget_usd must be a number"),
-        ("[principals.a]\ntoken = 'same-token-0123456'\n[principals.b]\ntoken = 'same-token-0123456'\n", "same token"),
+        (
+            "[principals.a]\ntoken = 'same-token-0123456'\n[principals.b]\ntoken = 'same-token-0123456'\n",
+            "same token",
+        ),
         ("not toml [", "not valid TOML"),
     ],
 )
@@ -101,7 +109,10 @@ async def test_static_tokens_name_their_principal_and_the_shared_token_is_local(
         MEDIAMUX_HOME=str(tmp_path),
         MEDIAMUX_HTTP_TOKEN="the-one-shared-token",
         MEDIAMUX_PRINCIPALS_FILE=str(
-            write(tmp_path / "p.toml", '[principals.alice]\ntoken = "alice-secret-token-0123"\nscopes = ["mediamux:read"]\n')
+            write(
+                tmp_path / "p.toml",
+                '[principals.alice]\ntoken = "alice-secret-token-0123"\nscopes = ["mediamux:read"]\n',
+            )
         ),
     )
     verifier = StaticTokenVerifier.from_settings(settings, load_principals(settings.principals_file))
@@ -109,7 +120,9 @@ async def test_static_tokens_name_their_principal_and_the_shared_token_is_local(
     shared = await verifier.verify_token("the-one-shared-token")
     alice = await verifier.verify_token("alice-secret-token-0123")
     assert shared is not None and shared.claims == {PRINCIPAL_CLAIM: LOCAL}
-    assert alice is not None and alice.claims == {PRINCIPAL_CLAIM: "alice"} and alice.scopes == ["mediamux:read"]
+    assert (
+        alice is not None and alice.claims == {PRINCIPAL_CLAIM: "alice"} and alice.scopes == ["mediamux:read"]
+    )
     assert await verifier.verify_token("alice-secret-token-0124") is None
 
 
@@ -206,7 +219,9 @@ def spawn(root: Path, **env: str) -> HttpServer:
     with stderr_path.open("wb") as errlog:
         proc = subprocess.Popen(
             serve_cmd("--transport", "http", "--port", str(port)),
-            env=server_env(root, **{k.replace("__", "_"): v.replace("{port}", str(port)) for k, v in env.items()}),
+            env=server_env(
+                root, **{k.replace("__", "_"): v.replace("{port}", str(port)) for k, v in env.items()}
+            ),
             cwd=root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -247,7 +262,9 @@ HEADERS = {
 }
 
 
-async def test_without_a_token_the_401_names_the_resource_metadata(oauth_server: HttpServer, issuer: Issuer) -> None:
+async def test_without_a_token_the_401_names_the_resource_metadata(
+    oauth_server: HttpServer, issuer: Issuer
+) -> None:
     async with httpx2.AsyncClient(timeout=10) as http:
         refused = await http.post(oauth_server.mcp_url, json=list_body(), headers=HEADERS)
         challenge = refused.headers["www-authenticate"]
@@ -273,7 +290,9 @@ async def test_tokens_for_another_audience_expired_or_without_the_scope_are_refu
     async with httpx2.AsyncClient(timeout=10) as http:
         for why, (token, status) in cases.items():
             answer = await http.post(
-                oauth_server.mcp_url, json=list_body(), headers={**HEADERS, "Authorization": f"Bearer {token}"}
+                oauth_server.mcp_url,
+                json=list_body(),
+                headers={**HEADERS, "Authorization": f"Bearer {token}"},
             )
             assert answer.status_code == status, (why, answer.text)
             assert token not in answer.text
