@@ -29,15 +29,8 @@ from mcp.shared.auth import (
 )
 
 from mediamux.config import Settings
-from mediamux.principals import LOCAL, PRINCIPAL_CLAIM, folder_name
-from mediamux.server.auth import (
-    JWKS_REFRESH_MIN_S,
-    AuthConfigError,
-    JwtVerifier,
-    StaticTokenVerifier,
-    load_principals,
-    sign_in,
-)
+from mediamux.principals import LOCAL, PRINCIPAL_CLAIM, AuthConfigError, load_principals
+from mediamux.server.auth import JWKS_REFRESH_MIN_S, JwtVerifier, StaticTokenVerifier, sign_in
 from tests.issuer import Issuer, RunningIssuer
 from tests.test_e2e import (
     MODERN_META,
@@ -135,14 +128,6 @@ def test_an_issuer_without_an_audience_is_a_startup_error(tmp_path: Path) -> Non
 @pytest.mark.unit
 def test_no_sign_in_is_configured_without_tokens_or_issuer(tmp_path: Path) -> None:
     assert sign_in(Settings(MEDIAMUX_HOME=str(tmp_path))) is None
-
-
-@pytest.mark.unit
-def test_output_folders_of_principals_never_collide() -> None:
-    assert folder_name(LOCAL) == LOCAL
-    a, b = folder_name("a/b"), folder_name("a_b")
-    assert a != b and "/" not in a
-    assert folder_name("https://issuer.example/users/42").startswith("https_issuer.example_users_42"[:32])
 
 
 # -- JWTs against the real issuer -----------------------------------------------------------------
@@ -393,3 +378,141 @@ async def test_the_sdk_clients_oauth_flow_signs_in_from_the_401_alone(
     assert storage.tokens is not None
     claims = jwt.decode(storage.tokens.access_token, options={"verify_signature": False})
     assert claims["aud"] == oauth_server.mcp_url and claims["sub"] == f"oauth-{mode}"
+
+
+# -- isolation: two people on one server ----------------------------------------------------------
+
+ALICE, BOB, CAROL = "alice-secret-token-0123", "bob-secret-token-45678", "carol-secret-token-9012"
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """Three named static tokens; Carol has the default per-principal budget, the others overrides."""
+    root = tmp_path_factory.mktemp("team")
+    principals = write(
+        root / "principals.toml",
+        f'[principals.alice]\ntoken = "{ALICE}"\nbudget_usd = 1.0\n'
+        f'[principals.bob]\ntoken = "{BOB}"\nbudget_usd = 0.5\n'
+        f'[principals.carol]\ntoken = "{CAROL}"\n',
+    )
+    server = spawn(root, MEDIAMUX_PRINCIPALS_FILE=str(principals), MEDIAMUX_PRINCIPAL_BUDGET_USD="0.005")
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+
+
+class Person:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call(self, name: str, **arguments: Any) -> Any:
+        return await self.client.call_tool(name, arguments)
+
+    async def data(self, name: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.call(name, **arguments)
+        assert not result.is_error, result.content
+        return dict(result.structured_content or {})
+
+
+def as_person(server: HttpServer, token: str, mode: str = "auto") -> Any:
+    http = authed(token)
+    return http, Client(streamable_http_client(server.mcp_url, http_client=http), mode=mode)  # type: ignore[arg-type]
+
+
+def image(prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"endpoint": "flux-schnell-image", "params": {"prompt": prompt}, **extra}
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_two_principals_identical_prompts_make_two_jobs_and_neither_sees_the_others(
+    team_server: HttpServer, mode: str
+) -> None:
+    prompt = f"a lighthouse at dusk ({mode})"
+    with anyio.fail_after(60):
+        alice_http, alice_client = as_person(team_server, ALICE, mode)
+        bob_http, bob_client = as_person(team_server, BOB, mode)
+        async with alice_http, alice_client, bob_http, bob_client:
+            alice, bob = Person(alice_client), Person(bob_client)
+            a = await alice.data("muapi_generate", **image(prompt, save_outputs=True, wait_s=60))
+            b = await bob.data("muapi_generate", **image(prompt, wait_s=0))
+            again = await alice.data("muapi_generate", **image(prompt, save_outputs=True, wait_s=60))
+            assert a["job_id"] != b["job_id"]
+            assert not b["deduplicated"]
+            assert again["job_id"] == a["job_id"] and again["deduplicated"]
+
+            alice_jobs = {j["job_id"] for j in (await alice.data("jobs_list"))["jobs"]}
+            bob_jobs = {j["job_id"] for j in (await bob.data("jobs_list"))["jobs"]}
+            assert a["job_id"] in alice_jobs and b["job_id"] not in alice_jobs
+            assert b["job_id"] in bob_jobs and a["job_id"] not in bob_jobs
+
+            # Every way of reaching Alice's job by its id answers Bob "not found", like a made-up id.
+            for tool in ("jobs_get", "jobs_wait", "jobs_cancel"):
+                theirs = await bob.call(tool, job_id=a["job_id"])
+                made_up = await bob.call(tool, job_id="job_doesnotexist0")
+                assert theirs.is_error and made_up.is_error
+                assert theirs.content[0].text.replace(a["job_id"], "X") == made_up.content[0].text.replace(
+                    "job_doesnotexist0", "X"
+                )
+            with pytest.raises(Exception, match="no job"):
+                await bob_client.read_resource(f"mediamux://jobs/{a['job_id']}")
+
+            saved = a["result"]["saved"][0]["uri"]
+            assert (await alice_client.read_resource(saved)).contents
+            with pytest.raises(Exception, match="no saved output"):
+                await bob_client.read_resource(saved)
+            bob_listing = await bob_client.read_resource("mediamux://jobs")
+            assert a["job_id"] not in bob_listing.contents[0].text  # type: ignore[union-attr]
+
+            alice_costs = await alice.data("jobs_costs")
+            bob_costs = await bob.data("jobs_costs")
+            assert alice_costs["principal"] == "alice" and bob_costs["principal"] == "bob"
+            assert alice_costs["budget_usd"] == 1.0 and bob_costs["budget_usd"] == 0.5
+            assert a["job_id"] in {e["job_id"] for e in alice_costs["audit"]}
+            assert {e["principal"] for e in alice_costs["audit"]} == {"alice"}
+            assert a["job_id"] not in {e["job_id"] for e in bob_costs["audit"]}
+
+
+async def test_a_principal_budget_stops_one_person_without_stopping_the_other(
+    team_server: HttpServer,
+) -> None:
+    with anyio.fail_after(60):
+        alice_http, alice_client = as_person(team_server, ALICE)
+        carol_http, carol_client = as_person(team_server, CAROL)
+        async with alice_http, alice_client, carol_http, carol_client:
+            alice, carol = Person(alice_client), Person(carol_client)
+            # Carol's $0.005 holds one $0.003 image, not two: the second is refused before any upstream call.
+            first = await carol.call("muapi_generate", **image("budget one", wait_s=0))
+            second = await carol.call("muapi_generate", **image("budget two", wait_s=0))
+            third = await alice.call("muapi_generate", **image("budget three", wait_s=0))
+    assert not first.is_error, first.content
+    assert second.is_error and "your budget on this server" in second.content[0].text
+    assert "MEDIAMUX_PRINCIPAL_BUDGET_USD" in second.content[0].text
+    assert not third.is_error, third.content
+
+
+def test_the_operator_sees_everybodys_jobs_and_the_audit_trail_without_tokens(
+    team_server: HttpServer,
+) -> None:
+    """Runs after the tests above in this module (pytest keeps file order within a worker)."""
+    env = server_env(Path(team_server.stderr_path).parent)
+    everyone = subprocess.run(
+        [*serve_cmd(sandbox=False)[:3], "jobs", "--audit", "--limit", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    bob_only = subprocess.run(
+        [*serve_cmd(sandbox=False)[:3], "jobs", "--principal", "bob", "--audit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "alice" in everyone and "bob" in everyone and "submit" in everyone
+    assert "alice" not in bob_only and "by bob" in bob_only
+    for secret in (ALICE, BOB, CAROL):
+        assert secret not in everyone + bob_only + team_server.stderr()

@@ -62,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from mediamux.server.auth import AuthConfigError, sign_in
+    from mediamux.principals import AuthConfigError
+    from mediamux.server.auth import sign_in
     from mediamux.server.http import build_http_app, is_loopback, uvicorn_limits
 
     try:
@@ -398,11 +399,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     journal = Journal(settings.state_db)
     try:
-        records = journal.list(status=args.status, limit=args.limit)
+        principal = args.principal
+        records = journal.list(status=args.status, limit=args.limit, principal=principal)
         for r in records:
             usd = f"${r.cost.usd:.4f}" if r.cost.usd is not None else "-"
-            print(f"{r.job_id}  {iso(r.submitted_ts)}  {r.provider}/{r.operation:<10} {r.status:<10} {usd}")
-        print(f"{len(records)} job(s); all-time spend ${journal.spent_usd():.4f}")
+            who = f"  {r.principal}" if principal is None else ""
+            print(
+                f"{r.job_id}  {iso(r.submitted_ts)}  {r.provider}/{r.operation:<10} {r.status:<10} {usd}{who}"
+            )
+        whose = f" by {principal}" if principal is not None else ""
+        print(
+            f"{len(records)} job(s){whose}; all-time spend{whose} ${journal.spent_usd(principal=principal):.4f}"
+        )
+        if args.audit:
+            print("audit trail (newest first):")
+            for e in journal.audit_trail(principal=principal, limit=args.limit):
+                est = f"est ${e['estimate_usd']:.4f}" if e["estimate_usd"] is not None else "est -"
+                cost = f"cost ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "cost -"
+                print(
+                    f"  {iso(e['ts'])}  {e['principal']:<16} {e['action']:<7} {e['tool'] or '-':<28} "
+                    f"{e['job_id'] or '-':<22} {est}  {cost}  {e['detail'] or ''}".rstrip()
+                )
     finally:
         journal.close()
     return 0
@@ -484,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", choices=["active", "queued", "running", "completed", "failed", "cancelled", "expired"]
     )
     jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument(
+        "--principal", help="only this principal's jobs, spend and audit entries (default: everybody's)"
+    )
+    jobs.add_argument(
+        "--audit",
+        action="store_true",
+        help="also print the audit trail: paid submissions, cancels and deletions, with who and what they cost",
+    )
     jobs.set_defaults(func=cmd_jobs)
     return parser
 

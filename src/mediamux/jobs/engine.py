@@ -39,9 +39,10 @@ from pydantic import BaseModel
 from mediamux import deadlines
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
-from mediamux.jobs.journal import Journal, JournalWriteError, OverBudget
+from mediamux.jobs.journal import Journal, JournalError, JournalWriteError, OverBudget
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
+from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
@@ -289,8 +290,11 @@ class JobEngine:
         unpriced_job_usd: float | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         recovery_path: Path | None = None,
+        principal_budget: Callable[[str], float | None] | None = None,
     ) -> None:
         self.journal = journal
+        # Each signed-in principal's own limit (MEDIAMUX_PRINCIPAL_BUDGET_USD and its overrides).
+        self.principal_budget = principal_budget or (lambda principal: None)
         self.heartbeat_s = heartbeat_s
         self.clock = clock
         self.session_id = session_id or secrets.token_hex(8)
@@ -349,6 +353,7 @@ class JobEngine:
             session_id=record.session_id,
             cost=record.cost,
             ts=record.updated_ts,
+            principal=record.principal,
             # Every job the provider may bill is in the ledger, priced or not.
             always=record.submit_state in ("accepted", "uncertain"),
         )
@@ -508,14 +513,17 @@ class JobEngine:
         payload = args.model_dump(mode="json", exclude_none=True)
         report = Progress.of(progress)
         now = self._wall()
+        principal = current_principal()
         key = dedup_key(provider, operation, payload)
         window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
         # An identical recent job is returned before the budget is consulted: returning it costs
-        # nothing, and a client re-sending a request whose stream broke must not be refused.
-        existing = self.journal.find_duplicate(key, window) if window is not None else None
+        # nothing, and a client re-sending a request whose stream broke must not be refused. Only the
+        # caller's own jobs count: another person's identical prompt is not theirs to receive.
+        existing = self.journal.find_duplicate(key, window, principal) if window is not None else None
         if existing is not None:
             return await self._reuse(existing, driver, options or {}, wait_s, report)
-        reserve = await self._reservation(driver, args)
+        principal_budget = self.principal_budget(principal)
+        reserve = await self._reservation(driver, args, limited=principal_budget is not None)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
@@ -530,9 +538,14 @@ class JobEngine:
             reserved_usd=reserve,
             price_key=driver.price_key(args),
             owner=self.owner,
+            principal=principal,
         )
         claim = functools.partial(
-            self.journal.claim, record, window_start_ts=window, budget_usd=self.budget_usd
+            self.journal.claim,
+            record,
+            window_start_ts=window,
+            budget_usd=self.budget_usd,
+            principal_budget_usd=principal_budget,
         )
         # The job's slot, with its "submitted" event, exists before the row does: the claim runs in a
         # thread, and an identical call that finds the row meanwhile must find us submitting it.
@@ -542,7 +555,7 @@ class JobEngine:
             try:
                 claimed, created = await anyio.to_thread.run_sync(claim)
             except OverBudget as exc:
-                raise self._over_budget(driver, exc) from None
+                raise self._over_budget(driver, exc, principal_budget) from None
             except JournalWriteError as exc:
                 raise JournalUnavailable(
                     f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
@@ -553,6 +566,7 @@ class JobEngine:
                     slot.submitted.set()  # nothing of ours will be submitted under this id
             if not created:
                 return await self._reuse(claimed, driver, options or {}, wait_s, report)
+            await self._audit(record, "submit", estimate_usd=reserve)
             if driver.mode == "background" and self.task_group is not None:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
@@ -634,8 +648,9 @@ class JobEngine:
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
     def get_record(self, job_id: str) -> JobRecord:
+        """The caller's job: another principal's is "not found", exactly like one that never existed."""
         record = self._read(job_id.strip())
-        if record is None:
+        if record is None or record.principal != current_principal():
             raise JobNotFound(f"no job {job_id!r} in the journal; jobs_list shows the known jobs")
         return record
 
@@ -652,10 +667,13 @@ class JobEngine:
     def _args(driver: JobDriver, record: JobRecord) -> Any:
         return driver.args_model.model_validate(record.args)
 
-    async def _reservation(self, driver: JobDriver, args: BaseModel) -> float | None:
+    async def _reservation(
+        self, driver: JobDriver, args: BaseModel, *, limited: bool = False
+    ) -> float | None:
         """What a new job holds against the budget until its provider reports the charge: its
-        estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD."""
-        if self.budget_usd is None:
+        estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD.
+        ``limited``: the caller has a budget of their own, even where the server has none."""
+        if self.budget_usd is None and not limited:
             return None
         estimate = await driver.estimate_usd(args)
         key = driver.price_key(args)
@@ -673,20 +691,45 @@ class JobEngine:
             )
         return estimate
 
-    def _over_budget(self, driver: JobDriver, exc: OverBudget) -> BudgetExceeded:
-        assert self.budget_usd is not None
+    def _over_budget(
+        self, driver: JobDriver, exc: OverBudget, principal_budget: float | None = None
+    ) -> BudgetExceeded:
         committed, estimate = exc.committed_usd, exc.reserved_usd or 0.0
-        if committed >= self.budget_usd - 1e-9:
+        if exc.principal is not None:
+            assert principal_budget is not None
+            limit, name, who = principal_budget, "your budget on this server", "your"
+            fix = "ask the server's operator to raise it (MEDIAMUX_PRINCIPAL_BUDGET_USD or your entry in MEDIAMUX_PRINCIPALS_FILE)"
+        else:
+            assert self.budget_usd is not None
+            limit, name, who = self.budget_usd, "MEDIAMUX_BUDGET_USD", "the"
+            fix = "raise MEDIAMUX_BUDGET_USD to allow more paid work"
+        if committed >= limit - 1e-9:
             return BudgetExceeded(
-                f"budget reached: the ledger has recorded {format_usd(committed)} of spend (charges plus what "
-                f"running jobs hold) and MEDIAMUX_BUDGET_USD is {format_usd(self.budget_usd)}; raise "
-                "MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs has the breakdown)"
+                f"budget reached: {who} ledger has recorded {format_usd(committed)} of spend (charges plus what "
+                f"running jobs hold) and {name} is {format_usd(limit)}; {fix} (jobs_costs has the breakdown)"
             )
         return BudgetExceeded(
             f"over budget: this {driver.title} job is estimated at {format_usd(estimate)}, "
-            f"{format_usd(committed)} is already spent or held by running jobs and MEDIAMUX_BUDGET_USD is "
-            f"{format_usd(self.budget_usd)}; raise the budget or choose a cheaper request"
+            f"{format_usd(committed)} is already spent or held by running jobs and {name} is "
+            f"{format_usd(limit)}; choose a cheaper request, or {fix}"
         )
+
+    async def _audit(self, record: JobRecord, action: str, **fields: Any) -> None:
+        """The audit trail: never a reason to lose or refuse a job, so a failed write is logged only."""
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.journal.audit,
+                    principal=record.principal,
+                    action=action,
+                    ts=self._wall(),
+                    tool=f"{record.provider}.{record.operation}",
+                    job_id=record.job_id,
+                    **fields,
+                )
+            )
+        except JournalError as exc:
+            logger.warning("audit entry for %s %s not written: %s", action, record.job_id, exc)
 
     async def _abandon(self, record: JobRecord, exc: BaseException) -> None:
         """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""
@@ -910,6 +953,7 @@ class JobEngine:
             fresh = self._read(job_id) or record
             if fresh.terminal:
                 return self._view(fresh, note=f"it {fresh.status} before the cancel arrived")
+            await self._audit(fresh, "cancel", detail="upstream" if upstream else "here only")
             if upstream:
                 fresh = await self._transition(fresh, Event.CANCELLED, Change(provider_status="cancelled"))
                 note = f"cancelled: {driver.title} stopped the job"

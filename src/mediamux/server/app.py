@@ -23,6 +23,7 @@ from mediamux.context import Services, services, serving
 from mediamux.principals import SPEND_SCOPE, can_spend
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
+from mediamux.server import identity  # noqa: F401 - installs the reader of the signed-in principal
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
@@ -61,7 +62,7 @@ class MediamuxServer(MCPServer[Services]):
         # Hidden from this token's tools/list as well; told apart from a name that does not exist.
         if not can_spend() and self._tool_manager.get_tool(name) and not self._read_only_tool(name):
             return error_result(
-                "forbidden",
+                "auth",
                 f"{name} spends money or changes data, which needs the {SPEND_SCOPE} scope; this "
                 f"sign-in has only read access. Ask for a token with {SPEND_SCOPE}.",
             )
