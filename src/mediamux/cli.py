@@ -62,13 +62,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from mediamux.principals import AuthConfigError
+    from mediamux.server.auth import sign_in
     from mediamux.server.http import build_http_app, is_loopback, uvicorn_limits
 
-    token = settings.http_token.get_secret_value() if settings.http_token else ""
-    if not is_loopback(args.host) and not token:
+    try:
+        signin = sign_in(settings)
+    except AuthConfigError as exc:
+        print(f"mediamux: {exc.message}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and signin is None:
         print(
-            f"mediamux: refusing to serve on {args.host} without MEDIAMUX_HTTP_TOKEN: anyone who can reach "
-            "that address could spend your provider credits. Set the token, or bind 127.0.0.1.",
+            f"mediamux: refusing to serve on {args.host} without sign-in: anyone who can reach that address "
+            "could spend your provider credits. Set MEDIAMUX_HTTP_TOKEN (or MEDIAMUX_PRINCIPALS_FILE, or "
+            "MEDIAMUX_AUTH_ISSUER and MEDIAMUX_AUTH_AUDIENCE), or bind 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
@@ -78,16 +85,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "MEDIAMUX_HTTP_ALLOWED_HOSTS lists the names clients use (e.g. myhost:8765)",
             file=sys.stderr,
         )
-    if not token:
+    if signin is None:
         print(
             "mediamux: no MEDIAMUX_HTTP_TOKEN: any program on this machine can call the server and spend "
             "provider credits. Set a token for anything but a quick local trial.",
             file=sys.stderr,
         )
-    app = build_http_app(server, settings, host=args.host, port=args.port)
+    app = build_http_app(server, settings, host=args.host, port=args.port, signin=signin)
+    how = "no token: loopback only"
+    if signin is not None:
+        how = f"OAuth sign-in via {signin.issuer}" if signin.issuer else "bearer token required"
     print(
         f"mediamux {__version__}: Streamable HTTP on http://{args.host}:{args.port}/mcp "
-        f"({'bearer token required' if token else 'no token: loopback only'}); health at /healthz",
+        f"({how}); health at /healthz",
         file=sys.stderr,
     )
     uvicorn.run(
@@ -389,11 +399,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     journal = Journal(settings.state_db)
     try:
-        records = journal.list(status=args.status, limit=args.limit)
+        principal = args.principal
+        records = journal.list(status=args.status, limit=args.limit, principal=principal)
         for r in records:
             usd = f"${r.cost.usd:.4f}" if r.cost.usd is not None else "-"
-            print(f"{r.job_id}  {iso(r.submitted_ts)}  {r.provider}/{r.operation:<10} {r.status:<10} {usd}")
-        print(f"{len(records)} job(s); all-time spend ${journal.spent_usd():.4f}")
+            who = f"  {r.principal}" if principal is None else ""
+            print(
+                f"{r.job_id}  {iso(r.submitted_ts)}  {r.provider}/{r.operation:<10} {r.status:<10} {usd}{who}"
+            )
+        whose = f" by {principal}" if principal is not None else ""
+        print(
+            f"{len(records)} job(s){whose}; all-time spend{whose} ${journal.spent_usd(principal=principal):.4f}"
+        )
+        if args.audit:
+            print("audit trail (newest first):")
+            for e in journal.audit_trail(principal=principal, limit=args.limit):
+                est = f"est ${e['estimate_usd']:.4f}" if e["estimate_usd"] is not None else "est -"
+                cost = f"cost ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "cost -"
+                print(
+                    f"  {iso(e['ts'])}  {e['principal']:<16} {e['action']:<7} {e['tool'] or '-':<28} "
+                    f"{e['job_id'] or '-':<22} {est}  {cost}  {e['detail'] or ''}".rstrip()
+                )
     finally:
         journal.close()
     return 0
@@ -475,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", choices=["active", "queued", "running", "completed", "failed", "cancelled", "expired"]
     )
     jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument(
+        "--principal", help="only this principal's jobs, spend and audit entries (default: everybody's)"
+    )
+    jobs.add_argument(
+        "--audit",
+        action="store_true",
+        help="also print the audit trail: paid submissions, cancels and deletions, with who and what they cost",
+    )
     jobs.set_defaults(func=cmd_jobs)
     return parser
 

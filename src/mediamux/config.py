@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mediamux import registry
@@ -73,6 +73,19 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="MEDIAMUX_STATE_KEYS"
     )
     http_token: SecretStr | None = Field(None, validation_alias="MEDIAMUX_HTTP_TOKEN")
+    # Sign-in for the HTTP transport (an OAuth 2.1 resource server): the issuer whose discovery
+    # document names its JWKS, this server's resource URL (the audience every token must name), and
+    # the scopes every token must carry.
+    auth_issuer: str | None = Field(None, validation_alias="MEDIAMUX_AUTH_ISSUER")
+    auth_audience: str | None = Field(None, validation_alias="MEDIAMUX_AUTH_AUDIENCE")
+    auth_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["mediamux:read"], validation_alias="MEDIAMUX_AUTH_SCOPES"
+    )
+    # The claim that names a principal (``sub`` by default; a tenant claim puts a team in one).
+    auth_principal_claim: str = Field("sub", validation_alias="MEDIAMUX_AUTH_PRINCIPAL_CLAIM")
+    # Named static tokens and per-principal settings (budgets) for small teams: a TOML file.
+    principals_file: Path | None = Field(None, validation_alias="MEDIAMUX_PRINCIPALS_FILE")
+    principal_budget_usd: float | None = Field(None, ge=0, validation_alias="MEDIAMUX_PRINCIPAL_BUDGET_USD")
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MEDIAMUX_HTTP_ALLOWED_HOSTS"
     )
@@ -111,6 +124,21 @@ class Settings(BaseSettings):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
+    @field_validator("auth_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, v: object) -> object:
+        # Space-separated, as OAuth writes scopes; commas tolerated.
+        if isinstance(v, str):
+            return [s for s in v.replace(",", " ").split() if s]
+        return v
+
+    @field_validator("auth_issuer", "auth_audience", mode="before")
+    @classmethod
+    def _empty_url(cls, v: object) -> object:
+        if isinstance(v, str):
+            return v.strip().rstrip("/") or None
+        return v
+
     @field_validator("http_token", mode="before")
     @classmethod
     def _strip_token(cls, v: object) -> object:
@@ -142,10 +170,23 @@ class Settings(BaseSettings):
             raise ValueError("MEDIAMUX_STATE_KEYS lists the same key twice")
         return v
 
-    @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", mode="before")
+    @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", "principal_budget_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:
         return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Settings:
+        if self.auth_issuer and not self.auth_audience:
+            raise ValueError(
+                "MEDIAMUX_AUTH_ISSUER needs MEDIAMUX_AUTH_AUDIENCE: this server's resource URL as clients "
+                "reach it (for example https://mux.example.com/mcp), which every token must name"
+            )
+        if self.auth_audience and not self.auth_issuer:
+            raise ValueError(
+                "MEDIAMUX_AUTH_AUDIENCE is set without MEDIAMUX_AUTH_ISSUER: set both, or neither"
+            )
+        return self
 
     # -- derived values ---------------------------------------------------------------------
 

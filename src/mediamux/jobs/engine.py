@@ -42,9 +42,10 @@ from pydantic import BaseModel
 from mediamux import deadlines
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
-from mediamux.jobs.journal import Journal, JournalWriteError, OverBudget
+from mediamux.jobs.journal import Journal, JournalError, JournalWriteError, OverBudget
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
+from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost, format_usd
 from mediamux.providers.errors import (
     NotFound,
@@ -340,8 +341,11 @@ class JobEngine:
         confirm_usd: float | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         recovery_path: Path | None = None,
+        principal_budget: Callable[[str], float | None] | None = None,
     ) -> None:
         self.journal = journal
+        # Each signed-in principal's own limit (MEDIAMUX_PRINCIPAL_BUDGET_USD and its overrides).
+        self.principal_budget = principal_budget or (lambda principal: None)
         self.heartbeat_s = heartbeat_s
         self.clock = clock
         self.session_id = session_id or secrets.token_hex(8)
@@ -403,6 +407,7 @@ class JobEngine:
             session_id=record.session_id,
             cost=record.cost,
             ts=record.updated_ts,
+            principal=record.principal,
             # Every job the provider may bill is in the ledger, priced or not.
             always=record.submit_state in ("accepted", "uncertain"),
         )
@@ -562,28 +567,32 @@ class JobEngine:
         payload = args.model_dump(mode="json", exclude_none=True)
         report = Progress.of(progress)
         now = self._wall()
+        principal = current_principal()
         key = dedup_key(provider, operation, payload)
         window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
         # An identical recent job is returned before the budget is consulted: returning it costs
-        # nothing, and a client re-sending a request whose stream broke must not be refused.
-        existing = self.journal.find_duplicate(key, window) if window is not None else None
+        # nothing, and a client re-sending a request whose stream broke must not be refused. Only the
+        # caller's own jobs count: another person's identical prompt is not theirs to receive.
+        existing = self.journal.find_duplicate(key, window, principal) if window is not None else None
         if existing is not None:
             return await self._reuse(existing, driver, options or {}, wait_s, report)
+        principal_budget = self.principal_budget(principal)
+        limited = principal_budget is not None
         gate = SPEND_GATE.get()
         if (
-            (self.confirm_usd is not None or self.budget_usd is not None)
+            (self.confirm_usd is not None or self.budget_usd is not None or limited)
             and gate is not None
             and gate.can_ask()
         ):
             # The estimate is made once per job, not once per round: a retry carries the one shown.
-            quote = gate.recall(key) or await self._quote(driver, args, key)
-            if self._needs_consent(quote):
-                quote = self._with_budget_left(driver, quote)
+            quote = gate.recall(key) or await self._quote(driver, args, key, limited=limited)
+            if self._needs_consent(quote, limited=limited):
+                quote = self._with_budget_left(driver, quote, principal, principal_budget)
                 if not await gate.confirm(quote):
                     return self._declined(driver, quote)
-            reserve = self._reserve(driver, quote.estimate_usd)
+            reserve = self._reserve(driver, quote.estimate_usd, limited=limited)
         else:
-            reserve = await self._reservation(driver, args)
+            reserve = await self._reservation(driver, args, limited=limited)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
@@ -598,9 +607,14 @@ class JobEngine:
             reserved_usd=reserve,
             price_key=driver.price_key(args),
             owner=self.owner,
+            principal=principal,
         )
         claim = functools.partial(
-            self.journal.claim, record, window_start_ts=window, budget_usd=self.budget_usd
+            self.journal.claim,
+            record,
+            window_start_ts=window,
+            budget_usd=self.budget_usd,
+            principal_budget_usd=principal_budget,
         )
         # The job's slot, with its "submitted" event, exists before the row does: the claim runs in a
         # thread, and an identical call that finds the row meanwhile must find us submitting it.
@@ -610,7 +624,7 @@ class JobEngine:
             try:
                 claimed, created = await anyio.to_thread.run_sync(claim)
             except OverBudget as exc:
-                raise self._over_budget(driver, exc) from None
+                raise self._over_budget(driver, exc, principal_budget) from None
             except JournalWriteError as exc:
                 raise JournalUnavailable(
                     f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
@@ -621,6 +635,7 @@ class JobEngine:
                     slot.submitted.set()  # nothing of ours will be submitted under this id
             if not created:
                 return await self._reuse(claimed, driver, options or {}, wait_s, report)
+            await self._audit(record, "submit", estimate_usd=reserve)
             if driver.mode == "background" and self.task_group is not None:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
@@ -702,8 +717,9 @@ class JobEngine:
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
     def get_record(self, job_id: str) -> JobRecord:
+        """The caller's job: another principal's is "not found", exactly like one that never existed."""
         record = self._read(job_id.strip())
-        if record is None:
+        if record is None or record.principal != current_principal():
             raise JobNotFound(f"no job {job_id!r} in the journal; jobs_list shows the known jobs")
         return record
 
@@ -720,12 +736,15 @@ class JobEngine:
     def _args(driver: JobDriver, record: JobRecord) -> Any:
         return driver.args_model.model_validate(record.args)
 
-    async def _reservation(self, driver: JobDriver, args: BaseModel) -> float | None:
+    async def _reservation(
+        self, driver: JobDriver, args: BaseModel, *, limited: bool = False
+    ) -> float | None:
         """What a new job holds against the budget until its provider reports the charge: its
-        estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD."""
-        if self.budget_usd is None:
+        estimate, else the most recent jobs of its kind cost, else MEDIAMUX_UNPRICED_JOB_USD.
+        ``limited``: the caller has a budget of their own, even where the server has none."""
+        if self.budget_usd is None and not limited:
             return None
-        return self._reserve(driver, await self._estimate(driver, args))
+        return self._reserve(driver, await self._estimate(driver, args), limited=limited)
 
     async def _estimate(self, driver: JobDriver, args: BaseModel) -> float | None:
         """The provider's quote (free to ask), else what the most recent job of its kind cost."""
@@ -735,9 +754,12 @@ class JobEngine:
             estimate = self.journal.price_history(driver.provider, driver.operation, key)
         return estimate
 
-    async def _quote(self, driver: JobDriver, args: BaseModel, dedup: str) -> SpendQuote:
+    async def _quote(
+        self, driver: JobDriver, args: BaseModel, dedup: str, *, limited: bool = False
+    ) -> SpendQuote:
         estimate = await self._estimate(driver, args)
-        self._reserve(driver, estimate)  # a job the budget would refuse is refused before anyone is asked
+        # A job the budget would refuse is refused before anyone is asked.
+        self._reserve(driver, estimate, limited=limited)
         return SpendQuote(
             provider=driver.provider,
             operation=driver.operation,
@@ -747,23 +769,35 @@ class JobEngine:
             estimate_usd=estimate,
         )
 
-    def _needs_consent(self, quote: SpendQuote) -> bool:
+    def _needs_consent(self, quote: SpendQuote, *, limited: bool = False) -> bool:
         if quote.estimate_usd is None:
-            return self.budget_usd is not None  # a blind charge against a limit the user set
+            # A blind charge against a limit the user (or the operator, for them) set.
+            return self.budget_usd is not None or limited
         return self.confirm_usd is not None and quote.estimate_usd > self.confirm_usd + 1e-9
 
-    def _with_budget_left(self, driver: JobDriver, quote: SpendQuote) -> SpendQuote:
-        """The quote with the budget as it stands now; a job that no longer fits is refused unasked
-        (the claim checks again, atomically, after the answer)."""
-        if self.budget_usd is None:
+    def _with_budget_left(
+        self,
+        driver: JobDriver,
+        quote: SpendQuote,
+        principal: str,
+        principal_budget: float | None = None,
+    ) -> SpendQuote:
+        """The quote with the tighter of the budgets as it stands now (the server's, the caller's own);
+        a job that no longer fits is refused unasked (the claim checks again, atomically, after the
+        answer)."""
+        limits: list[tuple[float, float, str | None]] = []
+        if self.budget_usd is not None:
+            limits.append((self.budget_usd, self.journal.committed_usd(), None))
+        if principal_budget is not None:
+            limits.append((principal_budget, self.journal.committed_usd(principal), principal))
+        if not limits:
             return quote
-        reserve = self._reserve(driver, quote.estimate_usd)
-        committed = self.journal.committed_usd()
-        if committed + (reserve or 0.0) > self.budget_usd + 1e-9:
-            raise self._over_budget(driver, OverBudget(committed, reserve))
-        return dataclasses.replace(
-            quote, reserve_usd=reserve, budget_usd=self.budget_usd, committed_usd=committed
-        )
+        reserve = self._reserve(driver, quote.estimate_usd, limited=True)
+        for limit, committed, whose in limits:
+            if committed + (reserve or 0.0) > limit + 1e-9:
+                raise self._over_budget(driver, OverBudget(committed, reserve, principal=whose), limit)
+        limit, committed, _ = min(limits, key=lambda item: item[0] - item[1])
+        return dataclasses.replace(quote, reserve_usd=reserve, budget_usd=limit, committed_usd=committed)
 
     def _declined(self, driver: JobDriver, quote: SpendQuote) -> JobResult[Any]:
         """The answer to a "no": a normal result, with no job, no reservation and no charge."""
@@ -780,8 +814,9 @@ class JobEngine:
             + "; nothing was submitted, reserved or charged. Call it again only if the user asks to",
         )
 
-    def _reserve(self, driver: JobDriver, estimate: float | None) -> float | None:
-        if self.budget_usd is None:
+    def _reserve(self, driver: JobDriver, estimate: float | None, *, limited: bool = False) -> float | None:
+        """What to hold against the budgets (None: no budget applies); ``limited``: the caller's own."""
+        if self.budget_usd is None and not limited:
             return None
         if estimate is None:
             estimate = self.unpriced_job_usd
@@ -795,20 +830,45 @@ class JobEngine:
             )
         return estimate
 
-    def _over_budget(self, driver: JobDriver, exc: OverBudget) -> BudgetExceeded:
-        assert self.budget_usd is not None
+    def _over_budget(
+        self, driver: JobDriver, exc: OverBudget, principal_budget: float | None = None
+    ) -> BudgetExceeded:
         committed, estimate = exc.committed_usd, exc.reserved_usd or 0.0
-        if committed >= self.budget_usd - 1e-9:
+        if exc.principal is not None:
+            assert principal_budget is not None
+            limit, name, who = principal_budget, "your budget on this server", "your"
+            fix = "ask the server's operator to raise it (MEDIAMUX_PRINCIPAL_BUDGET_USD or your entry in MEDIAMUX_PRINCIPALS_FILE)"
+        else:
+            assert self.budget_usd is not None
+            limit, name, who = self.budget_usd, "MEDIAMUX_BUDGET_USD", "the"
+            fix = "raise MEDIAMUX_BUDGET_USD to allow more paid work"
+        if committed >= limit - 1e-9:
             return BudgetExceeded(
-                f"budget reached: the ledger has recorded {format_usd(committed)} of spend (charges plus what "
-                f"running jobs hold) and MEDIAMUX_BUDGET_USD is {format_usd(self.budget_usd)}; raise "
-                "MEDIAMUX_BUDGET_USD to allow more paid work (mediamux://costs has the breakdown)"
+                f"budget reached: {who} ledger has recorded {format_usd(committed)} of spend (charges plus what "
+                f"running jobs hold) and {name} is {format_usd(limit)}; {fix} (jobs_costs has the breakdown)"
             )
         return BudgetExceeded(
             f"over budget: this {driver.title} job is estimated at {format_usd(estimate)}, "
-            f"{format_usd(committed)} is already spent or held by running jobs and MEDIAMUX_BUDGET_USD is "
-            f"{format_usd(self.budget_usd)}; raise the budget or choose a cheaper request"
+            f"{format_usd(committed)} is already spent or held by running jobs and {name} is "
+            f"{format_usd(limit)}; choose a cheaper request, or {fix}"
         )
+
+    async def _audit(self, record: JobRecord, action: str, **fields: Any) -> None:
+        """The audit trail: never a reason to lose or refuse a job, so a failed write is logged only."""
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.journal.audit,
+                    principal=record.principal,
+                    action=action,
+                    ts=self._wall(),
+                    tool=f"{record.provider}.{record.operation}",
+                    job_id=record.job_id,
+                    **fields,
+                )
+            )
+        except JournalError as exc:
+            logger.warning("audit entry for %s %s not written: %s", action, record.job_id, exc)
 
     async def _abandon(self, record: JobRecord, exc: BaseException) -> None:
         """Preparation failed or was cancelled: nothing reached the provider, so nothing was paid."""
@@ -1032,6 +1092,7 @@ class JobEngine:
             fresh = self._read(job_id) or record
             if fresh.terminal:
                 return self._view(fresh, note=f"it {fresh.status} before the cancel arrived")
+            await self._audit(fresh, "cancel", detail="upstream" if upstream else "here only")
             if upstream:
                 fresh = await self._transition(fresh, Event.CANCELLED, Change(provider_status="cancelled"))
                 note = f"cancelled: {driver.title} stopped the job"

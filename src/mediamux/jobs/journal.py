@@ -7,6 +7,7 @@ ledger holds one row per job (re-polls overwrite it), so totals never count a ch
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import json
@@ -19,6 +20,7 @@ from typing import Any
 
 from mediamux.errors import MediamuxError
 from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
+from mediamux.principals import LOCAL
 from mediamux.providers.cost import Cost
 
 SCHEMA = """
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reserved_usd REAL,
     price_key TEXT,
     owner TEXT,
-    checked_ts REAL
+    checked_ts REAL,
+    principal TEXT NOT NULL DEFAULT 'local'
 );
 CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
@@ -61,13 +64,28 @@ CREATE TABLE IF NOT EXISTS ledger (
     credits REAL,
     tokens REAL,
     refunded INTEGER,
-    recorded_ts REAL NOT NULL
+    recorded_ts REAL NOT NULL,
+    principal TEXT NOT NULL DEFAULT 'local'
 );
 CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
+CREATE INDEX IF NOT EXISTS jobs_principal ON jobs (principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS ledger_principal ON ledger (principal);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    tool TEXT,
+    job_id TEXT,
+    estimate_usd REAL,
+    cost_usd REAL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each step takes the schema from version N to N + 1, in one transaction.
 MIGRATIONS: dict[int, str] = {
@@ -92,12 +110,32 @@ CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, p
 ALTER TABLE jobs ADD COLUMN checked_ts REAL;
 UPDATE jobs SET checked_ts = updated_ts WHERE submit_state = 'accepted';
 """,
+    # 4 -> 5: whose job and whose charge (sign-in over HTTP); everything before was the local user's.
+    # And the audit trail of paid submissions, cancels and deletions.
+    4: """
+ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE ledger ADD COLUMN principal TEXT NOT NULL DEFAULT 'local';
+CREATE INDEX IF NOT EXISTS jobs_principal ON jobs (principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS ledger_principal ON ledger (principal);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    tool TEXT,
+    job_id TEXT,
+    estimate_usd REAL,
+    cost_usd REAL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
+""",
 }
 
 _COLUMNS = (
     "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
     "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
-    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts"
+    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts, principal"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
@@ -111,10 +149,14 @@ class JournalError(MediamuxError):
 class OverBudget(Exception):
     """A new job's reservation would take the committed spend past the budget."""
 
-    def __init__(self, committed_usd: float, reserved_usd: float | None) -> None:
+    def __init__(
+        self, committed_usd: float, reserved_usd: float | None, *, principal: str | None = None
+    ) -> None:
         super().__init__(f"committed {committed_usd}, reserving {reserved_usd}")
         self.committed_usd = committed_usd
         self.reserved_usd = reserved_usd
+        # Set when the principal's own budget, not the server's, is what ran out.
+        self.principal = principal
 
 
 class JournalWriteError(JournalError):
@@ -245,46 +287,62 @@ class Journal:
     # -- jobs ------------------------------------------------------------------------------
 
     def claim(
-        self, record: JobRecord, *, window_start_ts: float | None, budget_usd: float | None = None
+        self,
+        record: JobRecord,
+        *,
+        window_start_ts: float | None,
+        budget_usd: float | None = None,
+        principal_budget_usd: float | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job from inside the window can stand for it.
 
         The duplicate check, the budget check and the insert (with the record's reservation)
         happen in one IMMEDIATE transaction, so racing calls — in this process or another one
         sharing the file — create one job per identical request and can never commit more than
-        ``budget_usd`` between them. Returns the job to use and whether it is new.
+        ``budget_usd`` between them (nor more than ``principal_budget_usd`` for the record's
+        principal). Duplicates are looked for among the principal's own jobs only. Returns the job
+        to use and whether it is new.
 
         Raises:
             OverBudget: the committed spend plus this job's reservation would pass ``budget_usd``.
         """
         with self._write() as db:
             if window_start_ts is not None:
-                existing = self._duplicate(db, record.dedup_key, window_start_ts)
+                existing = self._duplicate(db, record.dedup_key, window_start_ts, record.principal)
                 if existing is not None:
                     return existing, False
+            reserve = record.reserved_usd or 0.0
             if budget_usd is not None:
                 committed = self._committed(db)
-                if committed + (record.reserved_usd or 0.0) > budget_usd + 1e-9:
+                if committed + reserve > budget_usd + 1e-9:
                     raise OverBudget(committed, record.reserved_usd)
+            if principal_budget_usd is not None:
+                committed = self._committed(db, record.principal)
+                if committed + reserve > principal_budget_usd + 1e-9:
+                    raise OverBudget(committed, record.reserved_usd, principal=record.principal)
             db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
         return record, True
 
-    def find_duplicate(self, dedup_key: str, window_start_ts: float) -> JobRecord | None:
+    def find_duplicate(
+        self, dedup_key: str, window_start_ts: float, principal: str = LOCAL
+    ) -> JobRecord | None:
         with self._rlock:
-            return self._duplicate(self._reader, dedup_key, window_start_ts)
+            return self._duplicate(self._reader, dedup_key, window_start_ts, principal)
 
     @staticmethod
-    def _duplicate(db: sqlite3.Connection, dedup_key: str, window_start_ts: float) -> JobRecord | None:
-        """The job an identical request inside the window should return: one that is running,
-        finished well, or whose outcome is unknown (it may have been paid for)."""
+    def _duplicate(
+        db: sqlite3.Connection, dedup_key: str, window_start_ts: float, principal: str = LOCAL
+    ) -> JobRecord | None:
+        """The job an identical request of the same principal inside the window should return: one
+        that is running, finished well, or whose outcome is unknown (it may have been paid for)."""
         row = db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE dedup_key = ? AND submitted_ts >= ? "
+            f"SELECT {_COLUMNS} FROM jobs WHERE dedup_key = ? AND submitted_ts >= ? AND principal = ? "
             "AND (status IN ('queued', 'running', 'completed') OR submit_state = 'uncertain') "
             "ORDER BY submitted_ts DESC LIMIT 1",
-            (dedup_key, window_start_ts),
+            (dedup_key, window_start_ts, principal),
         ).fetchone()
         return _record(row) if row is not None else None
 
@@ -315,9 +373,18 @@ class Journal:
         return _record(row) if row else None
 
     def list(
-        self, *, status: str | None = None, provider: str | None = None, limit: int = 20
+        self,
+        *,
+        status: str | None = None,
+        provider: str | None = None,
+        limit: int = 20,
+        principal: str | None = None,
     ) -> list[JobRecord]:
+        """Newest first; ``principal`` None lists everybody's (the operator's view)."""
         clauses, params = [], []
+        if principal is not None:
+            clauses.append("principal = ?")
+            params.append(principal)
         if status == "active":
             clauses.append(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})")
             params.extend(sorted(ACTIVE_STATUSES))
@@ -335,6 +402,16 @@ class Journal:
             ).fetchall()
         return [_record(r) for r in rows]
 
+    def output_owners(self, uri: str) -> set[str]:
+        """The principals whose jobs saved the output at ``uri`` (a mediamux://outputs/ link)."""
+        needle = json.dumps(uri)
+        with self._rlock:
+            rows = self._reader.execute(
+                "SELECT DISTINCT principal FROM jobs WHERE result_json IS NOT NULL AND instr(result_json, ?) > 0",
+                (needle,),
+            ).fetchall()
+        return {r[0] for r in rows}
+
     # -- ledger ----------------------------------------------------------------------------
 
     def record_cost(
@@ -347,6 +424,7 @@ class Journal:
         cost: Cost,
         ts: float,
         always: bool = False,
+        principal: str = LOCAL,
     ) -> None:
         """Upsert the charge for one job (or one non-job request): re-polls replace, never add.
 
@@ -365,7 +443,7 @@ class Journal:
         with self._write() as db:
             db.execute(
                 "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, credits, tokens, refunded, "
-                "recorded_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
+                "recorded_ts, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
                 "usd = excluded.usd, credits = excluded.credits, tokens = excluded.tokens, "
                 "refunded = excluded.refunded",
                 (
@@ -378,14 +456,21 @@ class Journal:
                     cost.tokens,
                     None if cost.refunded is None else int(cost.refunded),
                     ts,
+                    principal,
                 ),
             )
 
-    def totals(self, session_id: str | None = None, *, since_ts: float | None = None) -> dict[str, Any]:
+    def totals(
+        self, session_id: str | None = None, *, since_ts: float | None = None, principal: str | None = None
+    ) -> dict[str, Any]:
         """Spend per provider: charged USD (refunds excluded), credits, tokens, entries; for one
-        session, or for entries first recorded since ``since_ts``, or all time."""
+        session, or for entries first recorded since ``since_ts``, or all time; of one principal,
+        or of everybody."""
         clauses: list[str] = []
         params: tuple[Any, ...] = ()
+        if principal is not None:
+            clauses.append("principal = ?")
+            params += (principal,)
         if session_id:
             clauses.append("session_id = ?")
             params += (session_id,)
@@ -416,21 +501,68 @@ class Journal:
         usd = sum((v["usd"] or 0.0) for v in per_provider.values())
         return {"usd": round(usd, 6), "providers": per_provider}
 
-    def spent_usd(self, session_id: str | None = None) -> float:
-        return float(self.totals(session_id)["usd"])
+    def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float:
+        return float(self.totals(session_id, principal=principal)["usd"])
 
-    def committed_usd(self) -> float:
-        """Reported spend plus what live jobs have reserved: what the budget is checked against."""
+    def committed_usd(self, principal: str | None = None) -> float:
+        """Reported spend plus what live jobs have reserved: what a budget is checked against
+        (the server's, or with ``principal`` that principal's)."""
         with self._rlock:
-            return self._committed(self._reader)
+            return self._committed(self._reader, principal)
 
     @staticmethod
-    def _committed(db: sqlite3.Connection) -> float:
-        spent = db.execute("SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger").fetchone()[0]
-        reserved = db.execute("SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL").fetchone()[
-            0
-        ]
+    def _committed(db: sqlite3.Connection, principal: str | None = None) -> float:
+        if principal is None:
+            spent = db.execute(
+                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger"
+            ).fetchone()[0]
+            reserved = db.execute(
+                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL"
+            ).fetchone()[0]
+        else:
+            spent = db.execute(
+                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger WHERE principal = ?",
+                (principal,),
+            ).fetchone()[0]
+            reserved = db.execute(
+                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL AND principal = ?",
+                (principal,),
+            ).fetchone()[0]
         return float(spent or 0.0) + float(reserved or 0.0)
+
+    # -- audit: who spent, cancelled or deleted what -------------------------------------------
+
+    def audit(
+        self,
+        *,
+        principal: str,
+        action: str,
+        ts: float,
+        tool: str | None = None,
+        job_id: str | None = None,
+        estimate_usd: float | None = None,
+        cost_usd: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
+            )
+
+    def audit_trail(self, *, principal: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Newest first; with each job's reported cost as the ledger has it now."""
+        where, params = ("WHERE a.principal = ?", (principal,)) if principal is not None else ("", ())
+        with self._rlock:
+            rows = self._reader.execute(
+                "SELECT a.seq, a.ts, a.principal, a.action, a.tool, a.job_id, a.estimate_usd, "
+                "COALESCE(a.cost_usd, CASE WHEN l.refunded = 1 THEN 0 ELSE l.usd END) AS cost_usd, a.detail "
+                f"FROM audit a LEFT JOIN ledger l ON l.entry_id = a.job_id {where} "
+                "ORDER BY a.seq DESC LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        return [dict(r) for r in rows]
 
     def price_history(self, provider: str, operation: str, price_key: str) -> float | None:
         """The most a recent job of this kind was charged in dollars, or None when none was priced."""
@@ -491,6 +623,7 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
         r.price_key,
         r.owner,
         r.checked_ts,
+        r.principal,
     )
 
 
@@ -519,4 +652,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         price_key=row["price_key"],
         owner=row["owner"],
         checked_ts=row["checked_ts"],
+        principal=row["principal"],
     )

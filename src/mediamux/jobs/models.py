@@ -108,6 +108,7 @@ class JobRecord(BaseModel):
     price_key: str | None = Field(None, description="What its price is learned under (MuAPI: the model)")
     owner: str | None = Field(None, description="The process that submitted it (host:pid:session)")
     checked_ts: float | None = Field(None, description="When the provider was last asked about it")
+    principal: str = Field("local", description="Whose job: the signed-in principal, or local")
 
     @property
     def terminal(self) -> bool:

@@ -16,8 +16,9 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
 from mediamux.files import OUTPUTS_PREFIX, FileAccessError, open_output
-from mediamux.jobs.costs import cost_report
+from mediamux.jobs.costs import caller_costs
 from mediamux.jobs.engine import JobNotFound
+from mediamux.principals import LOCAL, current_principal
 from mediamux.providers.errors import ProviderError
 
 T = TypeVar("T")
@@ -53,7 +54,7 @@ def register_resources(server: MCPServer[Any]) -> None:
         return dump(
             [
                 s.engine.view(r).model_dump(mode="json", by_alias=True, exclude={"result"})
-                for r in s.journal.list(limit=50)
+                for r in s.journal.list(limit=50, principal=current_principal())
             ]
         )
 
@@ -81,7 +82,7 @@ def register_resources(server: MCPServer[Any]) -> None:
     )
     def costs() -> str:
         s = services()
-        report = cost_report(s.journal, s.engine.session_id, s.clock, budget_usd=s.settings.budget_usd)
+        report = caller_costs(s)
         return dump(
             {
                 "session_id": s.engine.session_id,
@@ -126,4 +127,10 @@ def _read_output(s: Services, name: str) -> tuple[bytes, str]:
 
 
 def read_output(s: Services, uri: str) -> tuple[bytes, str]:
+    # A saved output belongs to whoever's jobs saved it; to anyone else it does not exist. Files no
+    # job names (saved before sign-in existed, or by a tool that is not a job) are the local user's.
+    owners = s.journal.output_owners(uri)
+    principal = current_principal()
+    if principal not in owners and (owners or principal != LOCAL):
+        raise ResourceNotFoundError(f"no saved output {uri}; the job results you can see list yours")
     return _read_output(s, uri.removeprefix(OUTPUTS_PREFIX))

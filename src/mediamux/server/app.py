@@ -13,6 +13,7 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mediamux import __version__, registry
@@ -20,8 +21,10 @@ from mediamux.apps import viewer
 from mediamux.clock import Clock
 from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
+from mediamux.principals import SPEND_SCOPE, can_spend
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
+from mediamux.server import identity  # noqa: F401 - installs the reader of the signed-in principal
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
@@ -59,6 +62,13 @@ class MediamuxServer(MCPServer[Services]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        # Hidden from this token's tools/list as well; told apart from a name that does not exist.
+        if not can_spend() and self._tool_manager.get_tool(name) and not self._read_only_tool(name):
+            return error_result(
+                "auth",
+                f"{name} spends money or changes data, which needs the {SPEND_SCOPE} scope; this "
+                f"sign-in has only read access. Ask for a token with {SPEND_SCOPE}.",
+            )
         # The SDK refuses an unknown tool, and arguments that fail the tool's schema, before any
         # mediamux code runs, in its own words (pydantic's, for arguments). Both are told here in the
         # shape every tool error has: "[class] argument: what is wrong; what to do".
@@ -73,6 +83,17 @@ class MediamuxServer(MCPServer[Services]):
             if name not in offered:
                 return _unknown_tool(name, offered, self.mediamux_settings)
             raise
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        if can_spend():
+            return tools
+        # A read-only token (no mediamux:spend) sees the read-only catalog, as MEDIAMUX_READ_ONLY does.
+        return [t for t in tools if t.annotations is not None and t.annotations.read_only_hint]
+
+    def _read_only_tool(self, name: str) -> bool:
+        tool = self._tool_manager.get_tool(name)
+        return tool is not None and tool.annotations is not None and bool(tool.annotations.read_only_hint)
 
     async def _invalid_arguments(self, name: str, exc: ValidationError) -> CallToolResult:
         schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
-import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Final
 
@@ -17,12 +15,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mediamux import __version__
 from mediamux.config import Settings
 from mediamux.server.app import MediamuxServer
+from mediamux.server.auth import SignIn, sign_in
 
 MCP_PATH = "/mcp"
 
@@ -34,46 +33,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class BearerAuth:
-    """Requires ``Authorization: Bearer <MEDIAMUX_HTTP_TOKEN>`` on every MCP request."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = b""
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                header = value
-                break
-        scheme, _, presented = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self._token):
-            body = json.dumps(
-                {
-                    "error": "unauthorized",
-                    "error_description": "send Authorization: Bearer <MEDIAMUX_HTTP_TOKEN>",
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"www-authenticate", b'Bearer realm="mediamux"'),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
 
 
 def security_settings(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
@@ -88,17 +47,23 @@ def security_settings(settings: Settings, host: str, port: int) -> TransportSecu
     )
 
 
-def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, port: int) -> Starlette:
+def build_http_app(
+    server: MediamuxServer,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    signin: SignIn | None = None,
+) -> Starlette:
     """The ASGI app ``mediamux serve --transport http`` runs. SSE responses (not plain JSON) so
-    progress notifications reach HTTP clients while a job runs."""
+    progress notifications reach HTTP clients while a job runs. ``/mcp`` needs a token when the
+    settings name one (static tokens, or an OAuth issuer: see mediamux.server.auth)."""
     mcp_app: ASGIApp = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=False,
         transport_security=security_settings(settings, host, port),
         host=host,
     )
-    if settings.http_token is not None and settings.http_token.get_secret_value():
-        mcp_app = BearerAuth(mcp_app, settings.http_token.get_secret_value())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,7 +77,12 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
         body["ready"] = server.services is not None
         return JSONResponse(body)
 
-    return Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    signin = signin if signin is not None else sign_in(settings)
+    routes: list[Any] = [Route("/healthz", healthz)]
+    if signin is not None:
+        mcp_app = signin.protect(mcp_app)
+        routes.extend(signin.routes())
+    return Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
 
 
 # -- connection limits ---------------------------------------------------------------------------

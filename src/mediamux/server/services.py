@@ -17,6 +17,7 @@ from mediamux.context import Clients, Files, Services, Watcher
 from mediamux.files import parse_allowed_dirs, prepare_output_dir
 from mediamux.jobs.engine import JobEngine
 from mediamux.jobs.journal import Journal
+from mediamux.principals import LOCAL, load_principals
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
 from mediamux.server.notify import Notifier
 
@@ -61,6 +62,14 @@ async def open_services(
     output_dir = prepare_output_dir(settings.output_dir)
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
     journal = Journal(settings.state_db)
+    principals = load_principals(settings.principals_file)
+
+    def principal_budget(principal: str) -> float | None:
+        # The local user (stdio, the shared token) is held to MEDIAMUX_BUDGET_USD alone.
+        if principal == LOCAL:
+            return None
+        return principals.budget_for(principal, settings.principal_budget_usd)
+
     engine = JobEngine(
         journal,
         clock=clock,
@@ -68,6 +77,7 @@ async def open_services(
         budget_usd=settings.budget_usd,
         unpriced_job_usd=settings.unpriced_job_usd,
         confirm_usd=settings.confirm_usd,
+        principal_budget=principal_budget,
     )
     async with AsyncExitStack() as stack:
         stack.callback(journal.close)

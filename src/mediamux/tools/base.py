@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from mediamux.config import DEFAULT_DEDUP_WINDOW_S
+from mediamux.config import DEFAULT_DEDUP_WINDOW_S, JOBS_TOOLSET
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
 from mediamux.jobs.engine import SPEND_GATE, Progress
 from mediamux.jobs.models import JobResult
+from mediamux.principals import current_principal
 from mediamux.providers.cost import format_usd
 from mediamux.providers.transport import DEFAULT_ADVICE
 from mediamux.tools.confirm import ConfirmationPending, ElicitingGate
@@ -98,9 +100,11 @@ class Toolset:
                 idempotent_hint=idempotent or read_only,
                 open_world_hint=open_world,
             )
-            self.specs.append(
-                ToolSpec(guarded(fn, source=self.title), fn.__name__, title, annotations, self.id)
-            )
+            wrapped = guarded(fn, source=self.title)
+            if annotations.destructive_hint and self.id != JOBS_TOOLSET:
+                # The job engine audits its own cancels; every other destructive tool is audited here.
+                wrapped = audited(wrapped)
+            self.specs.append(ToolSpec(wrapped, fn.__name__, title, annotations, self.id))
             return fn
 
         return decorate
@@ -142,6 +146,42 @@ def guarded(fn: F, *, source: str) -> F:
 
     # Resolve the tool module's string annotations here: the SDK reads the wrapper, whose globals differ.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def audited(fn: F) -> F:
+    """``fn`` with an audit entry (principal, time, tool, the ids it was given) after each success."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = await fn(*args, **kwargs)
+        ctx = kwargs.get("ctx")
+        if isinstance(ctx, Context) and not (isinstance(result, CallToolResult) and result.is_error):
+            # Identifiers only (short strings and numbers): never a value that could be a secret or content.
+            named = {
+                k: v
+                for k, v in kwargs.items()
+                if k != "ctx" and isinstance(v, str | int | float) and len(str(v)) <= 80
+            }
+            name = fn.__name__
+            action = "delete" if ("delete" in name or "remove" in name) else "change"
+            try:
+                svc = services(ctx)
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        svc.journal.audit,
+                        principal=current_principal(),
+                        action=action,
+                        ts=svc.clock.now().timestamp(),
+                        tool=name,
+                        detail=json.dumps(named, sort_keys=True)[:500],
+                    )
+                )
+            except MediamuxError as exc:
+                logger.warning("audit entry for %s not written: %s", name, exc.message)
+        return result
+
+    wrapper.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 

@@ -8,8 +8,9 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.costs import Costs, cost_report
+from mediamux.jobs.costs import Costs, caller_costs
 from mediamux.jobs.models import JobResult, ProviderId
+from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost
 from mediamux.tools.base import Toolset, WaitS, job_result, model_result, progress_of, services
 
@@ -83,7 +84,9 @@ async def jobs_list(
     checked with their provider first (up to 20 per call, a few seconds at most)."""
     engine = services(ctx).engine
     records = await engine.refresh_all(
-        services(ctx).journal.list(status=status, provider=provider, limit=limit)
+        services(ctx).journal.list(
+            status=status, provider=provider, limit=limit, principal=current_principal()
+        )
     )
     jobs = []
     for r in records:
@@ -109,8 +112,7 @@ async def jobs_list(
 async def jobs_costs(ctx: Context) -> Annotated[CallToolResult, Costs]:
     """Shows what mediamux has recorded as spent, per provider: this session, today and all time, in
     the units each provider reports (dollars, credits, tokens), against the budget. Free and instant."""
-    svc = services(ctx)
-    view = cost_report(svc.journal, svc.engine.session_id, svc.clock, budget_usd=svc.settings.budget_usd)
+    view = caller_costs(services(ctx))
     return model_result(
         view,
         f"spent ${view.session.usd:.4f} this session, ${view.today.usd:.4f} today, ${view.all_time.usd:.4f} "
