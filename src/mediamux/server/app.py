@@ -24,8 +24,9 @@ from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
+from mediamux.tasks import TasksExtension
 from mediamux.tools import arguments as argument_errors
-from mediamux.tools.base import Toolset, error_result
+from mediamux.tools.base import Toolset, error_result, job_result
 
 logger = logging.getLogger("mediamux.server")
 
@@ -202,6 +203,14 @@ def build_server(
             sandbox.close()
 
     notifier = Notifier()
+    specs = selected_tools(settings)
+    tasks = TasksExtension(
+        # A finished task carries what jobs_wait returns for its job: the tool's job shape.
+        render=lambda view: job_result(view, title=f"{view.provider} {view.operation}"),
+        job_tools=[spec.name for spec in specs if spec.job],
+        engine_of=lambda svc: svc.engine,
+        sync_s=settings.task_sync_s,
+    )
     mcp = MediamuxServer(
         "mediamux",
         subscriptions=notifier.bus,
@@ -211,9 +220,9 @@ def build_server(
         website_url="https://github.com/mediamux/mediamux",
         lifespan=lifespan,
         log_level="WARNING",
+        extensions=[tasks],
     )
     mcp.mediamux_settings = settings
-    specs = selected_tools(settings)
     for spec in specs:
         mcp.add_tool(spec.fn, name=spec.name, title=spec.title, annotations=spec.annotations)
     register_resources(mcp)
@@ -223,4 +232,5 @@ def build_server(
             resources(mcp)
     register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
+    tasks.install(mcp, notifier.bus)
     return mcp
