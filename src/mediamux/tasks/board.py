@@ -21,6 +21,7 @@ from typing import Any, Literal
 import anyio
 from mcp_types import INTERNAL_ERROR, CallToolResult
 
+from mediamux.errors import MediamuxError
 from mediamux.jobs.engine import FIRST_POLL_S, SYNC_WINDOW_S, JobEngine, JobNotFound, JobsError, iso
 from mediamux.jobs.models import TERMINAL_STATUSES, JobRecord, JobResult
 
@@ -194,6 +195,10 @@ class TaskBoard:
                     self._announce(engine, task_id)
                     if clock.monotonic() - began < FIRST_POLL_S:
                         await clock.sleep(FIRST_POLL_S)  # the engine had nothing to wait for yet
+        except MediamuxError as exc:
+            # Said in our own words (a provider this server has not enabled, say), for the user.
+            logger.warning("cannot follow job %s: %s", task_id, exc.message)
+            self._faults[task_id] = internal_error(exc.message)
         except Exception as exc:
             # The job itself is safe in the journal; this process can no longer run its task.
             logger.exception("following job %s failed", task_id)
