@@ -324,6 +324,25 @@ async def test_legacy_task_lifecycle_create_poll_result_list(
     assert sandbox.muapi.submissions == 1
 
 
+async def test_legacy_tasks_list_pages_with_an_opaque_cursor(
+    make_server: Callable[..., MediamuxServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mediamux.tasks.extension.LIST_PAGE", 1)
+    async with legacy_in_memory(make_server()) as client:
+        for prompt in ("one [stuck]", "two [stuck]"):
+            arguments = {"endpoint": "flux-schnell-image", "params": {"prompt": prompt}}
+            await client.request("tools/call", {"name": "muapi_generate", "arguments": arguments, "task": {}})
+        first = await client.request("tasks/list", {})
+        second = await client.request("tasks/list", {"cursor": first["nextCursor"]})
+        with pytest.raises(RawRpcError) as forged:
+            await client.request("tasks/list", {"cursor": "not-one-of-ours"})
+
+    assert len(first["tasks"]) == len(second["tasks"]) == 1
+    assert first["tasks"][0]["taskId"] != second["tasks"][0]["taskId"]
+    assert "nextCursor" not in second
+    assert forged.value.code == -32602
+
+
 async def test_legacy_failed_job_is_a_failed_task_whose_result_is_the_tool_error(
     make_server: Callable[..., MediamuxServer], clock: FakeClock
 ) -> None:
