@@ -319,7 +319,8 @@ class TasksExtension(Extension):
         engine = self.engine(ctx)
         state = self.board.get(engine, job_id)
         if not state.terminal:
-            self._legacy.setdefault(job_id, []).append((ctx.session, engine.task_group))
+            if engine.task_group is not None:
+                self._legacy.setdefault(job_id, []).append((ctx.session, engine.task_group))
             self.board.follow(engine, job_id)
         out: dict[str, Any] = {"task": state.legacy()}
         said = next((b.get("text") for b in wire.get("content") or [] if isinstance(b, dict)), None)
@@ -339,9 +340,11 @@ class TasksExtension(Extension):
             self._legacy.pop(state.task_id, None)
             self._legacy_status.pop(state.task_id, None)
         note = _Raw(method="notifications/tasks/status", params=task)
-        for session, group in sessions:
-            if group is not None:
+        for session, group in list(sessions):
+            try:
                 group.start_soon(_send_quietly, session, note)
+            except RuntimeError:  # that server run has ended, and its session with it
+                sessions.remove((session, group))
 
 
 async def _send_quietly(session: Any, note: _Raw) -> None:
