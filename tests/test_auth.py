@@ -516,3 +516,36 @@ def test_the_operator_sees_everybodys_jobs_and_the_audit_trail_without_tokens(
     assert "alice" not in bob_only and "by bob" in bob_only
     for secret in (ALICE, BOB, CAROL):
         assert secret not in everyone + bob_only + team_server.stderr()
+
+
+async def test_another_principals_task_is_not_found_and_its_changes_are_not_streamed(
+    team_server: HttpServer,
+) -> None:
+    """Tasks are jobs: the same isolation holds for tasks/get, tasks/cancel and a listen on its id."""
+    from tests.test_tasks_e2e import answer, post
+
+    async with authed(ALICE) as alice_http, authed(BOB) as bob_http:
+        with anyio.fail_after(60):
+            created = answer(
+                await post(
+                    alice_http,
+                    team_server.mcp_url,
+                    "tools/call",
+                    {"name": "muapi_generate", "arguments": image("a task of alice's", wait_s=0)},
+                )
+            )
+            task_id = created["result"]["taskId"]
+            own = answer(await post(alice_http, team_server.mcp_url, "tasks/get", {"taskId": task_id}))
+            theirs = answer(await post(bob_http, team_server.mcp_url, "tasks/get", {"taskId": task_id}))
+            made_up = answer(
+                await post(bob_http, team_server.mcp_url, "tasks/get", {"taskId": "job_nobody-has-this"})
+            )
+            cancel = answer(await post(bob_http, team_server.mcp_url, "tasks/cancel", {"taskId": task_id}))
+            still = answer(await post(alice_http, team_server.mcp_url, "tasks/get", {"taskId": task_id}))
+    assert own["result"]["taskId"] == task_id
+    assert theirs["error"]["code"] == made_up["error"]["code"] == -32602
+    assert theirs["error"]["message"].replace(task_id, "X") == made_up["error"]["message"].replace(
+        "job_nobody-has-this", "X"
+    )
+    assert "error" in cancel
+    assert still["result"]["status"] != "cancelled"

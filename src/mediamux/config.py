@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="MEDIAMUX_HTTP_ALLOWED_ORIGINS"
     )
     max_download_mb: int = Field(512, ge=1, validation_alias="MEDIAMUX_MAX_DOWNLOAD_MB")
+    # For a client that speaks MCP tasks: how long a job tool answers in the call itself before
+    # it answers a task to poll instead.
+    task_sync_s: float = Field(1.5, ge=0, le=60, validation_alias="MEDIAMUX_TASK_SYNC_S")
     # Sandbox mode is set by the CLI (--sandbox), or by the environment for hosts that cannot pass flags.
     sandbox: bool = Field(False, validation_alias=AliasChoices("MEDIAMUX_SANDBOX"))
 

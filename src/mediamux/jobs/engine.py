@@ -83,6 +83,15 @@ EARLY_404_S = 30.0
 
 ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
 
+# Set around a tool call that may become an MCP task: the caller can poll the job as a task, so no
+# job tool keeps it waiting longer than this, whatever its wait_s. Unset: wait_s alone decides.
+SYNC_WINDOW_S: ContextVar[float | None] = ContextVar("mediamux_sync_window_s", default=None)
+
+
+def within_sync_window(wait_s: float) -> float:
+    window = SYNC_WINDOW_S.get()
+    return wait_s if window is None else min(wait_s, window)
+
 
 class JobsError(MediamuxError):
     error_class = "invalid_input"
@@ -560,6 +569,7 @@ class JobEngine:
             ProviderError: the submission was refused or its outcome is unknown.
         """
         driver = self._drivers[(provider, operation)]
+        wait_s = within_sync_window(wait_s)
         if not isinstance(args, driver.args_model):
             raise TypeError(
                 f"{provider} {operation} takes {driver.args_model.__name__}, not {type(args).__name__}"
@@ -711,6 +721,7 @@ class JobEngine:
     ) -> JobResult[Any]:
         record = self.get_record(job_id)
         report = Progress.of(progress)
+        wait_s = within_sync_window(wait_s)
         finished = record.terminal and (record.status != "completed" or record.finalized)
         if finished or record.submit_state in ("rejected", "uncertain"):
             return self._view(record)
@@ -1023,9 +1034,12 @@ class JobEngine:
         if driver is None or driver.mode == "background":
             return False  # nothing to poll: the render's own request brings the answer
         now = self._wall()
-        age = now - record.submitted_ts
-        allowed = min(MAX_POLL_S, max(FIRST_POLL_S, age / 4))
-        return now - (record.checked_ts or record.submitted_ts) >= allowed
+        return now - (record.checked_ts or record.submitted_ts) >= self.poll_interval_s(record)
+
+    def poll_interval_s(self, record: JobRecord) -> float:
+        """How often this job is worth asking about: dense early, every MAX_POLL_S later."""
+        age = self._wall() - record.submitted_ts
+        return min(MAX_POLL_S, max(FIRST_POLL_S, age / 4))
 
     async def refresh(self, record: JobRecord, *, within_s: float = REFRESH_S) -> JobRecord:
         """The record, asked of the provider first when it is stale; never two polls of one job at

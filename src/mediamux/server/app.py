@@ -30,8 +30,9 @@ from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
 from mediamux.server.state_keys import install as install_state_refusals
 from mediamux.server.state_keys import request_state_security
+from mediamux.tasks import TasksExtension
 from mediamux.tools import arguments as argument_errors
-from mediamux.tools.base import Toolset, error_result
+from mediamux.tools.base import Toolset, error_result, job_result
 
 logger = logging.getLogger("mediamux.server")
 
@@ -226,6 +227,14 @@ def build_server(
             sandbox.close()
 
     notifier = Notifier()
+    specs = selected_tools(settings)
+    tasks = TasksExtension(
+        # A finished task carries what jobs_wait returns for its job: the tool's job shape.
+        render=lambda view: job_result(view, title=f"{view.provider} {view.operation}"),
+        job_tools=[spec.name for spec in specs if spec.job],
+        engine_of=lambda svc: svc.engine,
+        sync_s=settings.task_sync_s,
+    )
     mcp = MediamuxServer(
         "mediamux",
         subscriptions=notifier.bus,
@@ -236,11 +245,10 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         request_state_security=request_state_security(settings),
-        extensions=[viewer.extension()],
+        extensions=[viewer.extension(), tasks],
     )
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
-    specs = selected_tools(settings)
     for spec in specs:
         mcp.add_tool(
             spec.fn,
@@ -256,4 +264,5 @@ def build_server(
             resources(mcp)
     register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
+    tasks.install(mcp, notifier.bus)
     return mcp

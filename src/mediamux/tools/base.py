@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,16 @@ class ToolSpec:
     @property
     def read_only(self) -> bool:
         return bool(self.annotations.read_only_hint)
+
+    @property
+    def job(self) -> bool:
+        """Whether it waits for a job within wait_s and answers in the job shape: such a call can
+        become an MCP task (its job_id is the task id)."""
+        signature = inspect.signature(self.fn)
+        if "wait_s" not in signature.parameters:
+            return False
+        shapes = typing.get_args(signature.return_annotation)[1:]
+        return any(isinstance(s, type) and issubclass(s, JobResult) for s in shapes)
 
 
 @dataclass
