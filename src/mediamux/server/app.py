@@ -23,7 +23,7 @@ from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
-from mediamux.server import completions
+from mediamux.server import client_logs, completions
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import prompt_argument_error, register_prompts
 from mediamux.server.refusals import invalid_params
@@ -285,4 +285,5 @@ def build_server(
     register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
     completions.install(mcp, settings.enabled_toolsets())
+    client_logs.install(mcp, settings.secrets())
     return mcp
