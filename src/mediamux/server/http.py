@@ -23,6 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from mediamux import __version__
 from mediamux.config import Settings
 from mediamux.server.app import MediamuxServer
+from mediamux.server.sse_events import RETRY_MS, resumable_sessions
 
 MCP_PATH = "/mcp"
 
@@ -96,7 +97,10 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
         json_response=False,
         transport_security=security_settings(settings, host, port),
         host=host,
+        retry_interval=RETRY_MS,
     )
+    # 2025-11-25 sessions get a priming event, the retry hint and replay after a broken stream.
+    resumable_sessions(server.session_manager)
     if settings.http_token is not None and settings.http_token.get_secret_value():
         mcp_app = BearerAuth(mcp_app, settings.http_token.get_secret_value())
 
