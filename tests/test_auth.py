@@ -464,6 +464,26 @@ async def test_two_principals_identical_prompts_make_two_jobs_and_neither_sees_t
             bob_listing = await bob_client.read_resource("mediamux://jobs")
             assert a["job_id"] not in bob_listing.contents[0].text  # type: ignore[union-attr]
 
+            # Completion offers each person their own ids and outputs only.
+            from tests.test_completions import complete
+
+            name = saved.removeprefix("mediamux://outputs/")
+            for client, mine in ((alice_client, a), (bob_client, b)):
+                # The first answer may be the cached list, refreshed behind it: look until it is fresh.
+                ids: list[str] = []
+                with anyio.fail_after(10):
+                    while mine["job_id"] not in ids:
+                        ids = (
+                            await complete(client, "mediamux://jobs/{job_id}", "job_id", "job_")
+                        ).completion.values
+                        await anyio.sleep(0.05)
+                assert (a if mine is b else b)["job_id"] not in ids
+            alice_names = (
+                await complete(alice_client, "mediamux://outputs/{name}", "name")
+            ).completion.values
+            bob_names = (await complete(bob_client, "mediamux://outputs/{name}", "name")).completion.values
+            assert name in alice_names and name not in bob_names
+
             alice_costs = await alice.data("jobs_costs")
             bob_costs = await bob.data("jobs_costs")
             assert alice_costs["principal"] == "alice" and bob_costs["principal"] == "bob"

@@ -7,13 +7,15 @@ shape the tools' own errors use, in both protocol eras, for every tool in the ca
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
+from mcp_types import INVALID_PARAMS
 
 from mediamux.clock import FakeClock
 from mediamux.sandbox import Sandbox
@@ -80,15 +82,25 @@ async def test_a_nested_argument_is_named_by_its_path(client: Client) -> None:
     assert "regions.0.duration: at most 1200 seconds, got 5000" in body
 
 
+@pytest.mark.both_eras
 @pytest.mark.providers("muzaic")
-async def test_an_unknown_tool_is_not_found_and_the_closest_names_are_suggested(client: Client) -> None:
-    result = await call(client, "muzaic_generate", {"duration": 5})
+async def test_an_unknown_tool_is_invalid_params_and_the_closest_names_are_suggested(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both eras' specifications make an unknown tool a protocol error (-32602), not a tool result.
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(MCPError) as refused:
+        await call(client, "muzaic_generate", {"duration": 5})
 
-    body = text(result)
-    assert result.is_error
-    assert body.startswith("[not_found] no tool named 'muzaic_generate'"), body
-    assert "muzaic_generate_music" in body
-    assert result.meta[ERROR_META_KEY]["class"] == "not_found"
+    error = refused.value.error
+    assert error.code == INVALID_PARAMS
+    assert error.message.startswith("no tool named 'muzaic_generate'"), error.message
+    assert "muzaic_generate_music" in error.message.split("; ")[1], error.message
+    assert error.data["class"] == "not_found"
+    assert error.data["tool"] == "muzaic_generate"
+    assert "muzaic_generate_music" in error.data["closest"]
+    assert [r.levelno for r in caplog.records if "no tool named" in r.getMessage()] == [logging.DEBUG]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
 
 
 # Invalid for every parameter type the tools use (strings, numbers, levels or curves, lists of
@@ -125,11 +137,12 @@ async def test_a_tool_of_a_toolset_that_is_not_enabled_says_why_it_is_missing(
     make_server: Callable[..., MediamuxServer],
 ) -> None:
     async with Client(make_server(MEDIAMUX_TOOLSETS="muzaic,jobs")) as client:
-        result = await call(client, "muapi_generate", {"endpoint": "flux-dev-image", "params": {}})
+        with pytest.raises(MCPError) as refused:
+            await call(client, "muapi_generate", {"endpoint": "flux-dev-image", "params": {}})
 
-    assert result.is_error
-    assert text(result).startswith(
-        "[not_found] muapi_generate is not offered by this server: the muapi toolset is not enabled"
+    assert refused.value.error.code == INVALID_PARAMS
+    assert refused.value.error.message.startswith(
+        "muapi_generate is not offered by this server: the muapi toolset is not enabled"
     )
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
+from mcp_types import INVALID_PARAMS
 
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
@@ -216,12 +217,13 @@ async def test_read_only_mode_hides_everything_that_spends_creates_or_deletes_ev
         "jobs_costs",
     }
     async with Client(server) as client:
-        refused = await call(
-            client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
-        )
-    assert refused.is_error
-    assert text(refused).startswith(
-        "[not_found] muapi_generate is not offered by this server: MEDIAMUX_READ_ONLY"
+        with pytest.raises(MCPError) as refused:
+            await call(
+                client, "muapi_generate", {"endpoint": "flux-schnell-image", "params": {"prompt": "x"}}
+            )
+    assert refused.value.error.code == INVALID_PARAMS
+    assert refused.value.error.message.startswith(
+        "muapi_generate is not offered by this server: MEDIAMUX_READ_ONLY"
     )
     assert sandbox.muapi.submissions == 0
 

@@ -402,6 +402,21 @@ class Journal:
             ).fetchall()
         return [_record(r) for r in rows]
 
+    def foreign_output_uris(self, principal: str, *, limit: int = 5000) -> builtins.list[str]:
+        """mediamux://outputs/ links that other principals' jobs saved (newest jobs first)."""
+        with self._rlock:
+            rows = self._reader.execute(
+                "SELECT result_json FROM jobs WHERE principal != ? AND result_json IS NOT NULL "
+                "AND instr(result_json, '\"saved\"') > 0 ORDER BY submitted_ts DESC LIMIT ?",
+                (principal, int(limit)),
+            ).fetchall()
+        uris: builtins.list[str] = []
+        for (raw,) in rows:
+            for saved in json.loads(raw).get("saved") or []:
+                if isinstance(saved, dict) and isinstance(saved.get("uri"), str):
+                    uris.append(saved["uri"])
+        return uris
+
     def output_owners(self, uri: str) -> set[str]:
         """The principals whose jobs saved the output at ``uri`` (a mediamux://outputs/ link)."""
         needle = json.dumps(uri)

@@ -123,5 +123,6 @@ SPEC = ProviderSpec(
     toolset=imported("mediamux.tools.mixpeek", "toolset"),
     drivers=_drivers,
     resources=calling("mediamux.resources.mixpeek", "register_mixpeek_resources"),
+    completions=imported("mediamux.resources.mixpeek", "COMPLETIONS"),
     emulator=_emulator,
 )

@@ -69,6 +69,7 @@ SPEC = ProviderSpec(
     toolset=imported("mediamux.tools.muapi", "toolset"),
     drivers=_drivers,
     resources=calling("mediamux.resources.muapi", "register_muapi_resources"),
+    completions=imported("mediamux.resources.muapi", "COMPLETIONS"),
     emulator=_emulator,
     advice={
         "insufficient_credits": "top up with muapi_topup (returns a checkout link), or use a test key "

@@ -81,6 +81,7 @@ SPEC = ProviderSpec(
     toolset=imported("mediamux.tools.museai", "toolset"),
     drivers=_drivers,
     resources=calling("mediamux.resources.museai", "register_museai_resources"),
+    completions=imported("mediamux.resources.museai", "COMPLETIONS"),
     emulator=_emulator,
     key_hint=" (mediamux login museai creates one)",
     advice={

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
+    from mediamux.server.completions import CompletionSource
     from mediamux.tools.base import Toolset
 
 
@@ -119,6 +120,9 @@ class ProviderSpec:
     # Used instead of ``client`` when the client also depends on the provider's own settings
     # (Mixpeek chooses its API generation and namespace from them).
     configured_client: Callable[[Mapping[str, Transport], ProviderSettings], Any] | None = None
+    # Where completion/complete finds values for the arguments and template variables this provider
+    # owns (muse.ai: svid, scid, subtitle_id); imported when the server starts with it enabled.
+    completions: Callable[[], Iterable[CompletionSource]] | None = None
 
     def make_client(self, transports: Mapping[str, Transport], settings: ProviderSettings) -> Any:
         if self.configured_client is not None:

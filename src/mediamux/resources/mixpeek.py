@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.providers.errors import NotFound, ProviderError
 from mediamux.resources import client
+from mediamux.server.completions import journal_ids
 from mediamux.tools.mixpeek_views import documents_view
 
 # One read gives a reader the whole of a typical video; longer ones page with the tool.
@@ -33,3 +34,9 @@ def register_mixpeek_resources(server: MCPServer[Any]) -> None:
         except ProviderError as exc:
             raise ResourceError(exc.message) from None
         return json.dumps(found.model_dump(mode="json", exclude_none=True), indent=1, ensure_ascii=False)
+
+
+# The videos indexed from here, most recent first, read from the journal (no Mixpeek call).
+COMPLETIONS = (
+    journal_ids("asset_id", "mixpeek", lambda record: [str((record.result or {}).get("asset_id") or "")]),
+)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
@@ -11,6 +11,10 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mediamux.providers.errors import NotFound, ProviderError
 from mediamux.providers.museai import MuseaiClient
 from mediamux.resources import client, dump
+from mediamux.server.completions import Candidates, CompletionSource
+
+if TYPE_CHECKING:
+    from mediamux.context import Services
 
 
 def register_museai_resources(server: MCPServer[Any]) -> None:
@@ -82,3 +86,36 @@ def register_museai_resources(server: MCPServer[Any]) -> None:
         return str(
             await guarded(museai().get_subtitles(svid, subtitle_id), f"no subtitles {subtitle_id} on {svid}")
         )
+
+
+# -- completion ------------------------------------------------------------------------------------
+# Read from the account's listings (free), through the completion cache: see mediamux.server.completions.
+
+
+async def _svids(svc: Services, given: Mapping[str, str]) -> Candidates:
+    videos = await svc.clients.require("museai", MuseaiClient).list_videos()
+    return Candidates([v.svid for v in videos])
+
+
+async def _scids(svc: Services, given: Mapping[str, str]) -> Candidates:
+    collections = await svc.clients.require("museai", MuseaiClient).list_collections()
+    return Candidates([c.scid for c in collections if c.scid])
+
+
+async def _subtitle_ids(svc: Services, given: Mapping[str, str]) -> Candidates:
+    tracks = await svc.clients.require("museai", MuseaiClient).list_subtitles(given["svid"])
+    return Candidates(list(tracks))
+
+
+COMPLETIONS = (
+    CompletionSource("svid", _svids, cached=True, provider="museai"),
+    CompletionSource("scid", _scids, cached=True, provider="museai"),
+    # A video's tracks: known once the svid is.
+    CompletionSource(
+        "subtitle_id",
+        _subtitle_ids,
+        cached=True,
+        provider="museai",
+        scope=lambda given: given.get("svid") or None,
+    ),
+)

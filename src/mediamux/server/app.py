@@ -9,10 +9,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from mcp import MCPError
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.shared.uri_template import UriTemplate
+from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
@@ -24,9 +26,14 @@ from mediamux.context import Services, services, serving
 from mediamux.principals import SPEND_SCOPE, can_spend
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
-from mediamux.server import identity  # noqa: F401 - installs the reader of the signed-in principal
+from mediamux.server import (
+    client_logs,
+    completions,
+    identity,  # noqa: F401 - installs the reader of the signed-in principal
+)
 from mediamux.server.notify import Notifier
-from mediamux.server.prompts import register_prompts
+from mediamux.server.prompts import prompt_argument_error, register_prompts
+from mediamux.server.refusals import invalid_params
 from mediamux.server.services import open_services, sandbox_settings
 from mediamux.server.state_keys import install as install_state_refusals
 from mediamux.server.state_keys import request_state_security
@@ -82,7 +89,7 @@ class MediamuxServer(MCPServer[Services]):
                 return await self._invalid_arguments(name, exc.__cause__)
             offered = [tool.name for tool in await self.list_tools()]
             if name not in offered:
-                return _unknown_tool(name, offered, self.mediamux_settings)
+                raise _unknown_tool(name, offered, self.mediamux_settings) from None
             raise
 
     async def list_tools(self) -> list[MCPTool]:
@@ -108,24 +115,81 @@ class MediamuxServer(MCPServer[Services]):
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         # Saved outputs are images, audio and video: serve each with its own media type, which a
         # single template registration cannot express.
-        if context is None:
-            return await super().read_resource(uri, context)
-        svc = services(context)
-        if str(uri).startswith(OUTPUTS_PREFIX):
-            data, mime = read_output(svc, str(uri))
-            return [ReadResourceContents(content=data, mime_type=mime)]
-        with serving(svc):
-            return await super().read_resource(uri, context)
+        # Not found (an unknown URI, or a template whose item does not exist) is the client's to
+        # fix: -32602 with the URI, as the 2026 spec asks, logged at DEBUG, never as our failure.
+        try:
+            if context is None:
+                return await super().read_resource(uri, context)
+            svc = services(context)
+            if str(uri).startswith(OUTPUTS_PREFIX):
+                data, mime = read_output(svc, str(uri))
+                return [ReadResourceContents(content=data, mime_type=mime)]
+            with serving(svc):
+                return await super().read_resource(uri, context)
+        except ResourceNotFoundError as exc:
+            raise await self._resource_not_found(str(uri), exc) from None
+
+    async def _resource_not_found(self, uri: str, exc: ResourceNotFoundError) -> MCPError:
+        templates = [t.uri_template for t in await self.list_resource_templates()]
+        known = any(r.uri == uri for r in await self.list_resources()) or any(
+            UriTemplate.parse(t).match(uri) is not None for t in templates
+        )
+        # The SDK's own text for a URI nothing matches is "Unknown resource: <uri>"; say what to do.
+        message = (
+            str(exc)
+            if known
+            else f"no resource at {uri}; resources/list and resources/templates/list show what this "
+            "server offers"
+        )
+        logger.debug("resources/read %s: %s", uri, message)
+        return MCPError(code=INVALID_PARAMS, message=message, data={"uri": uri, "class": "not_found"})
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        context: Context[Services, Any] | None = None,
+    ) -> GetPromptResult | InputRequiredResult:
+        # The SDK reports an unknown prompt, or arguments that fail it, as an internal error with a
+        # traceback at ERROR; both are the client's to fix (-32602).
+        prompts = await self.list_prompts()
+        prompt = next((p for p in prompts if p.name == name), None)
+        if prompt is None:
+            raise invalid_params(
+                f"no prompt named {name!r}; prompts/list lists the {len(prompts)} prompts offered",
+                prompt=name,
+            )
+        missing = [a.name for a in prompt.arguments or [] if a.required and a.name not in (arguments or {})]
+        if missing:
+            raise invalid_params(
+                f"prompt {name} needs the argument(s) {', '.join(missing)}",
+                prompt=name,
+                arguments=missing,
+                **{"class": "invalid_input"},
+            )
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:
+            problem = prompt_argument_error(exc)
+            if problem is None:
+                raise
+            raise invalid_params(
+                f"prompt {name}: {problem}", prompt=name, **{"class": "invalid_input"}
+            ) from None
 
 
-def _unknown_tool(name: str, offered: list[str], settings: Settings | None) -> CallToolResult:
+def _unknown_tool(name: str, offered: list[str], settings: Settings | None) -> MCPError:
+    """An unknown tool is a protocol error (-32602) in both eras' specifications, not a tool result;
+    the message still says why a tool that exists elsewhere is not offered here."""
     hidden = _why_not_offered(name, settings) if settings is not None else None
     if hidden is not None:
-        return error_result("not_found", f"{name} is not offered by this server: {hidden}")
+        return invalid_params(f"{name} is not offered by this server: {hidden}", tool=name)
     closest = difflib.get_close_matches(name, offered, n=3, cutoff=0.5)
     hint = f"the closest are {', '.join(closest)}; " if closest else ""
-    return error_result(
-        "not_found", f"no tool named {name!r}; {hint}tools/list lists the {len(offered)} tools offered"
+    return invalid_params(
+        f"no tool named {name!r}; {hint}tools/list lists the {len(offered)} tools offered",
+        tool=name,
+        closest=closest,
     )
 
 
@@ -265,4 +329,6 @@ def build_server(
     register_prompts(mcp, settings.enabled_toolsets())
     notifier.install(mcp)
     tasks.install(mcp, notifier.bus)
+    completions.install(mcp, settings.enabled_toolsets())
+    client_logs.install(mcp, settings.secrets())
     return mcp

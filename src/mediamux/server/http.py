@@ -22,6 +22,7 @@ from mediamux import __version__
 from mediamux.config import Settings
 from mediamux.server.app import MediamuxServer
 from mediamux.server.auth import SignIn, sign_in
+from mediamux.server.sse_events import RETRY_MS, resumable_sessions
 
 MCP_PATH = "/mcp"
 
@@ -63,7 +64,10 @@ def build_http_app(
         json_response=False,
         transport_security=security_settings(settings, host, port),
         host=host,
+        retry_interval=RETRY_MS,
     )
+    # 2025-11-25 sessions get a priming event, the retry hint and replay after a broken stream.
+    resumable_sessions(server.session_manager)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

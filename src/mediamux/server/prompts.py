@@ -9,9 +9,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
-from pydantic import Field
+from pydantic import Field, ValidationError
+
+from mediamux.tools import arguments as argument_errors
 
 Svid = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="muse.ai video id (svid)")]
+
+
+def prompt_argument_error(exc: BaseException) -> str | None:
+    """What is wrong with a prompt's arguments, when ``exc`` (the SDK wraps it twice) says so."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ValidationError):
+        cause = cause.__cause__
+    if cause is None:
+        return None
+    message, _named = argument_errors.describe(cause)
+    return message
 
 
 def register_prompts(server: MCPServer, toolsets: list[str]) -> None:
