@@ -156,3 +156,30 @@ async def test_under_a_budget_an_unpriced_job_is_asked_about_with_what_it_will_h
 
     assert view.status == "declined"
     assert gate.quotes[0].estimate_usd is None and gate.quotes[0].reserve_usd == 1.0
+
+
+async def test_a_signed_in_callers_question_shows_the_tighter_of_their_budget_and_the_servers(
+    journal: Journal,
+) -> None:
+    from mediamux import principals
+
+    driver = Driver(0.4)
+    e = engine(
+        journal,
+        driver,
+        confirm_usd=0.25,
+        budget_usd=5.0,
+        principal_budget=lambda who: 1.0 if who == "alice" else None,
+    )
+    principals.install(lambda: ("alice", frozenset({"mediamux:spend"})))
+    try:
+        first, second = Gate(answer=True), Gate(answer=False)
+        await run(e, first, "one")
+        await run(e, second, "two")
+    finally:
+        principals.install(lambda: None)
+
+    (shown,) = second.quotes
+    # Alice's own dollar is the limit that binds: 0.4 of it is held by her first job.
+    assert (shown.budget_usd, shown.committed_usd) == (1.0, 0.4)
+    assert journal.committed_usd("alice") == 0.4 and driver.submits == 1
