@@ -21,9 +21,8 @@ from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
-from mediamux.config import DEFAULT_DEDUP_WINDOW_S
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
@@ -40,22 +39,10 @@ C = TypeVar("C")
 ERROR_META_KEY = "mediamux/error"
 COST_META_KEY = "mediamux/cost"
 
-WaitS = Annotated[
-    float,
-    Field(
-        ge=0,
-        le=600,
-        description="Seconds to wait for the job before returning status 'running' with a job_id that "
-        "jobs_wait resumes. Most hosts cut a tool call off after about 60 s.",
-    ),
-]
-NewJob = Annotated[
-    bool,
-    Field(
-        description=f"Pay again even if an identical job ran in the last {DEFAULT_DEDUP_WINDOW_S:g} s "
-        "(MEDIAMUX_DEDUP_WINDOW_S); by default that job is returned instead."
-    ),
-]
+# What wait_s and new_job mean, and wait_s's bounds, are said once, in the server's instructions
+# (mediamux.tools.catalog), not in each of the twenty tools that take them. The bounds still hold.
+WaitS = Annotated[float, Field(ge=0, le=600), WithJsonSchema({"type": "number"})]
+NewJob = bool
 
 
 @dataclass
