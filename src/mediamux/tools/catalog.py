@@ -41,7 +41,7 @@ MAX_FOLDER_CHARS = 120
 # 16x16 single-path SVG marks, one colour per toolset: small enough that an icon on every tool costs
 # less than a sentence, and drawn without text, fonts or scripts.
 _MARKS: dict[str, tuple[str, str]] = {
-    "server": ("M1 2h14v3H1zm0 4.5h14v3H1zM1 11h14v3H1z", "#334155"),  # three lanes, one server
+    "server": ("M1 2h14v3H1zm0 4.5h14v3H1zM1 11h14v3H1z", "#64748b"),  # three lanes, one server
     "muapi": ("M8 0l2 6 6 2-6 2-2 6-2-6-6-2 6-2z", "#7c3aed"),  # a spark: generation
     "museai": ("M4 2v12l10-6z", "#e11d48"),  # play: video
     "muzaic": ("M6 1h9v3H9v8a3 3 0 1 1-3-3z", "#0891b2"),  # a note: music
