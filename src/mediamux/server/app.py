@@ -230,7 +230,7 @@ def build_server(
         version=__version__,
         instructions=server_instructions(settings),
         website_url="https://github.com/mediamux/mediamux",
-        icons=[catalog.icon("server")],
+        icons=[catalog.icon()],
         tools=catalog.build_tools(selected_tools(settings)),
         lifespan=lifespan,
         log_level="WARNING",

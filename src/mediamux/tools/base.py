@@ -52,6 +52,7 @@ class ToolSpec:
     title: str
     annotations: ToolAnnotations
     toolset: str
+    mark: tuple[str, str] | None = None  # its toolset's icon
 
     @property
     def read_only(self) -> bool:
@@ -62,7 +63,9 @@ class ToolSpec:
 class Toolset:
     id: str
     title: str
-    description: str
+    description: str  # one line of the server's instructions: what this toolset is for
+    # Its icon on every one of its tools: an SVG path on a 16x16 grid and its fill colour.
+    mark: tuple[str, str] | None = None
     specs: list[ToolSpec] = field(default_factory=list)
 
     def tool(
@@ -85,7 +88,7 @@ class Toolset:
                 open_world_hint=open_world,
             )
             self.specs.append(
-                ToolSpec(guarded(fn, source=self.title), fn.__name__, title, annotations, self.id)
+                ToolSpec(guarded(fn, source=self.title), fn.__name__, title, annotations, self.id, self.mark)
             )
             return fn
 

@@ -38,16 +38,11 @@ OUTPUT_SCHEMA_TOOLSETS = frozenset({"jobs"})
 # Characters of folder paths named in the instructions; further folders are counted, not named.
 MAX_FOLDER_CHARS = 120
 
-# 16x16 single-path SVG marks, one colour per toolset: small enough that an icon on every tool costs
-# less than a sentence, and drawn without text, fonts or scripts.
-_MARKS: dict[str, tuple[str, str]] = {
-    "server": ("M1 2h14v3H1zm0 4.5h14v3H1zM1 11h14v3H1z", "#64748b"),  # three lanes, one server
-    "muapi": ("M8 0l2 6 6 2-6 2-2 6-2-6-6-2 6-2z", "#7c3aed"),  # a spark: generation
-    "museai": ("M4 2v12l10-6z", "#e11d48"),  # play: video
-    "muzaic": ("M6 1h9v3H9v8a3 3 0 1 1-3-3z", "#0891b2"),  # a note: music
-    "mixpeek": ("M8 1l7 7-7 7-7-7z", "#16a34a"),  # a facet: indexed segments
-    "jobs": ("M3 1h10L8 8l5 7H3l5-7z", "#d97706"),  # an hourglass: waiting jobs
-}
+# The server's own mark (three lanes, one server); each toolset carries its own (Toolset.mark), and
+# one without gets a plain disc. 16x16 single-path SVGs: small enough that an icon on every tool
+# costs less than a sentence, drawn without text, fonts or scripts.
+SERVER_MARK = ("M1 2h14v3H1zm0 4.5h14v3H1zM1 11h14v3H1z", "#64748b")
+PLAIN_MARK = ("M8 1a7 7 0 1 0 0 14A7 7 0 0 0 8 1z", "#64748b")
 
 
 def _data_uri(path: str, colour: str) -> str:
@@ -58,9 +53,9 @@ def _data_uri(path: str, colour: str) -> str:
     return "data:image/svg+xml," + svg
 
 
-def icon(name: str) -> Icon:
-    """The icon of a toolset, or of the server (``"server"``)."""
-    path, colour = _MARKS[name]
+def icon(mark: tuple[str, str] = SERVER_MARK) -> Icon:
+    """An icon from a mark (an SVG path and its colour); the server's by default."""
+    path, colour = mark
     return Icon(src=_data_uri(path, colour))
 
 
@@ -78,7 +73,7 @@ def build_tool(spec: ToolSpec) -> Tool:
         title=spec.title,
         description=one_paragraph(spec.fn.__doc__),
         annotations=spec.annotations,
-        icons=[icon(spec.toolset)],
+        icons=[icon(spec.mark or PLAIN_MARK)],
         meta=meta,
     )
     tool.parameters = compact_input_schema(tool.parameters)

@@ -18,6 +18,7 @@ toolset = Toolset(
     id="jobs",
     title="Jobs",
     description="resume, read, cancel and list jobs; costs",
+    mark=("M3 1h10L8 8l5 7H3l5-7z", "#d97706"),  # an hourglass: waiting jobs
 )
 
 JobId = Annotated[str, Field(min_length=4, max_length=64, pattern=r"^job_[A-Za-z0-9_-]+$"), opaque()]

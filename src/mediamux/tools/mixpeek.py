@@ -56,6 +56,7 @@ toolset = Toolset(
     id="mixpeek",
     title="Mixpeek",
     description="index videos; search their segments by meaning or words",
+    mark=("M8 1l7 7-7 7-7-7z", "#16a34a"),  # a facet: indexed segments
 )
 
 MAX_METADATA_BYTES = 64 * 1024
@@ -143,7 +144,7 @@ async def mixpeek_index_url(
 
 @toolset.tool(title="Index a local video file with Mixpeek", read_only=False, open_world=True)
 async def mixpeek_index_file(
-    path: Annotated[str, Field(min_length=1, max_length=4096), opaque("Local video file path")],
+    path: Annotated[str, Field(min_length=1, max_length=4096), opaque()],
     collection_id: CollectionId,
     ctx: Context,
     metadata: Metadata = {},  # noqa: B006 - validated into a fresh dict per call, never mutated
@@ -169,7 +170,7 @@ async def mixpeek_index_file(
 
 @toolset.tool(title="Get a Mixpeek task", read_only=True)
 async def mixpeek_get_task(task_id: TaskId, ctx: Context) -> Annotated[CallToolResult, TaskView]:
-    """Reads a Mixpeek indexing task: status, object id, failure reason. Free; returns at once."""
+    """Reads a Mixpeek indexing task: status, object id, failure reason. Free, instant."""
     view = await task_view(client_of(ctx), task_id, services(ctx).journal)
     links = [asset_link(view.asset_id)] if view.asset_id and view.status == "completed" else []
     return model_result(view, f"Mixpeek task {task_id}: {view.provider_status or view.status}", links=links)

@@ -36,6 +36,7 @@ toolset = Toolset(
     id="muapi",
     title="MuAPI",
     description="image, video and audio generation on hundreds of models",
+    mark=("M8 0l2 6 6 2-6 2-2 6-2-6-6-2 6-2z", "#7c3aed"),  # a spark: generation
 )
 
 MAX_PARAMS_BYTES = 256 * 1024
@@ -157,7 +158,7 @@ async def muapi_get_result(
     request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"), opaque()],
     ctx: Context,
 ) -> Annotated[CallToolResult, PredictionView]:
-    """Reads a MuAPI prediction by request_id: status, output URLs, error and cost. Free; returns at once."""
+    """Reads a MuAPI prediction by request_id: status, output URLs, error and cost. Free, instant."""
     client = client_of(ctx)
     p = await client.get_result(request_id)
     job = services(ctx).journal.find_by_provider_id("muapi", request_id)
@@ -182,7 +183,7 @@ class UploadedFile(BaseModel):
 
 @toolset.tool(title="Upload a file to MuAPI", read_only=False, open_world=True)
 async def muapi_upload_file(
-    path: Annotated[str, Field(min_length=1, max_length=4096), opaque("Local file path")],
+    path: Annotated[str, Field(min_length=1, max_length=4096), opaque()],
     ctx: Context,
 ) -> Annotated[CallToolResult, UploadedFile]:
     """Uploads a local image, video or audio file to MuAPI; returns a hosted URL for model inputs
@@ -208,7 +209,7 @@ class BalanceView(BaseModel):
 
 @toolset.tool(title="MuAPI balance", read_only=True)
 async def muapi_get_balance(ctx: Context) -> Annotated[CallToolResult, BalanceView]:
-    """Reads the MuAPI balance in US dollars. Free; returns at once."""
+    """Reads the MuAPI balance in US dollars. Free, instant."""
     balance, _ = await client_of(ctx).balance()
     view = BalanceView(balance_usd=balance.balance, currency=balance.currency, email=balance.email)
     return model_result(view, f"MuAPI balance: ${view.balance_usd:.2f} {view.currency.upper()}")

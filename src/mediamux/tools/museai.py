@@ -48,6 +48,7 @@ toolset = Toolset(
     id="museai",
     title="muse.ai",
     description="video hosting, subtitles, collections, in-video search, media AI",
+    mark=("M4 2v12l10-6z", "#e11d48"),  # play: video
 )
 
 # Ids and paths are advertised as plain strings (see opaque); the Field limits still apply.
@@ -62,8 +63,8 @@ Fid = Annotated[
 ]
 SubtitleId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$"), opaque()]
 VisibilityArg = Literal["private", "unlisted", "public"]
-LocalPath = Annotated[str, Field(min_length=1, max_length=4096), opaque("Local file path")]
-WaitReady = Annotated[bool, Field(description="Also wait (within wait_s) until the video has ingested")]
+LocalPath = Annotated[str, Field(min_length=1, max_length=4096), opaque()]
+WaitReady = Annotated[bool, Field(description="Also wait for it to finish ingesting")]
 
 
 def client_of(ctx: Context) -> MuseaiClient:
@@ -477,7 +478,7 @@ async def museai_create_collection(
     ] = "public",
 ) -> Annotated[CallToolResult, CreatedCollection]:
     """Creates a muse.ai collection and returns its id (scid) for museai_upload_video or
-    museai_add_to_collection. Free; returns at once."""
+    museai_add_to_collection. Free, instant."""
     scid = await client_of(ctx).create_collection(name, visibility)
     await _changed(ctx, listing=True)
     return model_result(
@@ -580,8 +581,8 @@ async def _run_job(
 async def museai_transcribe(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Transcript]]:
-    """Transcribes the speech in a local audio or video file with muse.ai. Paid from muse.ai AI credits;
-    takes about the audio's length. Kept here though muse.ai deletes it after an hour."""
+    """Transcribes the speech in a local audio or video file. Paid in muse.ai AI credits; takes about the
+    audio's length. Kept here though muse.ai deletes it after an hour."""
     return await _run_job(ctx, "speech", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -599,8 +600,8 @@ async def museai_align(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[Alignment]]:
-    """Aligns a known transcript to a local audio or video file with muse.ai: each word with its start and
-    end second. Paid from muse.ai AI credits."""
+    """Aligns a known transcript to a local audio or video file: each word with its start and end second.
+    Paid in muse.ai AI credits."""
     return await _run_job(ctx, "align", _file_args(ctx, path, phrase), wait_s, new_job)
 
 
@@ -609,7 +610,7 @@ async def museai_detect_sounds(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Sounds]]:
     """Finds speech, music, silence, laughter and applause segments (start/end seconds) in a local audio
-    or video file with muse.ai. Paid from muse.ai AI credits."""
+    or video file. Paid in muse.ai AI credits."""
     return await _run_job(ctx, "sounds", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -617,8 +618,8 @@ async def museai_detect_sounds(
 async def museai_detect_colors(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Colors]]:
-    """Measures the share of each named colour in a local image with muse.ai. Paid from muse.ai AI
-    credits; usually seconds."""
+    """Measures the share of each named colour in a local image. Paid in muse.ai AI credits; usually
+    seconds."""
     return await _run_job(ctx, "colors", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -626,8 +627,8 @@ async def museai_detect_colors(
 async def museai_detect_faces(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Faces]]:
-    """Finds faces in a local video with muse.ai, grouped by person, with when (seconds) and where (frame
-    fractions) each appears. Paid from muse.ai AI credits."""
+    """Finds faces in a local video, grouped by person, with when (seconds) and where (frame fractions)
+    each appears. Paid in muse.ai AI credits."""
     return await _run_job(ctx, "faces", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -635,8 +636,8 @@ async def museai_detect_faces(
 async def museai_detect_objects(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[ObjectBoxes]]:
-    """Finds objects in a local image with muse.ai: each label with its boxes (frame fractions) and
-    confidence. Paid from muse.ai AI credits."""
+    """Finds objects in a local image: each label with its boxes (frame fractions) and confidence. Paid in
+    muse.ai AI credits."""
     return await _run_job(ctx, "objects", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -644,8 +645,8 @@ async def museai_detect_objects(
 async def museai_detect_text(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[TextBoxes]]:
-    """Reads the words in a local image with muse.ai, each with its boxes (frame fractions). Paid from
-    muse.ai AI credits."""
+    """Reads the words in a local image, each with its boxes (frame fractions). Paid in muse.ai AI
+    credits."""
     return await _run_job(ctx, "text", _file_args(ctx, path), wait_s, new_job)
 
 

@@ -30,6 +30,7 @@ toolset = Toolset(
     id="muzaic",
     title="Muzaic",
     description="music for video, single pieces or soundtracks",
+    mark=("M6 1h9v3H9v8a3 3 0 1 1-3-3z", "#0891b2"),  # a note: music
 )
 
 MAX_DURATION_S = 1200  # singleFile's limit in the older documents
@@ -67,7 +68,15 @@ Curve = TypeAliasType(
         Level | Keyframes,
         WithJsonSchema(
             {
-                "type": ["integer", "array"],
+                # anyOf rather than a list of types, which some hosts' schema converters reject.
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 9},
+                    # Its shape is kept: an invalid point is named by its place in the curve.
+                    {
+                        "type": "array",
+                        "items": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "integer"}]},
+                    },
+                ],
                 "description": "Level 1–9, or keyframes [[percent, level], …] from 0 to 100",
             }
         ),
