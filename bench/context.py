@@ -85,6 +85,7 @@ ATTEMPTS: tuple[tuple[str, ...], ...] = ((), ("mcp<2",))  # extra requirements p
 class Listing:
     name: str  # package and version
     tools: list[dict[str, Any]] = field(default_factory=list)
+    instructions: str = ""
     error: str | None = None
     pin: str = ""  # what had to be pinned for it to start
 
@@ -105,13 +106,17 @@ def _visible(tool: dict[str, Any]) -> dict[str, Any]:
     return {k: tool[k] for k in VISIBLE_KEYS if k in tool}
 
 
-async def _list(cmd: list[str], env: dict[str, str], log: Path, mode: str) -> list[dict[str, Any]]:
+async def _list(
+    cmd: list[str], env: dict[str, str], log: Path, mode: str
+) -> tuple[list[dict[str, Any]], str]:
+    """The tools a server lists, and its instructions (which hosts that defer tools show instead)."""
     with anyio.fail_after(LIST_TIMEOUT_S):
         async with mcp_stdio(cmd, env=env, log=log, mode=mode, request_timeout_s=LIST_TIMEOUT_S) as (
             client,
             _,
         ):
-            return [_dump(t) for t in (await client.list_tools()).tools]
+            tools = [_dump(t) for t in (await client.list_tools()).tools]
+            return tools, client.instructions or ""
 
 
 def _installed(venv: Path, package: str) -> str:
@@ -159,16 +164,18 @@ async def _official(spec: Official, cfg: Config) -> Listing:
             continue
         cmd = [str(venv / "bin" / spec.command[0]), *spec.command[1:]]
         try:
-            listed = await _list(cmd, env, log, "legacy")
+            listed, instructions = await _list(cmd, env, log, "legacy")
         except Exception as exc:
             errors.append(
                 f"{' + '.join(requirements)}: no tools/list answer ({type(exc).__name__}: {_last_error(log)})"
             )
             continue
         pin = _installed(venv, "mcp") if extra else ""
-        return Listing(_installed(venv, spec.package), listed, "; ".join(errors) or None, pin)
+        return Listing(
+            _installed(venv, spec.package), listed, instructions, error="; ".join(errors) or None, pin=pin
+        )
     return Listing(
-        spec.package, [], "; ".join(errors) + (f". Reading the package: {spec.why}" if spec.why else "")
+        spec.package, [], error="; ".join(errors) + (f". Reading the package: {spec.why}" if spec.why else "")
     )
 
 
@@ -193,7 +200,7 @@ def _rows_for(name: str, ours: list[dict[str, Any]], theirs: Listing | None, cou
 
 async def run(cfg: Config) -> Section:
     count, counter_label = tokens.counter()
-    mine = await _list(
+    mine, instructions = await _list(
         mediamux_cmd("--sandbox"), mediamux_env(cfg.work / "context"), log_path("context-mediamux"), "auto"
     )
     owner = {spec.name: ts for ts in toolset_ids() for spec in toolset_of(ts).specs}
@@ -235,6 +242,16 @@ async def run(cfg: Config) -> Section:
                 f"mean tool of {together}",
             )
         )
+    section.rows.append(
+        Row(
+            "Context",
+            "server instructions (what deferring hosts show before any tool)",
+            float(count(instructions)),
+            float(sum(count(listing.instructions) for listing in answered)) if answered else None,
+            "tokens",
+            f"{together} together",
+        )
+    )
     ranked = sorted(mine, key=lambda t: count(_compact(_visible(t))), reverse=True)[:TOP]
     overall = mean_visible(their_tools) if their_tools else None
     for tool in ranked:

@@ -22,6 +22,7 @@ from mediamux.clock import FakeClock
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer
 from tests.test_muapi_tools import call, text
+from tests.tokens import count
 
 DEMO = "https://mixpeek-public-demo.s3.us-east-2.amazonaws.com/starter/aussie_agility.mp4"
 CITY = "https://media.example.com/videos/city_night_walk.mp4"
@@ -654,18 +655,6 @@ MIXPEEK_TOOLS = {
 TOKEN_BUDGET = 400
 
 
-def _token_counter() -> Callable[[str], float]:
-    """o200k tokens when tiktoken is importable (bench/tokens.py installs it); otherwise characters / 4,
-    which over-counts this compact JSON (the o200k count of the largest tool is about 5% lower)."""
-    try:
-        import tiktoken  # type: ignore[import-not-found]
-
-        encoding = tiktoken.get_encoding("o200k_base")
-        return lambda s: float(len(encoding.encode(s)))
-    except Exception:
-        return lambda s: len(s) / 4
-
-
 async def _visible_definitions(server: MediamuxServer) -> dict[str, str]:
     async with Client(server) as client:
         with anyio.fail_after(20):
@@ -682,7 +671,6 @@ async def _visible_definitions(server: MediamuxServer) -> dict[str, str]:
 async def test_each_mixpeek_tool_definition_fits_the_token_budget(
     make_server: Callable[..., MediamuxServer],
 ) -> None:
-    count = _token_counter()
     shown = await _visible_definitions(make_server(MEDIAMUX_TOOLSETS="mixpeek"))
 
     assert set(shown) == MIXPEEK_TOOLS

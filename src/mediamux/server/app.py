@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from mediamux.apps import viewer
 from mediamux.clock import Clock
 from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
+from mediamux.files import FileAccessError, parse_allowed_dirs
+from mediamux.files.confinement import logger as files_logger
 from mediamux.principals import SPEND_SCOPE, can_spend
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
@@ -39,6 +41,7 @@ from mediamux.server.state_keys import install as install_state_refusals
 from mediamux.server.state_keys import request_state_security
 from mediamux.tasks import TasksExtension
 from mediamux.tools import arguments as argument_errors
+from mediamux.tools import catalog
 from mediamux.tools.base import Toolset, error_result, job_result
 
 logger = logging.getLogger("mediamux.server")
@@ -52,12 +55,30 @@ def toolset(toolset_id: str) -> Toolset:
     return registry.get(toolset_id).toolset()
 
 
-INSTRUCTIONS = (
-    "mediamux gives typed access to media-AI providers (MuAPI generation; muse.ai, Muzaic and Mixpeek "
-    "where enabled). Paid tools report what they cost; long jobs return a job_id that jobs_wait resumes "
-    "without paying again. Local files must be inside the allowed folders (MEDIAMUX_ALLOWED_DIRS); "
-    "generated files are saved in the output folder and returned as paths and mediamux://outputs/ links."
-)
+def server_instructions(settings: Settings) -> str:
+    """The server's instructions for this configuration: enabled toolsets, readable folders, jobs."""
+    try:
+        with _quiet(files_logger):  # the services say why a folder is left out, once, when they open
+            folders = list(parse_allowed_dirs(settings.allowed_dirs, output_dir=settings.output_dir))
+    except FileAccessError:
+        folders = []  # a refused folder stops the services from opening, with its own message
+    return catalog.instructions(
+        [(t, toolset(t).description) for t in settings.enabled_toolsets()],
+        folders=folders,
+        output_dir=settings.output_dir,
+        dedup_window_s=settings.dedup_window_s,
+        read_only=settings.read_only,
+    )
+
+
+@contextmanager
+def _quiet(log: logging.Logger) -> Iterator[None]:
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
 
 
 class MediamuxServer(MCPServer[Services]):
@@ -304,8 +325,10 @@ def build_server(
         subscriptions=notifier.bus,
         title="mediamux",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=server_instructions(settings),
         website_url="https://github.com/mediamux/mediamux",
+        icons=[catalog.icon()],
+        tools=catalog.build_tools(specs, extra_meta=viewer.tool_meta),
         lifespan=lifespan,
         log_level="WARNING",
         request_state_security=request_state_security(settings),
@@ -313,14 +336,6 @@ def build_server(
     )
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
-    for spec in specs:
-        mcp.add_tool(
-            spec.fn,
-            name=spec.name,
-            title=spec.title,
-            annotations=spec.annotations,
-            meta=viewer.tool_meta(spec.fn),
-        )
     register_resources(mcp)
     for toolset_id in settings.enabled_toolsets():
         resources = registry.get(toolset_id).resources if toolset_id != JOBS_TOOLSET else None

@@ -23,9 +23,9 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
-from mediamux.config import DEFAULT_DEDUP_WINDOW_S, JOBS_TOOLSET
+from mediamux.config import JOBS_TOOLSET
 from mediamux.context import services
 from mediamux.errors import MediamuxError
 from mediamux.files import MEDIA_KINDS, FileAccessError, check_uploadable, resolve_allowed_path
@@ -44,22 +44,10 @@ C = TypeVar("C")
 ERROR_META_KEY = "mediamux/error"
 COST_META_KEY = "mediamux/cost"
 
-WaitS = Annotated[
-    float,
-    Field(
-        ge=0,
-        le=600,
-        description="Seconds to wait for the job before returning status 'running' with a job_id that "
-        "jobs_wait resumes. Most hosts cut a tool call off after about 60 s.",
-    ),
-]
-NewJob = Annotated[
-    bool,
-    Field(
-        description=f"Pay again even if an identical job ran in the last {DEFAULT_DEDUP_WINDOW_S:g} s "
-        "(MEDIAMUX_DEDUP_WINDOW_S); by default that job is returned instead."
-    ),
-]
+# What wait_s and new_job mean, and wait_s's bounds, are said once, in the server's instructions
+# (mediamux.tools.catalog), not in each of the twenty tools that take them. The bounds still hold.
+WaitS = Annotated[float, Field(ge=0, le=600), WithJsonSchema({"type": "number"})]
+NewJob = bool
 
 
 @dataclass
@@ -69,6 +57,7 @@ class ToolSpec:
     title: str
     annotations: ToolAnnotations
     toolset: str
+    mark: tuple[str, str] | None = None  # its toolset's icon
 
     @property
     def read_only(self) -> bool:
@@ -89,7 +78,9 @@ class ToolSpec:
 class Toolset:
     id: str
     title: str
-    description: str
+    description: str  # one line of the server's instructions: what this toolset is for
+    # Its icon on every one of its tools: an SVG path on a 16x16 grid and its fill colour.
+    mark: tuple[str, str] | None = None
     specs: list[ToolSpec] = field(default_factory=list)
 
     def tool(
@@ -115,7 +106,7 @@ class Toolset:
             if annotations.destructive_hint and self.id != JOBS_TOOLSET:
                 # The job engine audits its own cancels; every other destructive tool is audited here.
                 wrapped = audited(wrapped)
-            self.specs.append(ToolSpec(wrapped, fn.__name__, title, annotations, self.id))
+            self.specs.append(ToolSpec(wrapped, fn.__name__, title, annotations, self.id, self.mark))
             return fn
 
         return decorate

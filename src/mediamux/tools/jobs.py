@@ -13,40 +13,40 @@ from mediamux.jobs.models import JobResult, ProviderId
 from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost
 from mediamux.tools.base import Toolset, WaitS, job_result, model_result, progress_of, services
+from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
     id="jobs",
     title="Jobs",
-    description="Resume, inspect and list long-running jobs from every provider.",
+    description="resume, read, cancel and list jobs; costs",
+    mark=("M3 1h10L8 8l5 7H3l5-7z", "#d97706"),  # an hourglass: waiting jobs
 )
 
-JobId = Annotated[str, Field(min_length=4, max_length=64, pattern=r"^job_[A-Za-z0-9_-]+$")]
+JobId = Annotated[str, Field(min_length=4, max_length=64, pattern=r"^job_[A-Za-z0-9_-]+$"), opaque()]
 
 
 @toolset.tool(title="Wait for a job", read_only=True)
 async def jobs_wait(
     job_id: JobId, ctx: Context, wait_s: WaitS = 45
 ) -> Annotated[CallToolResult, JobResult[Any]]:
-    """Waits for a job started earlier (by any mediamux tool, even before a restart) until it finishes
-    or wait_s passes, with progress, and returns its result and cost. Free: it only polls the
-    provider and never submits or pays again."""
+    """Waits for a job started earlier (by any tool, even before a restart) until it ends or wait_s
+    passes, with progress; returns its result and cost. Free: it never submits or pays again."""
     view = await services(ctx).engine.wait(job_id, wait_s=wait_s, progress=progress_of(ctx))
     return job_result(view, title=f"{view.provider} {view.operation}")
 
 
 @toolset.tool(title="Get a job", read_only=True)
 async def jobs_get(job_id: JobId, ctx: Context) -> Annotated[CallToolResult, JobResult[Any]]:
-    """Reads a job: status, result, error and cost. Free and quick; asks the provider first when the
-    saved state is older than the poll schedule allows (checked_at says when it last did)."""
+    """Reads a job: status, result, error and cost; asks the provider first when the saved state is stale
+    (checked_at says when). Free; quick."""
     view = await services(ctx).engine.read(job_id)
     return job_result(view, title=f"{view.provider} {view.operation}", error_on_failure=False)
 
 
 @toolset.tool(title="Cancel a job", read_only=False, destructive=True, idempotent=True)
 async def jobs_cancel(job_id: JobId, ctx: Context) -> Annotated[CallToolResult, JobResult[Any]]:
-    """Cancels a job: mediamux stops waiting for it at once. Mixpeek indexing tasks are stopped
-    upstream; MuAPI, muse.ai and Muzaic have no way to stop a job, so it may still finish there and
-    its charge stands (the result says which). Free; returns the job with any cost already incurred."""
+    """Stops waiting for a job. Mixpeek tasks are stopped upstream; MuAPI, muse.ai and Muzaic cannot stop
+    a job, so it may still finish and be charged (the result says which). Free."""
     view = await services(ctx).engine.cancel(job_id)
     return job_result(view, title=f"{view.provider} {view.operation}", error_on_failure=False)
 
@@ -80,8 +80,8 @@ async def jobs_list(
     provider: ProviderId | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> Annotated[CallToolResult, JobList]:
-    """Lists recent jobs, newest first, with status and cost. Free; active jobs whose state is stale are
-    checked with their provider first (up to 20 per call, a few seconds at most)."""
+    """Lists recent jobs, newest first, with status and cost; stale active jobs are checked with their
+    provider first (up to 20). Free; a few seconds at most."""
     engine = services(ctx).engine
     records = await engine.refresh_all(
         services(ctx).journal.list(
@@ -110,8 +110,8 @@ async def jobs_list(
 
 @toolset.tool(title="Show costs", read_only=True)
 async def jobs_costs(ctx: Context) -> Annotated[CallToolResult, Costs]:
-    """Shows what mediamux has recorded as spent, per provider: this session, today and all time, in
-    the units each provider reports (dollars, credits, tokens), against the budget. Free and instant."""
+    """Shows what was spent per provider this session, today and in all, in each provider's units
+    (dollars, credits, tokens), against the budget, with recent paid submissions. Free; instant."""
     view = caller_costs(services(ctx))
     return model_result(
         view,

@@ -50,12 +50,13 @@ from mediamux.tools.mixpeek_views import (
     search_view,
     task_view,
 )
+from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
     id="mixpeek",
     title="Mixpeek",
-    description="Multimodal indexing of videos (transcripts, descriptions, on-screen text, embeddings) and "
-    "semantic or full-text search over them with metadata filters.",
+    description="index videos; search their segments by meaning or words",
+    mark=("M8 1l7 7-7 7-7-7z", "#16a34a"),  # a facet: indexed segments
 )
 
 MAX_METADATA_BYTES = 64 * 1024
@@ -64,7 +65,7 @@ MAX_METADATA_BYTES = 64 * 1024
 MAX_URL_CHARS = 4096
 
 CollectionId = Annotated[str, Field(pattern=COLLECTION_NAME_RE.pattern)]
-TaskId = Annotated[str, Field(max_length=200, pattern=ID_RE.pattern)]
+TaskId = Annotated[str, Field(max_length=200, pattern=ID_RE.pattern), opaque()]
 Metadata = Annotated[dict[str, Any], Field(description="Filterable as metadata.<key>")]
 # Defaults stand for "the collection's own" on an existing collection (its extractor is fixed when it is
 # created), so they are left out of the journaled arguments and only a changed value is checked against it.
@@ -132,8 +133,8 @@ async def mixpeek_index_url(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
-    """Indexes a video URL into a Mixpeek collection (created if new); waits and returns the object id and a
-    segment summary. Paid in Mixpeek credits; as long as the video; past wait_s, returns a job_id for jobs_wait."""
+    """Indexes a video URL into a Mixpeek collection (created if new) and returns the object id and a
+    segment summary. Paid in Mixpeek credits; takes about the video's length."""
     if len(url) > MAX_URL_CHARS:
         raise InputError(f"url is longer than {MAX_URL_CHARS} characters")
     args = _index_args(collection_id, metadata, features, segment_s, url=check_url(url))
@@ -143,9 +144,7 @@ async def mixpeek_index_url(
 
 @toolset.tool(title="Index a local video file with Mixpeek", read_only=False, open_world=True)
 async def mixpeek_index_file(
-    path: Annotated[
-        str, Field(min_length=1, max_length=4096, description="Video file in the allowed folders")
-    ],
+    path: Annotated[str, Field(min_length=1, max_length=4096), opaque()],
     collection_id: CollectionId,
     ctx: Context,
     metadata: Metadata = {},  # noqa: B006 - validated into a fresh dict per call, never mutated
@@ -155,7 +154,7 @@ async def mixpeek_index_file(
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[IndexedAsset]]:
     """Uploads a local video (streamed, with progress) and indexes it like mixpeek_index_url. Paid in
-    Mixpeek credits; past wait_s, returns a job_id for jobs_wait."""
+    Mixpeek credits."""
     kinds = ("video",) if generation(client_of(ctx)) == "v1" else ("video", "image")
     resolved = upload_path(ctx, path, kinds=kinds)
     if resolved.stat().st_size == 0:
@@ -171,8 +170,7 @@ async def mixpeek_index_file(
 
 @toolset.tool(title="Get a Mixpeek task", read_only=True)
 async def mixpeek_get_task(task_id: TaskId, ctx: Context) -> Annotated[CallToolResult, TaskView]:
-    """Reads one Mixpeek indexing task: its status, object id and failure reason (after ~24 h, from its
-    batch). Free; returns at once. For tasks started here, jobs_wait also waits and summarises."""
+    """Reads a Mixpeek indexing task: status, object id, failure reason. Free, instant."""
     view = await task_view(client_of(ctx), task_id, services(ctx).journal)
     links = [asset_link(view.asset_id)] if view.asset_id and view.status == "completed" else []
     return model_result(view, f"Mixpeek task {task_id}: {view.provider_status or view.status}", links=links)
@@ -180,8 +178,8 @@ async def mixpeek_get_task(task_id: TaskId, ctx: Context) -> Annotated[CallToolR
 
 @toolset.tool(title="Cancel a Mixpeek task", read_only=False, destructive=True, idempotent=True)
 async def mixpeek_cancel_task(task_id: TaskId, ctx: Context) -> Annotated[CallToolResult, CancelView]:
-    """Stops a running Mixpeek indexing task; the work done so far is lost. Free; returns at once with the
-    task's status afterwards (a finished task is left as it is)."""
+    """Stops a running Mixpeek indexing task, losing the work done; a finished task is left as it is.
+    Free; returns the status after."""
     view = await cancel_view(client_of(ctx), task_id, services(ctx).journal)
     return model_result(
         view, f"Mixpeek task {task_id}: cancel requested · now {view.provider_status or 'unknown'}"
@@ -193,15 +191,13 @@ async def mixpeek_cancel_task(task_id: TaskId, ctx: Context) -> Annotated[CallTo
 
 @toolset.tool(title="Get a Mixpeek video's segments", read_only=True)
 async def mixpeek_get_asset_features(
-    asset_id: Annotated[
-        str, Field(max_length=200, pattern=ID_RE.pattern, description="Object (v0: asset) id")
-    ],
+    asset_id: Annotated[str, Field(max_length=200, pattern=ID_RE.pattern), opaque("Object (v0: asset) id")],
     ctx: Context,
     page: Annotated[int, Field(ge=1, le=10_000)] = 1,
     page_size: Annotated[int, Field(ge=1, le=100)] = 10,
 ) -> Annotated[CallToolResult, AssetDocuments]:
-    """Reads what Mixpeek extracted from one indexed video, a page of segments at a time: start and end
-    seconds, transcription, description, on-screen text. Free; returns at once; empty until indexed."""
+    """Reads a page of the segments Mixpeek extracted from an indexed video: seconds, transcription,
+    description, on-screen text. Free; empty until indexed."""
     found = await documents_view(client_of(ctx), asset_id, page, page_size)
     return model_result(
         found,
@@ -213,13 +209,13 @@ async def mixpeek_get_asset_features(
 @toolset.tool(title="Search Mixpeek collections", read_only=True)
 async def mixpeek_search(
     query: Annotated[str, Field(min_length=1, max_length=2000)],
-    collection_ids: Annotated[list[CollectionId], Field(min_length=1, max_length=20)],
+    collection_ids: Annotated[list[Annotated[CollectionId, opaque()]], Field(min_length=1, max_length=20)],
     ctx: Context,
     filters: Annotated[
         dict[str, Any] | None,
         Field(
-            description='e.g. {"AND": [{"field": "metadata.lang", "operator": "eq", "value": "en"}]}; AND/OR/NOT '
-            "nest; operators eq ne gt lt gte lte in nin contains exists text …"
+            description='e.g. {"AND": [{"field": "metadata.lang", "operator": "eq", "value": "en"}]}; '
+            "AND/OR/NOT nest; operators eq ne gt lt gte lte in nin contains exists text"
         ),
     ] = None,
     search_type: Annotated[
@@ -228,9 +224,9 @@ async def mixpeek_search(
     page: Annotated[int, Field(ge=1, le=1000)] = 1,
     page_size: Annotated[int, Field(ge=1, le=100)] = 10,
 ) -> Annotated[CallToolResult, SearchView]:
-    """Searches indexed Mixpeek collections for video segments matching a text query, by meaning or by the
-    words in transcripts, descriptions and on-screen text, optionally filtered. Returns scored segments
-    with object ids and seconds. Free; returns at once."""
+    """Searches Mixpeek collections for video segments matching a query, by meaning or by the words in
+    transcripts, descriptions and on-screen text, optionally filtered; returns scored segments with
+    object ids and seconds. Free."""
     found = await search_view(
         client_of(ctx),
         query,

@@ -30,11 +30,13 @@ from mediamux.tools.base import (
     upload_path,
     write_key_file,
 )
+from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
     id="muapi",
     title="MuAPI",
-    description="Generative image, video and audio models behind one submit-then-poll API, with per-request cost.",
+    description="image, video and audio generation on hundreds of models",
+    mark=("M8 0l2 6 6 2-6 2-2 6-2-6-6-2 6-2z", "#7c3aed"),  # a spark: generation
 )
 
 MAX_PARAMS_BYTES = 256 * 1024
@@ -44,13 +46,8 @@ MODEL_CATALOG_TTL_S = 300.0
 
 Endpoint = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=200,
-        pattern=ENDPOINT_RE.pattern,
-        description="Model endpoint slug, e.g. 'flux-dev-image', 'kling-v2.1-master-t2v', "
-        "'mmaudio-v2/text-to-audio' (muapi_list_models lists them).",
-    ),
+    Field(min_length=1, max_length=200, pattern=ENDPOINT_RE.pattern),
+    opaque("Model endpoint, e.g. 'flux-dev-image' (muapi_list_models lists them)"),
 ]
 
 
@@ -89,30 +86,25 @@ async def muapi_generate(
     params: Annotated[
         dict[str, Any],
         Field(
-            description='Model inputs as listed by muapi_get_model, e.g. {"prompt": "a red fox", '
-            '"aspect_ratio": "16:9"}. URL inputs (image_url, video_url, audio_url, images_list, ...) '
-            "also take local file paths, which are uploaded first."
+            description='Model inputs per muapi_get_model, e.g. {"prompt": "a red fox"}; URL inputs '
+            "(image_url, video_url, audio_url, images_list …) also take local file paths"
         ),
     ],
     ctx: Context,
     wait_s: WaitS = 45,
     webhook_url: Annotated[
         str | None,
-        Field(
-            pattern=r"^https://\S+$", max_length=2048, description="https URL that MuAPI POSTs the result to"
-        ),
+        Field(pattern=r"^https://\S+$", max_length=2048),
+        opaque("https URL MuAPI POSTs the result to"),
     ] = None,
     new_job: NewJob = False,
     save_outputs: Annotated[
-        bool, Field(description="Download outputs into the output folder so an expiring URL loses nothing")
+        bool, Field(description="Save outputs in the output folder (URLs expire)")
     ] = True,
 ) -> Annotated[CallToolResult, JobResult[MuapiGeneration]]:
-    """Runs one MuAPI generation (image, video or audio model) and waits for it: submits, polls with
-    progress, returns the output URLs, saved files and the charge MuAPI reported. Paid per request
-    (from about $0.003 for a fast image to several dollars for a long video; muapi_get_model shows the
-    price). Images take seconds, videos minutes; past wait_s it returns status 'running' with a job_id
-    for jobs_wait. An identical call within the duplicate window returns the earlier job instead of
-    paying again."""
+    """Runs a MuAPI image, video or audio model; returns output URLs, saved files and the charge. Paid per
+    request, about $0.003 for a fast image to several dollars for a long video (muapi_get_model shows
+    prices); images take seconds, videos minutes."""
     svc = services(ctx)
     client = client_of(ctx)
     endpoint = client.check_endpoint(endpoint)
@@ -163,12 +155,10 @@ class PredictionView(BaseModel):
 
 @toolset.tool(title="Get a MuAPI result", read_only=True)
 async def muapi_get_result(
-    request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")],
+    request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"), opaque()],
     ctx: Context,
 ) -> Annotated[CallToolResult, PredictionView]:
-    """Reads the current state of one MuAPI prediction by its request_id: status, output URLs, error and
-    the cost MuAPI reported. One free status read; returns at once. For jobs started here, jobs_wait
-    also waits and saves outputs."""
+    """Reads a MuAPI prediction by request_id: status, output URLs, error and cost. Free, instant."""
     client = client_of(ctx)
     p = await client.get_result(request_id)
     job = services(ctx).journal.find_by_provider_id("muapi", request_id)
@@ -193,14 +183,11 @@ class UploadedFile(BaseModel):
 
 @toolset.tool(title="Upload a file to MuAPI", read_only=False, open_world=True)
 async def muapi_upload_file(
-    path: Annotated[
-        str, Field(min_length=1, max_length=4096, description="Local file inside the allowed folders")
-    ],
+    path: Annotated[str, Field(min_length=1, max_length=4096), opaque()],
     ctx: Context,
 ) -> Annotated[CallToolResult, UploadedFile]:
-    """Uploads a local image, video or audio file to MuAPI storage and returns its hosted URL for use as
-    a model input. Free (MuAPI requires a positive balance); streamed from disk with byte progress, so
-    time grows with file size. muapi_generate also accepts local paths directly."""
+    """Uploads a local image, video or audio file to MuAPI; returns a hosted URL for model inputs
+    (muapi_generate takes local paths too). Free with a positive balance; time grows with file size."""
     svc = services(ctx)
     client = client_of(ctx)
     resolved = upload_path(ctx, path)
@@ -222,7 +209,7 @@ class BalanceView(BaseModel):
 
 @toolset.tool(title="MuAPI balance", read_only=True)
 async def muapi_get_balance(ctx: Context) -> Annotated[CallToolResult, BalanceView]:
-    """Reads the MuAPI wallet balance in US dollars. Free; returns at once."""
+    """Reads the MuAPI balance in US dollars. Free, instant."""
     balance, _ = await client_of(ctx).balance()
     view = BalanceView(balance_usd=balance.balance, currency=balance.currency, email=balance.email)
     return model_result(view, f"MuAPI balance: ${view.balance_usd:.2f} {view.currency.upper()}")
@@ -241,8 +228,8 @@ async def muapi_topup(
     amount: Annotated[int, Field(ge=1, le=10_000, description="Whole US dollars to add")],
     ctx: Context,
 ) -> Annotated[CallToolResult, TopupView]:
-    """Starts a MuAPI credit purchase and returns the Stripe checkout URL for the user to open and pay.
-    Spends real money once the user completes checkout; nothing is charged by this call itself."""
+    """Starts a MuAPI credit purchase and returns a Stripe checkout URL for the user. Spends real money
+    only when the user pays there; this call charges nothing."""
     checkout = await client_of(ctx).topup(amount)
     view = TopupView(
         checkout_url=checkout.checkout_url, amount_usd=checkout.amount, currency=checkout.currency
@@ -260,7 +247,7 @@ class KeyList(BaseModel):
 
 @toolset.tool(title="List MuAPI keys", read_only=True)
 async def muapi_list_keys(ctx: Context) -> Annotated[CallToolResult, KeyList]:
-    """Lists the account's MuAPI API keys (ids, names, activity; never the key values). Free."""
+    """Lists the MuAPI API keys (id, name, activity; never the key values). Free."""
     keys = await client_of(ctx).list_keys()
     view = KeyList(keys=[KeyView.model_validate(k.model_dump()) for k in keys])
     return model_result(view, f"MuAPI: {len(view.keys)} key(s)")
@@ -282,8 +269,8 @@ async def muapi_create_key(
         bool, Field(description="A sandbox key: jobs complete at once with mock outputs and cost nothing")
     ] = False,
 ) -> Annotated[CallToolResult, CreatedKeyView]:
-    """Creates a MuAPI API key. The key value is written to a private file under the mediamux state
-    folder, never into the conversation; the result gives the file path. Free."""
+    """Creates a MuAPI API key and writes it to a private file (its path is in the result), never into the
+    conversation. Free."""
     svc = services(ctx)
     created = await client_of(ctx).create_key(name, is_test)
     path = write_key_file(svc.settings.home, "muapi", created.api_key)
@@ -307,7 +294,7 @@ async def muapi_delete_key(
     key_id: Annotated[int, Field(ge=1, description="Key id from muapi_list_keys")],
     ctx: Context,
 ) -> Annotated[CallToolResult, DeletedKey]:
-    """Deletes a MuAPI API key; anything using it stops working at once. Free; cannot be undone."""
+    """Deletes a MuAPI API key; whatever uses it stops working. Free; cannot be undone."""
     message = await client_of(ctx).delete_key(key_id)
     return model_result(DeletedKey(id=key_id, message=message), f"MuAPI: key {key_id} deleted")
 
@@ -334,7 +321,7 @@ async def muapi_list_models(
     query: Annotated[str | None, Field(max_length=100, description="Substring to match in the name")] = None,
     limit: Annotated[int, Field(ge=1, le=500)] = 50,
 ) -> Annotated[CallToolResult, ModelList]:
-    """Lists MuAPI models with their endpoint, category and price, optionally filtered. Free."""
+    """Lists MuAPI models with endpoint, category and price, optionally filtered. Free."""
     models = await client_of(ctx).list_models(category=category)
     if query:
         needle = query.lower()
@@ -364,8 +351,8 @@ class ModelDetail(BaseModel):
 
 @toolset.tool(title="Describe a MuAPI model", read_only=True)
 async def muapi_get_model(name: Endpoint, ctx: Context) -> Annotated[CallToolResult, ModelDetail]:
-    """Describes one MuAPI model: the endpoint to call, its price and the JSON Schema of its inputs,
-    so muapi_generate can be called with the right params. Free."""
+    """Describes a MuAPI model: its endpoint, price and the JSON Schema of the params muapi_generate takes
+    for it. Free."""
     client = client_of(ctx)
     endpoint = client.check_endpoint(name)
     try:

@@ -42,31 +42,29 @@ from mediamux.tools.base import (
     upload_path,
     write_key_file,
 )
+from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
     id="museai",
     title="muse.ai",
-    description="Video hosting, collections, subtitles, in-video search and perceptual AI jobs.",
+    description="video hosting, subtitles, collections, in-video search, media AI",
+    mark=("M4 2v12l10-6z", "#e11d48"),  # play: video
 )
 
+# Ids and paths are advertised as plain strings (see opaque); the Field limits still apply.
 Svid = Annotated[
-    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="Video id (svid)")
+    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$"), opaque("Video id (svid)")
 ]
 Scid = Annotated[
-    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="Collection id")
+    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$"), opaque("Collection id (scid)")
 ]
 Fid = Annotated[
-    str,
-    Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$", description="File id (fid) of a video"),
+    str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$"), opaque("Video file id (fid)")
 ]
-SubtitleId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+SubtitleId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$"), opaque()]
 VisibilityArg = Literal["private", "unlisted", "public"]
-LocalPath = Annotated[
-    str, Field(min_length=1, max_length=4096, description="Local file inside the allowed folders")
-]
-WaitReady = Annotated[
-    bool, Field(description="Wait (within wait_s) until muse.ai has finished ingesting the video")
-]
+LocalPath = Annotated[str, Field(min_length=1, max_length=4096), opaque()]
+WaitReady = Annotated[bool, Field(description="Also wait for it to finish ingesting")]
 
 
 def client_of(ctx: Context) -> MuseaiClient:
@@ -143,20 +141,14 @@ async def museai_upload_video(
     visibility: VisibilityArg | None = None,
     collection: Annotated[
         str | None,
-        Field(
-            max_length=32,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="Collection id (scid, e.g. 'bdZofqF', from museai_list_collections or "
-            "museai_create_collection), not its name: the new video is added to that collection. An "
-            "unknown id is refused before the file is sent.",
-        ),
+        Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$"),
+        opaque("Collection id (scid from museai_list_collections), not its name; the video is added to it"),
     ] = None,
     wait_ready: WaitReady = False,
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, Video]:
-    """Uploads a local video or audio file to muse.ai, streamed from disk with byte progress, and
-    returns the new video (svid, fid, URL). No per-call charge: the file counts against the account's
-    storage plan. Time grows with file size. Unset visibility keeps muse.ai's default."""
+    """Uploads a local video or audio file to muse.ai with byte progress; returns its svid, fid and URL.
+    No per-call charge (it counts against the storage plan); time grows with file size."""
     svc = services(ctx)
     client = client_of(ctx)
     resolved = upload_path(ctx, path)
@@ -208,15 +200,14 @@ class VideoList(BaseModel):
 
 @toolset.tool(title="List muse.ai videos", read_only=True)
 async def museai_list_videos(ctx: Context) -> Annotated[CallToolResult, VideoList]:
-    """Lists the account's muse.ai videos with id, title, duration, visibility and ingest state. Free."""
+    """Lists the muse.ai videos with id, title, duration, visibility and ingest state. Free."""
     videos = await client_of(ctx).list_videos()
     return model_result(VideoList(videos=videos), f"muse.ai: {len(videos)} video(s)")
 
 
 @toolset.tool(title="Get a muse.ai video", read_only=True)
 async def museai_get_video(svid: Svid, ctx: Context) -> Annotated[CallToolResult, Video]:
-    """Reads one muse.ai video: title, description, duration, size, URL, visibility and whether it is
-    still ingesting. Free."""
+    """Reads a muse.ai video: title, description, duration, size, URL, visibility, ingest state. Free."""
     video = await client_of(ctx).get_video(svid)
     return model_result(
         video, f"muse.ai {svid}: {video.title or ''} · {video.duration or '?'} s", links=[video_link(svid)]
@@ -240,8 +231,8 @@ async def museai_update_video(
         Field(max_length=50, description="Only these domains may embed the video"),
     ] = None,
 ) -> Annotated[CallToolResult, Updated]:
-    """Changes a muse.ai video's title, description, visibility or allowed embedding domains; only the
-    fields given are sent. Free."""
+    """Changes a muse.ai video's title, description, visibility or embedding domains; only the fields
+    given are sent. Free."""
     changes = {
         k: v
         for k, v in {
@@ -270,7 +261,7 @@ class Deleted(BaseModel):
 
 @toolset.tool(title="Delete a muse.ai video", read_only=False, destructive=True, idempotent=True)
 async def museai_delete_video(fid: Fid, ctx: Context) -> Annotated[CallToolResult, Deleted]:
-    """Deletes a muse.ai video permanently, with its subtitles and covers. Free; cannot be undone."""
+    """Deletes a muse.ai video with its subtitles and covers. Free; cannot be undone."""
     await client_of(ctx).delete_video(fid)
     await _changed(ctx, listing=True)
     return model_result(Deleted(deleted=fid), f"muse.ai: deleted video {fid[:12]}…")
@@ -285,8 +276,8 @@ async def museai_cut_clip(
     wait_ready: WaitReady = False,
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, Video]:
-    """Creates a new muse.ai video from the start–end seconds of an existing one; the clip ingests for
-    a while before it plays. No per-call charge: the clip counts against the account's storage plan."""
+    """Makes a new muse.ai video from the start–end seconds of another; it ingests for a while before it
+    plays. No per-call charge (it counts against the storage plan)."""
     if end <= start:
         raise InputError(f"must be after start ({start:g} s), got {end:g} s", arguments=("end",))
     client = client_of(ctx)
@@ -321,9 +312,9 @@ async def museai_set_cover(
     fid: Fid,
     ctx: Context,
     time: Annotated[float | None, Field(ge=0, description="Use the frame at this second")] = None,
-    image_path: Annotated[str | None, Field(max_length=4096, description="Or a local PNG/JPEG")] = None,
+    image_path: Annotated[str | None, Field(max_length=4096), opaque("Or a local PNG/JPEG path")] = None,
 ) -> Annotated[CallToolResult, CoverSet]:
-    """Sets a muse.ai video's cover image from a frame (time in seconds) or from a local PNG/JPEG. Free."""
+    """Sets a muse.ai video's cover from a frame (time in seconds) or a local PNG/JPEG. Free."""
     if (time is None) == (image_path is None):
         raise InputError("give exactly one of them", arguments=("time", "image_path"))
     client = client_of(ctx)
@@ -388,7 +379,7 @@ class SubtitleList(BaseModel):
 
 @toolset.tool(title="List a muse.ai video's subtitles", read_only=True)
 async def museai_list_subtitles(svid: Svid, ctx: Context) -> Annotated[CallToolResult, SubtitleList]:
-    """Lists the subtitle tracks of a muse.ai video (id and name). Free."""
+    """Lists a muse.ai video's subtitle tracks (id, name). Free."""
     tracks = await client_of(ctx).list_subtitles(svid)
     view = SubtitleList(
         svid=svid, tracks=[SubtitleRef(svid=svid, subtitle_id=k, name=v) for k, v in tracks.items()]
@@ -406,7 +397,7 @@ class SubtitleText(BaseModel):
 async def museai_get_subtitles(
     svid: Svid, subtitle_id: SubtitleId, ctx: Context
 ) -> Annotated[CallToolResult, SubtitleText]:
-    """Reads one subtitle track of a muse.ai video as WebVTT text. Free."""
+    """Reads one subtitle track of a muse.ai video as WebVTT. Free."""
     vtt = await client_of(ctx).get_subtitles(svid, subtitle_id)
     return model_result(
         SubtitleText(svid=svid, subtitle_id=subtitle_id, vtt=vtt),
@@ -434,7 +425,7 @@ async def museai_rename_subtitles(
 async def museai_delete_subtitles(
     svid: Svid, subtitle_id: SubtitleId, ctx: Context
 ) -> Annotated[CallToolResult, Deleted]:
-    """Deletes a subtitle track from a muse.ai video. Free; cannot be undone."""
+    """Deletes a subtitle track of a muse.ai video. Free; cannot be undone."""
     await client_of(ctx).delete_subtitles(svid, subtitle_id)
     await _changed(ctx, uris=(f"museai://videos/{svid}",))
     return model_result(Deleted(deleted=subtitle_id), f"muse.ai: deleted subtitles {subtitle_id} from {svid}")
@@ -455,14 +446,14 @@ def collection_link(scid: str) -> ResourceLink:
 
 @toolset.tool(title="List muse.ai collections", read_only=True)
 async def museai_list_collections(ctx: Context) -> Annotated[CallToolResult, CollectionList]:
-    """Lists the account's muse.ai collections with their videos. Free."""
+    """Lists the muse.ai collections with their videos. Free."""
     items = await client_of(ctx).list_collections()
     return model_result(CollectionList(collections=items), f"muse.ai: {len(items)} collection(s)")
 
 
 @toolset.tool(title="Get a muse.ai collection", read_only=True)
 async def museai_get_collection(scid: Scid, ctx: Context) -> Annotated[CallToolResult, Collection]:
-    """Reads one muse.ai collection with its videos. Free."""
+    """Reads a muse.ai collection with its videos. Free."""
     collection = await client_of(ctx).get_collection(scid)
     return model_result(
         collection,
@@ -483,14 +474,11 @@ async def museai_create_collection(
     ctx: Context,
     visibility: Annotated[
         VisibilityArg,
-        Field(
-            description="Who can see it: 'public' (muse.ai's documented default), 'unlisted' (anyone "
-            "with the link) or 'private' (the account only)"
-        ),
+        Field(description="unlisted: anyone with the link; private: the account only"),
     ] = "public",
 ) -> Annotated[CallToolResult, CreatedCollection]:
-    """Creates a muse.ai collection and returns its id (scid), to pass as collection to
-    museai_upload_video or to museai_add_to_collection. Free; returns at once."""
+    """Creates a muse.ai collection and returns its id (scid) for museai_upload_video or
+    museai_add_to_collection. Free, instant."""
     scid = await client_of(ctx).create_collection(name, visibility)
     await _changed(ctx, listing=True)
     return model_result(
@@ -502,7 +490,7 @@ async def museai_create_collection(
 
 @toolset.tool(title="Delete a muse.ai collection", read_only=False, destructive=True, idempotent=True)
 async def museai_delete_collection(scid: Scid, ctx: Context) -> Annotated[CallToolResult, Deleted]:
-    """Deletes a muse.ai collection (its videos stay in the account). Free; cannot be undone."""
+    """Deletes a muse.ai collection; its videos stay. Free; cannot be undone."""
     await client_of(ctx).delete_collection(scid)
     await _changed(ctx, listing=True)
     return model_result(Deleted(deleted=scid), f"muse.ai: deleted collection {scid}")
@@ -530,7 +518,7 @@ async def museai_add_to_collection(
 async def museai_remove_from_collection(
     scid: Scid, svid: Svid, ctx: Context
 ) -> Annotated[CallToolResult, Membership]:
-    """Removes a video from a muse.ai collection (the video itself stays). Free."""
+    """Removes a video from a muse.ai collection; the video stays. Free."""
     await client_of(ctx).remove_from_collection(scid, svid)
     await _changed(ctx, uris=(f"museai://collections/{scid}",))
     return model_result(
@@ -554,18 +542,14 @@ async def museai_search(
     scope: Literal["owned", "channel", "collection", "video"] = "owned",
     target_id: Annotated[
         str | None,
-        Field(
-            max_length=32,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="Channel id, scid or svid for those scopes",
-        ),
+        Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$"),
+        opaque("Channel id, scid or svid for those scopes"),
     ] = None,
 ) -> Annotated[CallToolResult, SearchResult]:
-    """Searches inside muse.ai videos and returns the matching videos with the seconds where each match
-    occurs. Prefixes pick a modality: s: speech, f: faces, t: on-screen text, o: objects, a: actions,
-    z: sounds, n: title, d: description (e.g. "s:moon o:car"); plain words search everything. Scope
-    'owned' searches the account; channel, collection and video scopes search public items by
-    target_id. Free."""
+    """Searches inside muse.ai videos; returns the matching videos with the seconds of each match.
+    Prefixes pick a modality: s: speech, f: faces, t: on-screen text, o: objects, a: actions, z:
+    sounds, n: title, d: description (e.g. "s:moon o:car"); plain words search all. Scope 'owned' is
+    the account; the others search public items by target_id. Free."""
     if scope != "owned" and not target_id:
         raise InputError(f"required for scope {scope!r} (the {scope} id)", arguments=("target_id",))
     hits = await client_of(ctx).search(query, scope, target_id)
@@ -597,9 +581,8 @@ async def _run_job(
 async def museai_transcribe(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Transcript]]:
-    """Transcribes the speech in a local audio or video file with muse.ai and returns the text. Paid
-    from muse.ai AI credits; takes about as long as the audio, past wait_s it returns a job_id for
-    jobs_wait. The result is kept locally although muse.ai deletes it after an hour."""
+    """Transcribes the speech in a local audio or video file. Paid in muse.ai AI credits; takes about the
+    audio's length. Kept here though muse.ai deletes it after an hour."""
     return await _run_job(ctx, "speech", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -617,8 +600,8 @@ async def museai_align(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[Alignment]]:
-    """Aligns a known transcript to a local audio or video file with muse.ai, returning each word with
-    its start and end second. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    """Aligns a known transcript to a local audio or video file: each word with its start and end second.
+    Paid in muse.ai AI credits."""
     return await _run_job(ctx, "align", _file_args(ctx, path, phrase), wait_s, new_job)
 
 
@@ -627,7 +610,7 @@ async def museai_detect_sounds(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Sounds]]:
     """Finds speech, music, silence, laughter and applause segments (start/end seconds) in a local audio
-    or video file with muse.ai. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    or video file. Paid in muse.ai AI credits."""
     return await _run_job(ctx, "sounds", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -635,8 +618,8 @@ async def museai_detect_sounds(
 async def museai_detect_colors(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Colors]]:
-    """Measures the share of each named colour in a local image with muse.ai. Paid from muse.ai AI credits;
-    usually seconds, past wait_s it returns a job_id for jobs_wait."""
+    """Measures the share of each named colour in a local image. Paid in muse.ai AI credits; usually
+    seconds."""
     return await _run_job(ctx, "colors", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -644,8 +627,8 @@ async def museai_detect_colors(
 async def museai_detect_faces(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[Faces]]:
-    """Finds faces in a local video with muse.ai, grouped by person, with when (seconds) and where
-    (fractions of the frame) each appears. Paid from muse.ai AI credits; past wait_s it returns a job_id."""
+    """Finds faces in a local video, grouped by person, with when (seconds) and where (frame fractions)
+    each appears. Paid in muse.ai AI credits."""
     return await _run_job(ctx, "faces", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -653,8 +636,8 @@ async def museai_detect_faces(
 async def museai_detect_objects(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[ObjectBoxes]]:
-    """Finds objects in a local image with muse.ai: each label with its boxes (fractions of the frame)
-    and confidence. Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    """Finds objects in a local image: each label with its boxes (frame fractions) and confidence. Paid in
+    muse.ai AI credits."""
     return await _run_job(ctx, "objects", _file_args(ctx, path), wait_s, new_job)
 
 
@@ -662,15 +645,14 @@ async def museai_detect_objects(
 async def museai_detect_text(
     path: LocalPath, ctx: Context, wait_s: WaitS = 45, new_job: NewJob = False
 ) -> Annotated[CallToolResult, JobResult[TextBoxes]]:
-    """Reads the text in a local image with muse.ai: each word with its boxes (fractions of the frame).
-    Paid from muse.ai AI credits; past wait_s it returns a job_id for jobs_wait."""
+    """Reads the words in a local image, each with its boxes (frame fractions). Paid in muse.ai AI
+    credits."""
     return await _run_job(ctx, "text", _file_args(ctx, path), wait_s, new_job)
 
 
 @toolset.tool(title="List the muse.ai face database", read_only=True)
 async def museai_list_faces(ctx: Context) -> Annotated[CallToolResult, FaceDatabase]:
-    """Lists the account's muse.ai face database: detected people (with labels) and deleted or ignored
-    faces. Free."""
+    """Lists the muse.ai face database: people found (with labels) and deleted or ignored faces. Free."""
     db = await client_of(ctx).faces_db()
     return model_result(
         db, f"muse.ai faces: {len(db.detected)} people, {len(db.deleted)} deleted, {len(db.ignored)} ignored"
@@ -693,7 +675,7 @@ class FacesModified(BaseModel):
 @toolset.tool(title="Update the muse.ai face database", read_only=False, destructive=True, idempotent=True)
 async def museai_update_faces(
     changes: Annotated[
-        dict[Annotated[str, Field(pattern=r"^[A-Fa-f0-9]{8,128}$")], FaceChange],
+        dict[Annotated[str, Field(pattern=r"^[A-Fa-f0-9]{8,128}$"), opaque()], FaceChange],
         Field(min_length=1, max_length=500, description="Face or cluster id → change"),
     ],
     ctx: Context,
@@ -718,8 +700,8 @@ class KeyFile(BaseModel):
 
 @toolset.tool(title="Create a muse.ai API key", read_only=False)
 async def museai_create_api_key(ctx: Context) -> Annotated[CallToolResult, KeyFile]:
-    """Creates an additional muse.ai API key from the current one. The key is written to a private file
-    under the mediamux state folder, never into the conversation. Free."""
+    """Creates another muse.ai API key and writes it to a private file (its path is in the result), never
+    into the conversation. Free."""
     key = await client_of(ctx).create_key()
     path = write_key_file(services(ctx).settings.home, "museai", key)
     return model_result(
@@ -740,16 +722,15 @@ async def museai_auto_subtitles(
             min_length=1,
             max_length=64,
             pattern=r"^[\w .()-]+$",
-            description="Track name viewers pick it by, usually its language, e.g. 'English'",
+            description="Track name, usually its language, e.g. 'English'",
         ),
     ] = "Auto",
     wait_s: WaitS = 45,
 ) -> Annotated[CallToolResult, AutoSubtitles]:
-    """Makes subtitles for a muse.ai video: transcribes its audio, aligns the words to the audio, builds
-    WebVTT cues from the word timings and uploads them as a new subtitle track. muse.ai's speech API
-    takes no language setting: the words are in whatever language muse.ai recognises. Paid from muse.ai
-    AI credits for two jobs; takes roughly the video's length. Past wait_s it returns status 'running';
-    calling it again resumes the same jobs without paying again."""
+    """Subtitles a muse.ai video: transcribes and aligns its audio, then uploads the WebVTT cues as a new
+    track. muse.ai takes no language setting: the words come in whatever language it recognises. Paid
+    from muse.ai AI credits (two jobs); takes about the video's length, and calling again resumes
+    without paying twice."""
     svc = services(ctx)
     workflow = SubtitleWorkflow(
         client=client_of(ctx),

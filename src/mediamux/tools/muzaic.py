@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, model_validator
+from typing_extensions import TypeAliasType
 
 from mediamux.errors import InputError
 from mediamux.jobs.models import JobResult
@@ -23,11 +24,13 @@ from mediamux.tools.base import (
     provider_client,
     services,
 )
+from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
     id="muzaic",
     title="Muzaic",
-    description="AI music for video: single files, multi-region soundtracks with keyframes, regeneration.",
+    description="music for video, single pieces or soundtracks",
+    mark=("M6 1h9v3H9v8a3 3 0 1 1-3-3z", "#0891b2"),  # a note: music
 )
 
 MAX_DURATION_S = 1200  # singleFile's limit in the older documents
@@ -35,6 +38,7 @@ MAX_DURATION_S = 1200  # singleFile's limit in the older documents
 MAX_DURATION_BY_GENERATION = {"old": 1200, "new": 300}
 
 Level = Annotated[int, Field(ge=1, le=9)]
+HASH_RE = r"^[A-Za-z0-9_-]{8,128}$"
 
 
 def _check_keyframes(frames: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -55,26 +59,51 @@ Keyframes = Annotated[
     AfterValidator(_check_keyframes),
     Field(min_length=2, max_length=100),
 ]
-Curve = Annotated[
-    Level | Keyframes,
-    Field(description="1–9 for the whole piece, or keyframes [[percent, value], …] from 0 to 100 %"),
-]
-Tempo = Annotated[Level, Field(description="1 (very slow) – 9 (very fast); constant, no keyframes")]
+# A named alias: its schema is written once under $defs and referenced by each of the four parameters
+# that take one, instead of being repeated in full at every use. It is advertised in a shorter form
+# than the validators above check: the shape and bounds of a keyframe are in its description.
+Curve = TypeAliasType(
+    "Curve",
+    Annotated[
+        Level | Keyframes,
+        WithJsonSchema(
+            {
+                # anyOf rather than a list of types, which some hosts' schema converters reject.
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 9},
+                    # Its shape is kept: an invalid point is named by its place in the curve.
+                    {
+                        "type": "array",
+                        "items": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "integer"}]},
+                    },
+                ],
+                "description": "Level 1–9, or keyframes [[percent, level], …] from 0 to 100",
+            }
+        ),
+    ],
+)
+Tempo = Annotated[Level, Field(description="1 very slow – 9 very fast, constant")]
 TagIds = Annotated[
     list[Annotated[int, Field(ge=1)]], Field(max_length=10, description="Tag ids from muzaic_list_tags")
 ]
 Normalize = Annotated[
     Literal["none", "auto", "high"] | bool | None,
-    Field(description="Loudness normalisation; unset keeps Muzaic's default"),
+    Field(description="Loudness normalisation"),
 ]
 
 
+Intensity = Annotated[Curve, Field(description="1 calm – 9 high energy")]
+Rhythm = Annotated[Curve, Field(description="1 simple – 9 complex")]
+Tone = Annotated[Curve, Field(description="1 dark – 9 bright")]
+Variance = Annotated[Curve, Field(description="1 repetitive – 9 diverse")]
+
+
 class Params(BaseModel):
-    intensity: Curve | None = Field(None, description="1 calm – 9 high energy")
+    intensity: Intensity | None = None
     tempo: Tempo | None = None
-    rhythm: Curve | None = Field(None, description="1 simple – 9 complex")
-    tone: Curve | None = Field(None, description="1 dark – 9 bright")
-    variance: Curve | None = Field(None, description="1 repetitive – 9 diverse")
+    rhythm: Rhythm | None = None
+    tone: Tone | None = None
+    variance: Variance | None = None
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -88,11 +117,19 @@ class Region(BaseModel):
     time: Annotated[float, Field(ge=0, description="Start, seconds")]
     duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S, description="Seconds")]
     tags: TagIds | None = None
-    params: Params | None = None
-    source_hash: Annotated[
-        str | None,
-        Field(pattern=r"^[A-Za-z0-9_-]{8,128}$", description="Hash of earlier music to copy/extend"),
+    # Advertised as one sentence: the five levels' own schemas would make the soundtrack tool the
+    # largest in the catalog, for what muzaic_generate_music already spells out. Params validates them.
+    params: Annotated[
+        Params | None,
+        WithJsonSchema(
+            {
+                "type": "object",
+                "description": "intensity, tempo, rhythm, tone, variance as muzaic_generate_music takes "
+                "them: each a level 1–9 or keyframes [[percent, level], …] (tempo a level only)",
+            }
+        ),
     ] = None
+    source_hash: Annotated[str | None, Field(pattern=HASH_RE), opaque("Hash of earlier music")] = None
     action: Literal["generate", "copy", "regenerate", "extend", "silence"] = "generate"
     method: Literal["strict", "auto_adjust", "adjust_start", "adjust_end", "smart"] | None = None
 
@@ -148,7 +185,7 @@ async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:
 @toolset.tool(title="List Muzaic tags", read_only=True)
 async def muzaic_list_tags(ctx: Context) -> Annotated[CallToolResult, TagCatalog]:
     """Lists Muzaic's music tags (style, mood, genre, cultural) with their ids and the pairs that
-    conflict. Free; read once per server session."""
+    conflict. Free; read once per session."""
     catalog = await _catalog(ctx)
     return model_result(
         catalog, f"Muzaic: {len(catalog.tags)} tags, {len(catalog.conflicts)} conflicting pairs"
@@ -175,25 +212,21 @@ async def _run(
 async def muzaic_generate_music(
     duration: Annotated[
         int,
-        Field(
-            ge=1, le=MAX_DURATION_S, description="Seconds of music: up to 1200, or 300 on Muzaic's newer API"
-        ),
+        Field(ge=1, le=MAX_DURATION_S, description="Seconds (at most 300 on Muzaic's newer API)"),
     ],
     ctx: Context,
     tags: TagIds | None = None,
-    intensity: Curve | None = None,
+    intensity: Intensity | None = None,
     tempo: Tempo | None = None,
-    rhythm: Curve | None = None,
-    tone: Curve | None = None,
-    variance: Curve | None = None,
+    rhythm: Rhythm | None = None,
+    tone: Tone | None = None,
+    variance: Variance | None = None,
     normalize: Normalize = None,
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[MusicResult]]:
-    """Composes one piece of music of the given length with Muzaic, shaped by tags and by intensity,
-    tempo, rhythm, tone and variance (constant levels or keyframe curves), and saves the audio file.
-    Paid in Muzaic tokens: 1 token per second of audio. Rendering takes roughly 5–10 s per minute of
-    music; past wait_s it returns status 'running' with a job_id for jobs_wait, and the render goes on."""
+    """Composes music with Muzaic from tags and the levels or keyframe curves below, and saves the audio
+    file. Paid in Muzaic tokens, 1 per second of audio; renders in about 5–10 s per minute."""
     generation = client_of(ctx).generation
     if generation is not None and duration > MAX_DURATION_BY_GENERATION[generation]:
         raise InputError(
@@ -216,10 +249,9 @@ async def muzaic_create_soundtrack(
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[MusicResult]]:
-    """Composes a multi-region soundtrack with Muzaic: each region has a start time and length, tags,
-    parameters or keyframes, and can generate new music, copy, extend or regenerate earlier music by
-    its hash, or be silence; gaps between regions are silent. Paid in Muzaic tokens, 1 per second of
-    audio; past wait_s it returns a job_id for jobs_wait while the render goes on."""
+    """Composes a soundtrack of timed regions with Muzaic: each generates music, copies, extends or
+    regenerates earlier music (source_hash), or is silence; gaps are silent. Paid in Muzaic tokens, 1
+    per second of audio."""
     ordered = sorted(regions, key=lambda r: r.time)
     for before, after in itertools.pairwise(ordered):
         if after.time < before.time + before.duration - 1e-6:
@@ -235,21 +267,19 @@ async def muzaic_create_soundtrack(
 
 @toolset.tool(title="Regenerate Muzaic music from a hash", read_only=False)
 async def muzaic_regenerate(
-    hash: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,128}$", description="Hash from an earlier result")],
+    hash: Annotated[str, Field(pattern=HASH_RE), opaque("Hash from an earlier result")],
     ctx: Context,
     wait_s: WaitS = 45,
     new_job: NewJob = False,
 ) -> Annotated[CallToolResult, JobResult[MusicResult]]:
-    """Renders again the music behind a Muzaic hash (from an earlier generation or soundtrack region)
-    and saves the audio file. Paid in Muzaic tokens, 1 per second of audio; past wait_s it returns a
-    job_id for jobs_wait."""
+    """Renders again the music behind a hash from an earlier Muzaic result and saves the audio file. Paid
+    in Muzaic tokens, 1 per second of audio."""
     return await _run(ctx, "regenerate", RegenerateArgs(hash=hash), [], wait_s, new_job)
 
 
 @toolset.tool(title="Muzaic account", read_only=True)
 async def muzaic_get_account(ctx: Context) -> Annotated[CallToolResult, Account]:
-    """Reads the Muzaic account: tokens remaining and used, plan. Free. The account's secret key,
-    which Muzaic echoes, is never passed on."""
+    """Reads the Muzaic account: tokens remaining and used, plan (never its secret key). Free."""
     account = await client_of(ctx).account()
     remaining = f"{account.tokens_remaining:g}" if account.tokens_remaining is not None else "unknown"
     return model_result(account, f"Muzaic: {remaining} tokens remaining")
