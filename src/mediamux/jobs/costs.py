@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from mediamux import registry
 from mediamux.clock import Clock
-from mediamux.jobs.journal import Journal
+from mediamux.jobs.backend import JournalBackend
 
 
 class ProviderSpend(BaseModel):
@@ -33,7 +33,7 @@ class Costs(BaseModel):
     committed_usd: float = Field(description="Charged plus what running jobs hold against the budget")
 
 
-def cost_report(journal: Journal, session_id: str, clock: Clock, *, budget_usd: float | None) -> Costs:
+def cost_report(journal: JournalBackend, session_id: str, clock: Clock, *, budget_usd: float | None) -> Costs:
     """The ledger as the costs tool and the mediamux://costs resource show it."""
     midnight = clock.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 

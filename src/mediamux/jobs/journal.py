@@ -134,8 +134,11 @@ def _describe(exc: BaseException, busy_timeout_s: float) -> str:
 
 
 class Journal:
+    shared = False  # one host: the engine coordinates pollers in-process
+
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = path
+        self.location = str(path)
         self.busy_timeout_s = busy_timeout_s
         try:
             # Prompts, paths and transcripts live here: the folder and the file are the user's alone.
