@@ -172,18 +172,11 @@ def test_a_failed_job_releases_its_reservation_and_a_reported_charge_replaces_it
     assert journal.committed_usd() == pytest.approx(0.5)
 
     accepted = advance(second, Event.ACCEPTED, Change(status="completed", cost=Cost(usd=0.2)), now=T0 + 51)
-    journal.save(accepted)
-    journal.record_cost(
-        accepted.job_id,
-        provider="muapi",
-        operation="generate",
-        session_id="s",
-        cost=accepted.cost,
-        ts=T0 + 51,
-    )
+    journal.save(accepted, charge=True)  # the reservation goes and the charge comes in one write
     assert accepted.reserved_usd is None
     assert journal.committed_usd() == pytest.approx(0.2)
-    third, created = journal.claim(job(dedup_key="c", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
+    assert journal.totals()["providers"]["muapi"]["usd"] == pytest.approx(0.2)
+    _, created = journal.claim(job(dedup_key="c", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
     assert created
 
 
@@ -311,6 +304,36 @@ async def test_ten_concurrent_fifty_cent_calls_under_a_one_dollar_budget_make_tw
 
     assert sorted(outcomes) == ["accepted"] * 2 + ["refused"] * 8
     assert len(driver.submitted) == 2
+
+
+class ChargedAtOnce(Quoted):
+    """Finishes in the submission's answer with its dollar charge: the reservation turns into a
+    ledger charge while other calls are still claiming."""
+
+    async def submit(self, args: Any, options: dict[str, Any], progress: Any) -> Outcome:
+        self.submitted.append(args.n)
+        return Outcome(status="completed", provider_job_id=f"p{args.n}", result={}, cost=Cost(usd=self.usd))
+
+
+async def test_a_reservation_turning_into_a_charge_never_opens_room_under_the_budget(store: Store) -> None:
+    driver = ChargedAtOnce(usd=0.25)
+    engines = [engine_on(store.open(), driver, budget_usd=1.0) for _ in range(2)]
+    outcomes: list[str] = []
+
+    async def one(n: int) -> None:
+        try:
+            await engines[n % 2].run("muapi", "generate", Args(n=n), wait_s=0)
+            outcomes.append("accepted")
+        except BudgetExceeded:
+            outcomes.append("refused")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for n in range(24):
+                tg.start_soon(one, n)
+
+    assert outcomes.count("accepted") == 4
+    assert engines[0].journal.totals()["usd"] == pytest.approx(1.0)
 
 
 async def test_identical_calls_on_two_engines_sharing_a_journal_make_one_submission(store: Store) -> None:

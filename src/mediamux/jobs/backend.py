@@ -52,8 +52,10 @@ class JournalBackend(Protocol):
 
     def find_duplicate(self, dedup_key: str, window_start_ts: float) -> JobRecord | None: ...
 
-    def save(self, record: JobRecord) -> None:
-        """Write a job's state; a finished job is never overwritten by an unfinished copy."""
+    def save(self, record: JobRecord, *, charge: bool = False) -> None:
+        """Write a job's state; a finished job is never overwritten by an unfinished copy. ``charge``:
+        also write the job's ledger entry (its cost; every job the provider may bill, priced or not),
+        in the same transaction."""
         ...
 
     def get(self, job_id: str) -> JobRecord | None: ...

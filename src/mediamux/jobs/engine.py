@@ -348,17 +348,9 @@ class JobEngine:
         self._unsaved.pop(record.job_id, None)
 
     def _store_now(self, record: JobRecord) -> None:
-        self.journal.save(record)
-        self.journal.record_cost(
-            record.job_id,
-            provider=record.provider,
-            operation=record.operation,
-            session_id=record.session_id,
-            cost=record.cost,
-            ts=record.updated_ts,
-            # Every job the provider may bill is in the ledger, priced or not.
-            always=record.submit_state in ("accepted", "uncertain"),
-        )
+        # The job and its ledger entry in one transaction: between two, a released reservation and a
+        # charge not yet recorded would let a concurrent claim see neither and pass the budget.
+        self.journal.save(record, charge=True)
 
     def _read(self, job_id: str) -> JobRecord | None:
         return self._unsaved.get(job_id) or self.journal.get(job_id)

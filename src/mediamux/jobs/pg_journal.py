@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mediamux.clock import Clock
 from mediamux.jobs.backend import LeaseLost
-from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget
+from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget, ledger_entry, sane_cost
 from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
 from mediamux.providers.cost import Cost
 
@@ -404,11 +404,12 @@ class PostgresJournal:
         ).fetchone()
         return _record(row) if row is not None else None
 
-    def save(self, record: JobRecord) -> None:
+    def save(self, record: JobRecord, *, charge: bool = False) -> None:
         """Write a job's state.
 
         A job this process holds the lease of is written fenced: only while the lease is still ours
-        and the row not finished by someone else (a cancel from another replica). Losing the lease
+        and the row not finished by someone else (a cancel from another replica). ``charge``: the
+        job's ledger entry too, in the same transaction. Losing the lease
         raises LeaseLost — except for a provider's answer to our own submission, which is recorded
         even over a row another replica declared uncertain meanwhile: the job exists upstream, and its
         id must not be lost. A job finished for good drops its lease in the same write.
@@ -482,6 +483,10 @@ class PostgresJournal:
                 work = (record.status in ACTIVE_STATUSES and record.submit_state == "accepted") or (
                     record.status == "completed" and not record.finalized
                 )
+            if charge:
+                entry = ledger_entry(record)
+                if entry is not None:
+                    db.execute(_LEDGER_UPSERT, _pg_ledger_row(entry))
             db.execute("SELECT pg_notify(%s, %s)", (JOB_CHANNEL, record.job_id))
             if work:
                 db.execute("SELECT pg_notify(%s, '')", (WORK_CHANNEL,))
@@ -536,20 +541,12 @@ class PostgresJournal:
         always: bool = False,
     ) -> None:
         """Upsert the charge for one job (or one non-job request): re-polls replace, never add."""
-        cost = cost.model_copy(
-            update={
-                k: v if v is None or 0 <= v < float("inf") else None
-                for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
-            }
-        )
+        cost = sane_cost(cost)
         if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._tx() as db:
             db.execute(
-                "INSERT INTO mediamux_ledger (entry_id, provider, operation, session_id, usd, credits, tokens, "
-                "refunded, recorded_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (entry_id) DO "
-                "UPDATE SET usd = EXCLUDED.usd, credits = EXCLUDED.credits, tokens = EXCLUDED.tokens, "
-                "refunded = EXCLUDED.refunded",
+                _LEDGER_UPSERT,
                 (
                     entry_id,
                     provider,
@@ -805,6 +802,19 @@ class PostgresJournal:
             for watch in watchers:
                 watch.notify()
         self._work.set()
+
+
+_LEDGER_UPSERT = (
+    "INSERT INTO mediamux_ledger (entry_id, provider, operation, session_id, usd, credits, tokens, "
+    "refunded, recorded_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (entry_id) DO "
+    "UPDATE SET usd = EXCLUDED.usd, credits = EXCLUDED.credits, tokens = EXCLUDED.tokens, "
+    "refunded = EXCLUDED.refunded"
+)
+
+
+def _pg_ledger_row(entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    refunded = entry[7]
+    return (*entry[:7], None if refunded is None else bool(refunded), entry[8])
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
