@@ -27,9 +27,12 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourcesListChanged
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import ResourceUpdatedNotification
 
 from mediamux import registry
 from mediamux.sandbox import Sandbox
+from mediamux.sandbox.media import wav_bytes
 from tests.support import eventually
 from tests.test_e2e import (
     HTTP_TOKEN,
@@ -251,12 +254,48 @@ async def test_a_change_seen_on_replica_a_reaches_a_listen_stream_on_replica_b(
                 Client(streamable_http_client(b.mcp_url, http_client=client_http), mode="auto") as client,  # type: ignore[arg-type]
                 client.listen(resources_list_changed=True) as stream,
             ):
-                created = data(
-                    await call(a, "museai_create_collection", {"name": "Made on A", "visibility": "private"})
-                )
+                created = data(await call(a, "museai_create_collection", {"name": "Made on A"}))
                 async for event in stream:
                     heard.append(event)
                     break
 
     assert created["scid"]
     assert heard == [ResourcesListChanged()]
+
+
+async def test_a_video_changed_on_replica_a_is_announced_to_a_legacy_subscriber_on_replica_b(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """2025-11-25 clients subscribe with resources/subscribe, which is not a listen stream: replica B
+    relays what the database announces to its own subscribers."""
+    updated: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+            arrived.set()
+
+    with anyio.fail_after(120):
+        async with deployment(tmp_path, pg_url, job_seconds=0.5) as d:
+            a, b = d.replicas
+            clip = tmp_path / "a" / "talk.wav"
+            clip.write_bytes(wav_bytes(1.0))
+            video = data(await call(a, "museai_upload_video", {"path": str(clip), "title": "Talk"}))
+            uri = f"museai://videos/{video['svid']}"
+            async with (
+                http() as client_http,
+                Client(
+                    streamable_http_client(b.mcp_url, http_client=client_http),  # type: ignore[arg-type]
+                    mode="legacy",
+                    message_handler=on_message,
+                ) as client,
+            ):
+                with pytest.warns(MCPDeprecationWarning):
+                    await client.subscribe_resource(uri)
+                data(
+                    await call(a, "museai_update_video", {"fid": video["fid"], "description": "edited on A"})
+                )
+                await arrived.wait()
+
+    assert updated == [uri]
