@@ -22,13 +22,14 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from mediamux.clock import SystemClock
+from mediamux.clock import FakeClock, SystemClock
 from mediamux.jobs.backend import LeaseLost
 from mediamux.jobs.engine import DriverBase, JobEngine, Outcome
 from mediamux.jobs.models import JobRecord
 from mediamux.jobs.pg_journal import PostgresJournal
 from mediamux.jobs.states import Change, Event, advance
-from tests.support import eventually
+from mediamux.providers.errors import ServerError
+from tests.support import FAKE_TICK_S, eventually
 
 T0 = 1_767_225_600.0
 LEASE_S = 1.0
@@ -282,6 +283,34 @@ async def test_a_submission_in_flight_on_a_killed_replica_becomes_uncertain_and_
     )
     assert again.job_id == job_id and again.deduplicated
     assert upstream.submitted == []
+
+
+class Failing(Driver):
+    async def poll(self, provider_job_id: str, args: Any, options: dict[str, Any]) -> Outcome:
+        self.polls += 1
+        raise ServerError("MuAPI: 503 after retries", provider="muapi", operation="poll", status=503)
+
+
+async def test_a_provider_failing_every_poll_is_asked_again_only_after_a_pause(pg_url: str) -> None:
+    clock = FakeClock()
+    journal = PostgresJournal(pg_url, lease_s=30, pool_size=2)
+    engine = JobEngine(journal, clock=clock)
+    driver = Failing(Upstream())
+    engine.register(driver)
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                engine.task_group = tg
+                await tg.start(journal.listen)
+                await engine.run("muapi", "generate", Args(n=4), wait_s=0)
+                await eventually(lambda: driver.polls >= 5, clock=clock)
+                tg.cancel_scope.cancel()
+    finally:
+        journal.close()
+
+    follower_sleeps = [s for s in clock.sleeps if s != FAKE_TICK_S]
+    assert driver.polls <= len(follower_sleeps) + 1  # no poll straight after a failed one
+    assert min(follower_sleeps) >= 0.85  # FIRST_POLL_S, jittered down at most 15 %
 
 
 # -- the subscription bus across processes ---------------------------------------------------------------

@@ -168,18 +168,24 @@ class LeaseKeeper:
         async with self._limiter:
             from mediamux.jobs.engine import REFRESH_S
 
-            _, _, retry_after = await engine._poll_once(record, driver, engine.clock.monotonic() + REFRESH_S)
-        if retry_after:
-            await engine.clock.sleep(retry_after)
+            polled, _, retry_after = await engine._poll_once(
+                record, driver, engine.clock.monotonic() + REFRESH_S
+            )
+        if polled.checked_ts == record.checked_ts:
+            # No answer (the provider failed after the transport's retries, or the poll ran out of
+            # time): wait a poll interval, and never less than the provider asked.
+            await engine.clock.sleep(max(retry_after or 0.0, self._interval(record)))
         return True
 
-    def _due_in(self, record: JobRecord) -> float:
-        """Seconds until the job is due for a poll: dense early, every MAX_POLL_S later."""
+    def _interval(self, record: JobRecord) -> float:
+        """The poll interval for a job of this age: dense early, every MAX_POLL_S later."""
         from mediamux.jobs.engine import FIRST_POLL_S, MAX_POLL_S
 
-        now = self.engine._wall()
-        allowed = min(MAX_POLL_S, max(FIRST_POLL_S, (now - record.submitted_ts) / 4))
-        return (record.checked_ts or record.submitted_ts) + allowed - now
+        return min(MAX_POLL_S, max(FIRST_POLL_S, (self.engine._wall() - record.submitted_ts) / 4))
+
+    def _due_in(self, record: JobRecord) -> float:
+        """Seconds until the job is due for a poll."""
+        return (record.checked_ts or record.submitted_ts) + self._interval(record) - self.engine._wall()
 
     # -- the waiter's side -----------------------------------------------------------------------
 

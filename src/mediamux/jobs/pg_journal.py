@@ -662,7 +662,8 @@ class PostgresJournal:
             rows = db.execute(
                 "WITH due AS (SELECT job_id FROM mediamux_jobs "
                 "WHERE (lease_owner IS NULL OR lease_expires < now()) AND ("
-                "   submit_state = 'pending'"
+                # A submission whose replica stopped renewing (not ours: we are alive, merely late).
+                "   (submit_state = 'pending' AND lease_owner IS DISTINCT FROM %(me)s)"
                 "   OR (status IN ('queued', 'running') AND submit_state = 'accepted' AND provider_job_id IS NOT NULL"
                 "       AND provider || '/' || operation = ANY(%(pollable)s))"
                 "   OR (status = 'completed' AND NOT finalized AND provider || '/' || operation = ANY(%(finishable)s))"
