@@ -164,7 +164,10 @@ class LeaseKeeper:
         if wait > 0:
             # Jittered, so jobs started together do not poll the provider in lockstep.
             await engine.clock.sleep(wait * (0.85 + 0.3 * self._rng.random()))
-            return True  # re-read: it may have been cancelled or finished meanwhile
+            fresh = engine._read(job_id)
+            if fresh is None or fresh.terminal or fresh.checked_ts != record.checked_ts:
+                return True  # cancelled, finished or polled meanwhile: look again
+            record = fresh
         async with self._limiter:
             from mediamux.jobs.engine import REFRESH_S
 
