@@ -33,6 +33,9 @@ from mediamux.registry import make_sandbox
 from mediamux.sandbox import Sandbox
 from mediamux.server.app import MediamuxServer, build_server
 
+# A throwaway PostgreSQL cluster per test process, for the tests that take `pg_url`.
+pytest_plugins = ["tests.pg_cluster"]
+
 ERAS = ["auto", "legacy"]  # 2026-07-28 (probe) and 2025-11-25 (initialize handshake)
 # One era for tests whose subject is not the protocol. In-process, the 2026-07-28 client dispatches
 # straight into the server with no JSON-RPC framing; the 2025-11-25 one frames and validates every

@@ -110,12 +110,13 @@ def _state_problem(settings: Any) -> str | None:
     """Why the state cannot be used (journal, folders), said before serving rather than as a traceback
     mid-handshake."""
     from mediamux.files import FileAccessError, parse_allowed_dirs, prepare_output_dir
-    from mediamux.jobs.journal import Journal, JournalError
+    from mediamux.jobs.backend import open_journal
+    from mediamux.jobs.journal import JournalError
 
     try:
         output_dir = prepare_output_dir(settings.output_dir)
         parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
-        Journal(settings.state_db).close()
+        open_journal(settings).close()
     except (JournalError, FileAccessError) as exc:
         return str(exc)
     return None
@@ -294,7 +295,10 @@ async def _doctor(settings: Any) -> int:
                 problems += 1
                 line += f"; NOT reachable: {exc}"
             print(line)
-        print(f"  state folder   {eff.home.expanduser()} (journal {eff.state_db.name})")
+        if svc.journal.shared:
+            print(f"  state folder   {eff.home.expanduser()}; journal in {svc.journal.location}")
+        else:
+            print(f"  state folder   {eff.home.expanduser()} (journal {eff.state_db.name})")
         print(f"  output folder  {svc.files.output_dir}")
         print(
             f"  allowed dirs   {os.pathsep.join(str(p) for p in svc.files.allowed_dirs)}  (MEDIAMUX_ALLOWED_DIRS)"
@@ -390,14 +394,19 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    from mediamux.jobs.backend import open_journal
     from mediamux.jobs.engine import iso
-    from mediamux.jobs.journal import Journal
+    from mediamux.jobs.journal import JournalError
 
     settings = _settings()
-    if not settings.state_db.exists():
+    if settings.database_url is None and not settings.state_db.exists():
         print(f"no journal yet at {settings.state_db}")
         return 0
-    journal = Journal(settings.state_db)
+    try:
+        journal = open_journal(settings)
+    except JournalError as exc:
+        print(f"mediamux: {exc}", file=sys.stderr)
+        return 1
     try:
         principal = args.principal
         records = journal.list(status=args.status, limit=args.limit, principal=principal)

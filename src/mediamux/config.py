@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     # For a client that speaks MCP tasks: how long a job tool answers in the call itself before
     # it answers a task to poll instead.
     task_sync_s: float = Field(1.5, ge=0, le=60, validation_alias="MEDIAMUX_TASK_SYNC_S")
+    # PostgreSQL shared by several replicas (journal, ledger, duplicate guard, budget, leases, change
+    # notifications); unset, a SQLite journal in the home serves one machine.
+    database_url: SecretStr | None = Field(None, validation_alias="MEDIAMUX_DATABASE_URL")
+    database_pool_size: int = Field(10, ge=2, le=200, validation_alias="MEDIAMUX_DATABASE_POOL_SIZE")
+    # How long a replica's hold on a job outlives its last renewal: a stopped replica's jobs are taken
+    # over by another within this time.
+    lease_s: float = Field(30.0, ge=1.0, le=3600.0, validation_alias="MEDIAMUX_LEASE_S")
     # Sandbox mode is set by the CLI (--sandbox), or by the environment for hosts that cannot pass flags.
     sandbox: bool = Field(False, validation_alias=AliasChoices("MEDIAMUX_SANDBOX"))
 
@@ -173,6 +180,24 @@ class Settings(BaseSettings):
             raise ValueError("MEDIAMUX_STATE_KEYS lists the same key twice")
         return v
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                return None
+            if not v.startswith(("postgresql://", "postgres://")):
+                # The value may hold a password: name the scheme only.
+                scheme = v.split("://", 1)[0] if "://" in v else "(none)"
+                raise ValueError(
+                    f"MEDIAMUX_DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:5432/dbname), "
+                    f"not scheme {scheme!r}; unset it to keep the SQLite journal in MEDIAMUX_HOME"
+                )
+        return v
+
     @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", "principal_budget_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:
@@ -241,4 +266,19 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value this process holds, for the log redaction filter."""
         values = [self.api_key(p) for p in registry.provider_ids()] + [self.http_token, *self.state_keys]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        password = database_password(self.database_url)
+        return [*found, password] if password else found
+
+
+def database_password(url: SecretStr | None) -> str | None:
+    """The password inside a database URL, to keep out of logs."""
+    if url is None:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url.get_secret_value()).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None

@@ -24,8 +24,8 @@ from mediamux.providers.errors import MissingCredentials
 if TYPE_CHECKING:
     from mediamux.clock import Clock
     from mediamux.config import Settings
+    from mediamux.jobs.backend import JournalBackend
     from mediamux.jobs.engine import JobEngine
-    from mediamux.jobs.journal import Journal
     from mediamux.server.notify import Notifier
 
 T = TypeVar("T")
@@ -111,7 +111,7 @@ class Watcher:
 class Services:
     settings: Settings
     clock: Clock
-    journal: Journal
+    journal: JournalBackend
     engine: JobEngine
     files: Files
     clients: Clients

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from mediamux import registry
 from mediamux.clock import Clock
-from mediamux.jobs.journal import Journal
+from mediamux.jobs.backend import JournalBackend
 from mediamux.principals import LOCAL, current_principal
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Costs(BaseModel):
 
 
 def cost_report(
-    journal: Journal,
+    journal: JournalBackend,
     session_id: str,
     clock: Clock,
     *,

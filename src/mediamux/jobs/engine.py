@@ -42,7 +42,9 @@ from pydantic import BaseModel
 from mediamux import deadlines
 from mediamux.clock import Clock
 from mediamux.errors import MediamuxError
-from mediamux.jobs.journal import Journal, JournalError, JournalWriteError, OverBudget
+from mediamux.jobs.backend import JournalBackend, SharedJournal
+from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget
+from mediamux.jobs.leases import LeaseKeeper
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.principals import current_principal
@@ -126,11 +128,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def default_recovery_path(journal_path: Path) -> Path:
+def default_recovery_path(journal_location: Path | str) -> Path:
     """Where accepted jobs the journal could not take are written: outside MEDIAMUX_HOME, whose disk
     may be the full one, and per journal, so a restart replays only its own."""
     owner = getattr(os, "getuid", lambda: 0)()
-    digest = hashlib.sha256(str(journal_path.resolve()).encode()).hexdigest()[:16]
+    where = str(journal_location)
+    if "://" not in where:
+        where = str(Path(where).resolve())
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"mediamux-{owner}" / f"recovery-{digest}.jsonl"
 
 
@@ -340,7 +345,7 @@ def iso(ts: float | None) -> str | None:
 class JobEngine:
     def __init__(
         self,
-        journal: Journal,
+        journal: JournalBackend,
         *,
         clock: Clock,
         session_id: str | None = None,
@@ -373,10 +378,12 @@ class JobEngine:
         self.owner = f"{self.host}:{os.getpid()}:{self.session_id}"
         # Accepted jobs the journal could not take yet: never lost, answered from here meanwhile.
         self._unsaved: dict[str, JobRecord] = {}
-        self.recovery_path = recovery_path or default_recovery_path(journal.path)
+        self.recovery_path = recovery_path or default_recovery_path(journal.location)
         self._rng = random.Random()
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
+        # A journal other servers share: the replica holding a job's lease polls it, waiters watch the row.
+        self.leases = LeaseKeeper(self, journal) if isinstance(journal, SharedJournal) else None
 
     def register(self, driver: JobDriver) -> None:
         self._drivers[(driver.provider, driver.operation)] = driver
@@ -408,18 +415,9 @@ class JobEngine:
         self._unsaved.pop(record.job_id, None)
 
     def _store_now(self, record: JobRecord) -> None:
-        self.journal.save(record)
-        self.journal.record_cost(
-            record.job_id,
-            provider=record.provider,
-            operation=record.operation,
-            session_id=record.session_id,
-            cost=record.cost,
-            ts=record.updated_ts,
-            principal=record.principal,
-            # Every job the provider may bill is in the ledger, priced or not.
-            always=record.submit_state in ("accepted", "uncertain"),
-        )
+        # The job and its ledger entry in one transaction: between two, a released reservation and a
+        # charge not yet recorded would let a concurrent claim see neither and pass the budget.
+        self.journal.save(record, charge=True)
 
     def _read(self, job_id: str) -> JobRecord | None:
         return self._unsaved.get(job_id) or self.journal.get(job_id)
@@ -453,6 +451,8 @@ class JobEngine:
             )
             error.job_id = new.job_id
             raise error from None
+        if self.leases is not None:
+            self.leases.follow(new.job_id)
         return new
 
     def _write_recovery(self, record: JobRecord) -> Path | None:
@@ -637,7 +637,7 @@ class JobEngine:
                 raise self._over_budget(driver, exc, principal_budget) from None
             except JournalWriteError as exc:
                 raise JournalUnavailable(
-                    f"nothing was sent to {driver.title}: the job journal at {self.journal.path} could not be "
+                    f"nothing was sent to {driver.title}: the job journal at {self.journal.location} could not be "
                     f"written ({exc}), and mediamux pays for nothing it cannot record; try again shortly"
                 ) from None
             finally:
@@ -961,6 +961,9 @@ class JobEngine:
         last_problem: str | None = None
         polled = False
         async with self._heartbeating(report, driver, record, start), self._slot(record.job_id) as slot:
+            if self.leases is not None:
+                record = await self.leases.watch(record, driver, slot, deadline, report)
+                return self._view(record, deduplicated=deduplicated)
             while True:
                 if record.submit_state == "pending":
                     record = await self._await_submission(record, slot, deadline)
@@ -1030,6 +1033,8 @@ class JobEngine:
         than the poll schedule would have let it get (dense early, every MAX_POLL_S later)."""
         if record.terminal or record.submit_state != "accepted" or not record.provider_job_id:
             return False
+        if self.leases is not None:
+            return False  # the replica holding its lease keeps it fresh
         driver = self._drivers.get((record.provider, record.operation))
         if driver is None or driver.mode == "background":
             return False  # nothing to poll: the render's own request brings the answer

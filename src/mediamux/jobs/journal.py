@@ -176,8 +176,11 @@ def _describe(exc: BaseException, busy_timeout_s: float) -> str:
 
 
 class Journal:
+    shared = False  # one host: the engine coordinates pollers in-process
+
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = path
+        self.location = str(path)
         self.busy_timeout_s = busy_timeout_s
         try:
             # Prompts, paths and transcripts live here: the folder and the file are the user's alone.
@@ -346,9 +349,11 @@ class Journal:
         ).fetchone()
         return _record(row) if row is not None else None
 
-    def save(self, record: JobRecord) -> None:
+    def save(self, record: JobRecord, *, charge: bool = False) -> None:
         """Write a job's state; a finished job is never overwritten by an older, unfinished copy
-        (another process, or a waiter that read the row before it finished)."""
+        (another process, or a waiter that read the row before it finished). ``charge``: its ledger
+        entry too, in the same transaction, so the budget never sees the reservation gone and the
+        charge not yet there."""
         with self._write() as db:
             row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
@@ -357,6 +362,10 @@ class Journal:
                 f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
+            if charge:
+                entry = ledger_entry(record)
+                if entry is not None:
+                    db.execute(_LEDGER_UPSERT, entry)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._rlock:
@@ -445,22 +454,12 @@ class Journal:
 
         ``always``: record the entry even with nothing reported (a job the provider accepted), so
         the ledger lists every paid job and says which providers report no figure."""
-        # Cost already refuses these; the ledger re-checks because one -inf or NaN stored here makes
-        # every later total non-finite or NULL, and a negative one lowers spend below what was paid.
-        cost = cost.model_copy(
-            update={
-                k: v if v is None or 0 <= v < float("inf") else None
-                for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
-            }
-        )
+        cost = sane_cost(cost)
         if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:
             db.execute(
-                "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, credits, tokens, refunded, "
-                "recorded_ts, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
-                "usd = excluded.usd, credits = excluded.credits, tokens = excluded.tokens, "
-                "refunded = excluded.refunded",
+                _LEDGER_UPSERT,
                 (
                     entry_id,
                     provider,
@@ -611,6 +610,47 @@ class Journal:
     def forget_owner(self, owner: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+
+_LEDGER_UPSERT = (
+    "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, credits, tokens, refunded, "
+    "recorded_ts, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(entry_id) DO UPDATE SET "
+    "usd = excluded.usd, credits = excluded.credits, tokens = excluded.tokens, "
+    "refunded = excluded.refunded"
+)
+
+
+def sane_cost(cost: Cost) -> Cost:
+    # Cost already refuses these; the ledger re-checks because one -inf or NaN stored here makes
+    # every later total non-finite or NULL, and a negative one lowers spend below what was paid.
+    return cost.model_copy(
+        update={
+            k: v if v is None or 0 <= v < float("inf") else None
+            for k, v in (("usd", cost.usd), ("credits", cost.credits), ("tokens", cost.tokens))
+        }
+    )
+
+
+def ledger_entry(record: JobRecord) -> tuple[Any, ...] | None:
+    """A job's ledger row (entry id, provider, operation, session, usd, credits, tokens, refunded,
+    recorded at, principal), or None when there is nothing to record: every job the provider may bill is in the
+    ledger, priced or not; others only once something was reported."""
+    cost = sane_cost(record.cost)
+    billable = record.submit_state in ("accepted", "uncertain")
+    if not billable and cost.usd is None and cost.credits is None and cost.tokens is None:
+        return None
+    return (
+        record.job_id,
+        record.provider,
+        record.operation,
+        record.session_id,
+        cost.usd,
+        cost.credits,
+        cost.tokens,
+        None if cost.refunded is None else int(cost.refunded),
+        record.updated_ts,
+        record.principal,
+    )
 
 
 def _values(r: JobRecord) -> tuple[Any, ...]:

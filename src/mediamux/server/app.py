@@ -282,6 +282,16 @@ def sandbox_state_dir(settings: Settings) -> Path:
     return settings.home.expanduser().resolve() / "sandbox"
 
 
+def subscription_bus(settings: Settings) -> Any:
+    """PostgreSQL LISTEN/NOTIFY when replicas share a database (their listen streams all hear every
+    change); else None, the SDK's in-process bus."""
+    if settings.database_url is None:
+        return None
+    from mediamux.server.pg_bus import PostgresSubscriptionBus
+
+    return PostgresSubscriptionBus(settings.database_url.get_secret_value())
+
+
 def build_server(
     settings: Settings,
     *,
@@ -311,7 +321,7 @@ def build_server(
         if owned:
             sandbox.close()
 
-    notifier = Notifier()
+    notifier = Notifier(subscription_bus(settings))
     specs = selected_tools(settings)
     tasks = TasksExtension(
         # A finished task carries what jobs_wait returns for its job: the tool's job shape.

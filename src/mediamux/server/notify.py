@@ -11,17 +11,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, ResourceUpdated
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    SubscriptionBus,
+)
 from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 logger = logging.getLogger("mediamux.notify")
 
 
 class Notifier:
-    def __init__(self) -> None:
-        self.bus = InMemorySubscriptionBus()
+    def __init__(self, bus: SubscriptionBus | None = None) -> None:
+        self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()
         self._subscribers: dict[str, list[Any]] = {}
         self._sessions: list[Any] = []
+        # A bus shared by replicas hands us their changes too: this replica's legacy subscribers hear them.
+        on_remote = getattr(self.bus, "on_remote", None)
+        if on_remote is not None:
+            on_remote(self._relay)
 
     def install(self, server: Any) -> None:
         """Serve legacy resources/subscribe and unsubscribe on ``server``."""
@@ -64,6 +74,18 @@ class Notifier:
         for session in list(self._sessions):
             if not await self._send(session, "send_resource_list_changed"):
                 self._sessions.remove(session)
+
+    async def _relay(self, event: ServerEvent) -> None:
+        """A change another replica saw: to this replica's 2025-11-25 subscribers (its listen streams
+        already have it from the bus)."""
+        if isinstance(event, ResourceUpdated):
+            for session in list(self._subscribers.get(event.uri, [])):
+                if not await self._send(session, "send_resource_updated", event.uri):
+                    self._subscribers[event.uri].remove(session)
+        elif isinstance(event, ResourcesListChanged):
+            for session in list(self._sessions):
+                if not await self._send(session, "send_resource_list_changed"):
+                    self._sessions.remove(session)
 
     async def _send(self, session: Any, method: str, *args: Any) -> bool:
         try:

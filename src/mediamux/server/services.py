@@ -15,8 +15,8 @@ from mediamux.clock import Clock, SystemClock
 from mediamux.config import Settings
 from mediamux.context import Clients, Files, Services, Watcher
 from mediamux.files import parse_allowed_dirs, prepare_output_dir
+from mediamux.jobs.backend import open_journal
 from mediamux.jobs.engine import JobEngine
-from mediamux.jobs.journal import Journal
 from mediamux.principals import LOCAL, load_principals
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
 from mediamux.server.notify import Notifier
@@ -61,7 +61,7 @@ async def open_services(
     clock = clock or SystemClock()
     output_dir = prepare_output_dir(settings.output_dir)
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
-    journal = Journal(settings.state_db)
+    journal = open_journal(settings)
     principals = load_principals(settings.principals_file)
 
     def principal_budget(principal: str) -> float | None:
@@ -131,6 +131,13 @@ async def open_services(
         stack.callback(task_group.cancel_scope.cancel)
         engine.task_group = watcher.task_group = task_group
         task_group.start_soon(engine.keep_alive)
+        if engine.leases is not None:
+            # Replicas on one database: hear every replica's writes, and poll the jobs this one leases.
+            await task_group.start(engine.leases.journal.listen)
+            task_group.start_soon(engine.leases.run)
+        serve_bus = getattr(notifier.bus, "serve", None) if notifier is not None else None
+        if serve_bus is not None:
+            await task_group.start(serve_bus)
         recovered = await engine.recover()
         if recovered:
             logger.warning(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.journal import Journal
+from mediamux.jobs.backend import JournalBackend
 from mediamux.jobs.mixpeek import IndexedAsset, Segment
 from mediamux.providers.errors import NotFound, ProviderError
 from mediamux.providers.mixpeek import Filters, MixpeekClient
@@ -50,7 +50,7 @@ class CancelView(TaskView):
     message: str | None = Field(None, description="Mixpeek's answer to the cancellation")
 
 
-async def task_view(client: MixpeekApi, task_id: str, journal: Journal) -> TaskView:
+async def task_view(client: MixpeekApi, task_id: str, journal: JournalBackend) -> TaskView:
     job = journal.find_by_provider_id("mixpeek", task_id)
     job_id = job.job_id if job else None
     if isinstance(client, MixpeekClient):
@@ -111,7 +111,7 @@ def _v1_view(
     )
 
 
-async def cancel_view(client: MixpeekApi, task_id: str, journal: Journal) -> CancelView:
+async def cancel_view(client: MixpeekApi, task_id: str, journal: JournalBackend) -> CancelView:
     answer = await client.cancel_task(task_id)
     try:
         view = await task_view(client, task_id, journal)

@@ -1,0 +1,386 @@
+"""The journal contract, run against both backends: SQLite (one host) and PostgreSQL (replicas).
+
+Every test gets a ``store`` that opens journals on one shared database — two opens stand for two
+server processes (or two replicas) — so the promises that matter across processes are checked where
+they can break:
+
+* an identical request inside the window is one job, however many callers race for it;
+* a budget is never overcommitted: N concurrent claims reserve at most what fits;
+* a reservation is released when the job fails, and replaced by the reported charge;
+* a finished job is never overwritten by an unfinished copy;
+* the ledger keeps one row per job, and refunds are not spent;
+* the same holds through the engine: concurrent paid calls, and identical calls on two engines.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from mediamux.clock import SystemClock
+from mediamux.jobs.backend import JournalBackend
+from mediamux.jobs.engine import BudgetExceeded, DriverBase, JobEngine, Outcome
+from mediamux.jobs.journal import Journal, OverBudget
+from mediamux.jobs.models import JobRecord
+from mediamux.jobs.states import Change, Event, advance
+from mediamux.providers.cost import Cost
+
+T0 = 1_767_225_600.0
+
+
+class Store:
+    """Opens journals on one database; each open is one 'process'."""
+
+    def __init__(self, backend: str, open_one: Callable[[], JournalBackend]) -> None:
+        self.backend = backend
+        self._open = open_one
+        self.opened: list[JournalBackend] = []
+
+    def open(self) -> JournalBackend:
+        journal = self._open()
+        self.opened.append(journal)
+        return journal
+
+    def close(self) -> None:
+        for journal in self.opened:
+            journal.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "mediamux.sqlite3"
+        made = Store("sqlite", lambda: Journal(path))
+    else:
+        from mediamux.jobs.pg_journal import PostgresJournal
+
+        url = request.getfixturevalue("pg_url")
+        made = Store("postgres", lambda: PostgresJournal(url, lease_s=30.0, pool_size=12))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def job() -> Callable[..., JobRecord]:
+    counter = iter(range(1, 100_000))
+
+    def make(**fields: Any) -> JobRecord:
+        n = next(counter)
+        values: dict[str, Any] = {
+            "job_id": f"job_{n:05d}_{threading.get_ident() % 1000}",
+            "provider": "muapi",
+            "operation": "generate",
+            "dedup_key": "same-request",
+            "args": {"endpoint": "flux-schnell-image", "params": {"prompt": "a heron"}},
+            "status": "queued",
+            "session_id": "session-a",
+            "submitted_ts": T0 + n,
+            "updated_ts": T0 + n,
+        }
+        values.update(fields)
+        return JobRecord(**values)
+
+    return make
+
+
+def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run ``fn(i)`` for i in range(n) on n threads released at the same moment."""
+    results: list[Any] = [None] * n
+    gate = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        gate.wait(timeout=30)
+        try:
+            results[i] = fn(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive(), "a claim did not finish"
+    return results
+
+
+# -- the journal itself ------------------------------------------------------------------------------
+
+
+def test_a_claimed_job_reads_back_field_for_field(store: Store, job: Callable[..., JobRecord]) -> None:
+    journal = store.open()
+    record = job(
+        options={"save_outputs": True},
+        provider_job_id="req-1",
+        reserved_usd=0.25,
+        price_key="flux",
+        owner="host:1:s",
+    )
+    claimed, created = journal.claim(record, window_start_ts=None)
+    assert created and claimed == record
+    assert journal.get(record.job_id) == record
+    assert journal.find_by_provider_id("muapi", "req-1") == record
+    assert journal.list(status="active") == [record]
+    assert journal.list(status="completed") == []
+
+
+def test_identical_requests_racing_on_two_processes_make_one_job(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journals = [store.open(), store.open()]
+    records = [job() for _ in range(20)]
+
+    results = race(20, lambda i: journals[i % 2].claim(records[i], window_start_ts=T0))
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    created = [claimed for claimed, new in results if new]
+    assert len(created) == 1
+    assert {claimed.job_id for claimed, _ in results} == {created[0].job_id}
+
+
+def test_a_one_dollar_budget_takes_exactly_two_of_ten_concurrent_fifty_cent_claims(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journals = [store.open(), store.open()]
+    records = [job(dedup_key=f"request-{i}", reserved_usd=0.5) for i in range(10)]
+
+    results = race(10, lambda i: journals[i % 2].claim(records[i], window_start_ts=T0, budget_usd=1.0))
+
+    accepted = [r for r in results if isinstance(r, tuple) and r[1]]
+    refused = [r for r in results if isinstance(r, OverBudget)]
+    assert len(accepted) == 2 and len(refused) == 8, results
+    assert journals[0].committed_usd() == pytest.approx(1.0)
+
+
+def test_identical_requests_of_two_principals_make_two_jobs_and_each_budget_is_its_own(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journals = [store.open(), store.open()]
+    records = [job(principal=("alice", "bob")[i % 2], reserved_usd=0.5) for i in range(8)]
+
+    results = race(
+        8,
+        lambda i: journals[i % 2].claim(
+            records[i], window_start_ts=T0, budget_usd=10.0, principal_budget_usd=1.0
+        ),
+    )
+
+    created = [claimed for claimed, new in (r for r in results if isinstance(r, tuple)) if new]
+    assert sorted(c.principal for c in created) == ["alice", "bob"]
+    # Identical prompts: one job per principal, each answering only its own principal's calls.
+    for claimed, _ in (r for r in results if isinstance(r, tuple)):
+        assert claimed.principal in ("alice", "bob")
+    assert {r.principal for r in journals[0].list(limit=10, principal="alice")} == {"alice"}
+    assert journals[1].committed_usd("alice") == journals[1].committed_usd("bob") == pytest.approx(0.5)
+    # A third request of Alice's ($0.60) passes the server's $10 but not her own $1.
+    over = job(dedup_key="another", principal="alice", reserved_usd=0.6)
+    with pytest.raises(OverBudget) as raised:
+        journals[0].claim(over, window_start_ts=T0, budget_usd=10.0, principal_budget_usd=1.0)
+    assert raised.value.principal == "alice"
+    journals[0].audit(
+        principal="alice", action="submit", ts=T0, tool="muapi.generate", job_id=created[0].job_id
+    )
+    assert [e["principal"] for e in journals[1].audit_trail(principal="alice")] == ["alice"]
+    assert journals[1].audit_trail(principal="bob") == []
+
+
+def test_a_failed_job_releases_its_reservation_and_a_reported_charge_replaces_it(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journal = store.open()
+    first, _ = journal.claim(job(dedup_key="a", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
+    second, _ = journal.claim(job(dedup_key="b", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
+    with pytest.raises(OverBudget):
+        journal.claim(job(dedup_key="c", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
+
+    failed = advance(first, Event.REJECTED, Change(), now=T0 + 50)
+    journal.save(failed)
+    assert journal.committed_usd() == pytest.approx(0.5)
+
+    accepted = advance(second, Event.ACCEPTED, Change(status="completed", cost=Cost(usd=0.2)), now=T0 + 51)
+    journal.save(accepted, charge=True)  # the reservation goes and the charge comes in one write
+    assert accepted.reserved_usd is None
+    assert journal.committed_usd() == pytest.approx(0.2)
+    assert journal.totals()["providers"]["muapi"]["usd"] == pytest.approx(0.2)
+    _, created = journal.claim(job(dedup_key="c", reserved_usd=0.5), window_start_ts=None, budget_usd=1.0)
+    assert created
+
+
+def test_a_finished_job_is_never_overwritten_by_an_unfinished_copy(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    writer, stale_reader = store.open(), store.open()
+    record, _ = writer.claim(job(), window_start_ts=None)
+    running = advance(record, Event.ACCEPTED, Change(status="running", provider_job_id="r1"), now=T0 + 10)
+    writer.save(running)
+    stale = stale_reader.get(record.job_id)
+    assert stale is not None
+    done = advance(running, Event.POLLED, Change(status="failed"), now=T0 + 20)
+    writer.save(done)
+
+    stale_reader.save(stale)  # a waiter elsewhere that read the row before it finished
+
+    final = writer.get(record.job_id)
+    assert final is not None and final.status == "failed"
+
+
+def test_the_ledger_keeps_one_row_per_job_and_refunds_are_not_spent(store: Store) -> None:
+    journal = store.open()
+    for usd in (0.1, 0.3):  # a re-poll reports the final figure: replaced, not added
+        journal.record_cost(
+            "job_1", provider="muapi", operation="generate", session_id="s1", cost=Cost(usd=usd), ts=T0
+        )
+    journal.record_cost(
+        "job_2",
+        provider="muapi",
+        operation="generate",
+        session_id="s2",
+        cost=Cost(usd=5.0, refunded=True),
+        ts=T0,
+    )
+    journal.record_cost(
+        "job_3", provider="muzaic", operation="generate", session_id="s1", cost=Cost(tokens=12), ts=T0 + 5
+    )
+    journal.record_cost(
+        "job_4", provider="museai", operation="x", session_id="s1", cost=Cost(), ts=T0
+    )  # nothing known
+    journal.record_cost(
+        "job_5", provider="museai", operation="x", session_id="s1", cost=Cost(), ts=T0, always=True
+    )
+
+    totals = journal.totals()
+    assert totals["usd"] == pytest.approx(0.3)
+    assert totals["providers"]["muapi"]["entries"] == 2
+    assert totals["providers"]["muzaic"]["tokens"] == 12
+    assert totals["providers"]["museai"]["entries_without_usd"] == 1
+    assert journal.spent_usd("s1") == pytest.approx(0.3)
+    assert journal.totals(since_ts=T0 + 1)["providers"].keys() == {"muzaic"}
+
+
+def test_the_price_history_remembers_the_most_a_recent_job_of_a_kind_cost(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journal = store.open()
+    for i, usd in enumerate((0.02, 0.05)):
+        record, _ = journal.claim(job(dedup_key=f"k{i}", price_key="flux"), window_start_ts=None)
+        journal.record_cost(
+            record.job_id, provider="muapi", operation="generate", session_id="s", cost=Cost(usd=usd), ts=T0
+        )
+    assert journal.price_history("muapi", "generate", "flux") == pytest.approx(0.05)
+    assert journal.price_history("muapi", "generate", "other") is None
+
+
+def test_a_process_heartbeat_is_recorded_and_forgotten(store: Store) -> None:
+    journal = store.open()
+    journal.beat("host:42:s", host="host", pid=42, ts=T0)
+    journal.beat("host:42:s", host="host", pid=42, ts=T0 + 30)
+    assert store.open().owner("host:42:s") == ("host", 42, T0 + 30)
+    journal.forget_owner("host:42:s")
+    assert journal.owner("host:42:s") is None
+
+
+# -- through the engine ------------------------------------------------------------------------------
+
+
+class Args(BaseModel):
+    n: int = 0
+
+
+class Quoted(DriverBase):
+    provider, operation, title, args_model = "muapi", "generate", "Stub", Args
+
+    def __init__(self, usd: float = 0.5) -> None:
+        self.usd = usd
+        self.submitted: list[int] = []
+
+    async def estimate_usd(self, args: Any) -> float | None:
+        return self.usd
+
+    async def submit(self, args: Any, options: dict[str, Any], progress: Any) -> Outcome:
+        self.submitted.append(args.n)
+        await anyio.sleep(0.05)  # long enough for every racer to be waiting on the first
+        return Outcome(status="queued", provider_job_id=f"p{args.n}-{len(self.submitted)}")
+
+    async def poll(self, provider_job_id: str, args: Any, options: dict[str, Any]) -> Outcome:
+        return Outcome(status="running")
+
+
+def engine_on(journal: JournalBackend, driver: Quoted, **kwargs: Any) -> JobEngine:
+    engine = JobEngine(journal, clock=SystemClock(), **kwargs)
+    engine.register(driver)
+    return engine
+
+
+async def test_ten_concurrent_fifty_cent_calls_under_a_one_dollar_budget_make_two_jobs(store: Store) -> None:
+    driver = Quoted(usd=0.5)
+    engines = [engine_on(store.open(), driver, budget_usd=1.0) for _ in range(2)]
+    outcomes: list[str] = []
+
+    async def one(n: int) -> None:
+        try:
+            await engines[n % 2].run("muapi", "generate", Args(n=n), wait_s=0)
+            outcomes.append("accepted")
+        except BudgetExceeded:
+            outcomes.append("refused")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(one, n)
+
+    assert sorted(outcomes) == ["accepted"] * 2 + ["refused"] * 8
+    assert len(driver.submitted) == 2
+
+
+class ChargedAtOnce(Quoted):
+    """Finishes in the submission's answer with its dollar charge: the reservation turns into a
+    ledger charge while other calls are still claiming."""
+
+    async def submit(self, args: Any, options: dict[str, Any], progress: Any) -> Outcome:
+        self.submitted.append(args.n)
+        return Outcome(status="completed", provider_job_id=f"p{args.n}", result={}, cost=Cost(usd=self.usd))
+
+
+async def test_a_reservation_turning_into_a_charge_never_opens_room_under_the_budget(store: Store) -> None:
+    driver = ChargedAtOnce(usd=0.25)
+    engines = [engine_on(store.open(), driver, budget_usd=1.0) for _ in range(2)]
+    outcomes: list[str] = []
+
+    async def one(n: int) -> None:
+        try:
+            await engines[n % 2].run("muapi", "generate", Args(n=n), wait_s=0)
+            outcomes.append("accepted")
+        except BudgetExceeded:
+            outcomes.append("refused")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for n in range(24):
+                tg.start_soon(one, n)
+
+    assert outcomes.count("accepted") == 4
+    assert engines[0].journal.totals()["usd"] == pytest.approx(1.0)
+
+
+async def test_identical_calls_on_two_engines_sharing_a_journal_make_one_submission(store: Store) -> None:
+    driver = Quoted(usd=0.5)
+    engines = [engine_on(store.open(), driver) for _ in range(2)]
+    results: list[Any] = []
+
+    async def one(i: int) -> None:
+        results.append(await engines[i % 2].run("muapi", "generate", Args(n=7), wait_s=0))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(one, i)
+
+    assert driver.submitted == [7]
+    assert len({r.job_id for r in results}) == 1
+    assert sum(not r.deduplicated for r in results) == 1
