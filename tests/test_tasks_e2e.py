@@ -181,7 +181,9 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
 
 def messages(response: httpx2.Response) -> list[dict[str, Any]]:
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        # A 2025-11-25 stream opens with a priming event whose data is empty (SSE resumability): skip it.
+        lines = response.text.splitlines()
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
     return [response.json()]
 
 
