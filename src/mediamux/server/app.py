@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mediamux import __version__, registry
@@ -22,6 +24,7 @@ from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
 from mediamux.providers.transport import RetryConfig
 from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
+from mediamux.server import profiles
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import register_prompts
 from mediamux.server.services import open_services, sandbox_settings
@@ -55,10 +58,31 @@ class MediamuxServer(MCPServer[Services]):
     services: Services | None = None
     # What chose the tools, to say why a tool that exists elsewhere is not offered here.
     mediamux_settings: Settings | None = None
+    # Registered tool name -> its toolset, for the connection's profile (mediamux.server.profiles).
+    tool_toolsets: Mapping[str, str] = MappingProxyType({})
+
+    def hidden(self, name: str) -> str | None:
+        """Why the request being served may not see the registered tool ``name``, or None if it may.
+
+        The one place that decides which tools THIS request sees: tools/list and tools/call both ask
+        it. The process's settings decided what is registered; the connection's profile narrows that.
+        """
+        tool = self._tool_manager.get_tool(name)
+        read_only = (
+            tool is not None and tool.annotations is not None and bool(tool.annotations.read_only_hint)
+        )
+        return profiles.hidden(self.tool_toolsets.get(name), read_only)
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [tool for tool in await super().list_tools() if self.hidden(tool.name) is None]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        # Refused like an unknown tool, and before its arguments are checked: this connection has no
+        # such tool, whatever it was sent.
+        if self._tool_manager.get_tool(name) is not None and (why := self.hidden(name)) is not None:
+            return error_result("not_found", f"{name} is not offered on this connection: {why}")
         # The SDK refuses an unknown tool, and arguments that fail the tool's schema, before any
         # mediamux code runs, in its own words (pydantic's, for arguments). Both are told here in the
         # shape every tool error has: "[class] argument: what is wrong; what to do".
@@ -220,6 +244,7 @@ def build_server(
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
     specs = selected_tools(settings)
+    mcp.tool_toolsets = {spec.name: spec.toolset for spec in specs}
     for spec in specs:
         mcp.add_tool(
             spec.fn,
