@@ -18,13 +18,14 @@ from pathlib import Path
 
 import anyio
 
-from bench import cold_start, concurrency, context, journal_cost, latency, upload
+from bench import cold_start, concurrency, context, journal_cost, latency, results, upload
 from bench.common import LOGS, OUT, Config, Row, Section, fmt
 
 BENCHMARKS: dict[str, Callable[[Config], Awaitable[Section]]] = {
     "cold_start": cold_start.run,
     "latency": latency.run,
     "context": context.run,
+    "results": results.run,
     "upload": upload.run,
     "concurrency": concurrency.run,
     "journal": journal_cost.run,

@@ -115,7 +115,7 @@ def median(values: Sequence[float]) -> float:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    if unit == "tokens":
+    if unit in ("tokens", "chars"):
         return f"{value:,.0f}"
     if unit in ("ms", "µs"):
         return f"{value:,.2f} {unit}" if value < 100 else f"{value:,.0f} {unit}"

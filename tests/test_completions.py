@@ -92,6 +92,8 @@ async def test_every_prompt_argument_and_template_variable_has_a_source(
     completer = server._lowlevel_server.get_request_handler("completion/complete").handler
 
     missing = {(ref, arg) for ref, arg in wanted if not any(s.serves(ref, arg) for s in completer.sources)}
+    # A page's cursor is copied from the previous page's next URI, never typed: nothing to complete.
+    missing = {(ref, arg) for ref, arg in missing if arg != "cursor"}
 
     assert len(wanted) >= 10
     assert missing == FREE_TEXT

@@ -240,7 +240,7 @@ async def test_job_resources_list_and_read_jobs(client: Client) -> None:
         listing = json.loads((await client.read_resource("mediamux://jobs")).contents[0].text)
         one = json.loads((await client.read_resource(f"mediamux://jobs/{done['job_id']}")).contents[0].text)
 
-    assert [j["job_id"] for j in listing] == [done["job_id"]]
+    assert [j["job_id"] for j in listing["jobs"]] == [done["job_id"]] and "next" not in listing
     assert one["status"] == "completed" and one["result"]["outputs"]
 
 

@@ -353,15 +353,21 @@ async def test_the_asset_resource_serves_the_normalised_features(client: Client,
     done = await indexed(client)
     asset_id = done["result"]["asset_id"]
 
-    with anyio.fail_after(10):
-        read = await client.read_resource(f"mixpeek://assets/{asset_id}")
-    content = read.contents[0]
-    assert isinstance(content, TextResourceContents)
-    data = json.loads(content.text)
+    uri: str | None = f"mixpeek://assets/{asset_id}"
+    segments = []
+    while uri is not None:
+        with anyio.fail_after(10):
+            read = await client.read_resource(uri)
+        content = read.contents[0]
+        assert isinstance(content, TextResourceContents)
+        assert content.mime_type == "application/json" and len(content.text) <= 2000
+        data = json.loads(content.text)
+        assert data["asset_id"] == asset_id
+        segments.extend(data["segments"])
+        uri = data.get("next")
 
-    assert data["asset_id"] == asset_id
-    assert len(data["segments"]) == done["result"]["documents"]["segments"]
-    assert content.mime_type == "application/json"
+    assert len(segments) == data["total"] == done["result"]["documents"]["segments"]
+    assert len({(s["start_time"], s.get("document_id")) for s in segments}) == len(segments)
 
 
 # -- search ------------------------------------------------------------------------------------

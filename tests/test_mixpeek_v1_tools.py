@@ -443,13 +443,20 @@ async def test_the_asset_resource_serves_the_segments(client: Client) -> None:
     done = await indexed(client)
     asset_id = done["result"]["asset_id"]
 
-    with anyio.fail_after(10):
-        read = await client.read_resource(f"mixpeek://assets/{asset_id}")
-    content = read.contents[0]
-    assert isinstance(content, TextResourceContents)
-    data = json.loads(content.text)
+    uri: str | None = f"mixpeek://assets/{asset_id}"
+    segments = []
+    while uri is not None:
+        with anyio.fail_after(10):
+            read = await client.read_resource(uri)
+        content = read.contents[0]
+        assert isinstance(content, TextResourceContents) and len(content.text) <= 2000
+        data = json.loads(content.text)
+        assert data["asset_id"] == asset_id
+        segments.extend(data["segments"])
+        uri = data.get("next")
 
-    assert data["asset_id"] == asset_id and len(data["segments"]) == done["result"]["documents"]["segments"]
+    assert len(segments) == done["result"]["documents"]["segments"]
+    assert len({s["document_id"] for s in segments}) == len(segments)
 
 
 # -- search --------------------------------------------------------------------------------------------

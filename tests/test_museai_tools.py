@@ -716,11 +716,13 @@ async def test_videos_collections_and_subtitles_are_readable_resources(
     } <= {t.uri_template for t in templates.resource_templates}
 
     videos = await read_json(client, "museai://videos")
-    assert [(v["svid"], v["title"]) for v in videos] == [(svid, "Moon talk")]
+    assert [(v["svid"], v["title"]) for v in videos["videos"]] == [(svid, "Moon talk")]
     one = await read_json(client, f"museai://videos/{svid}")
     assert one["fid"] == video["fid"] and one["subtitles"] == {sub["subtitle_id"]: "en"}
     collections = await read_json(client, "museai://collections")
-    assert [(c["scid"], c["name"]) for c in collections] == [(scid, "Talks")]
+    assert [(c["scid"], c["name"], c["video_count"]) for c in collections["collections"]] == [
+        (scid, "Talks", 1)
+    ]
     collection = await read_json(client, f"museai://collections/{scid}")
     assert collection["name"] == "Talks" and [v["svid"] for v in collection["videos"]] == [svid]
 

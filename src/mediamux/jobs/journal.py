@@ -406,7 +406,8 @@ class Journal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._rlock:
             rows = self._reader.execute(
-                f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY submitted_ts DESC LIMIT ?",
+                # job_id breaks ties, so every LIMIT lists a prefix of one order and listings can page.
+                f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY submitted_ts DESC, job_id DESC LIMIT ?",
                 (*params, int(limit)),
             ).fetchall()
         return [_record(r) for r in rows]

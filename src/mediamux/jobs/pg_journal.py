@@ -576,7 +576,7 @@ class PostgresJournal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._read() as db:
             rows = db.execute(
-                f"SELECT {_SELECT} FROM mediamux_jobs {where} ORDER BY submitted_ts DESC LIMIT %s",
+                f"SELECT {_SELECT} FROM mediamux_jobs {where} ORDER BY submitted_ts DESC, job_id DESC LIMIT %s",
                 (*params, int(limit)),
             ).fetchall()
         return [_record(r) for r in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,14 +16,31 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
+from mediamux.errors import InputError
 from mediamux.files import OUTPUTS_PREFIX, FileAccessError, open_output
 from mediamux.jobs.costs import caller_costs
 from mediamux.jobs.engine import JobNotFound
 from mediamux.principals import LOCAL, current_principal
 from mediamux.providers.errors import ProviderError
+from mediamux.tools.jobs import job_cursor, jobs_window
+from mediamux.tools.pages import json_page, make_cursor
 
 T = TypeVar("T")
 
+MAX_PAGE_ITEMS = 200  # candidates a resource page is fitted from
+JOBS_PAGE = 50  # jobs a page of mediamux://jobs may hold; fewer fit its size
+# What a job listing carries of each job; mediamux://jobs/{job_id} has the rest.
+JOB_FIELDS = {
+    "job_id",
+    "provider",
+    "operation",
+    "status",
+    "error",
+    "cost",
+    "submitted_at",
+    "completed_at",
+    "note",
+}
 # Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path.
 MAX_INLINE_OUTPUT_BYTES = 768 * 1024
 
@@ -42,21 +60,43 @@ def dump(data: Any) -> str:
 def register_resources(server: MCPServer[Any]) -> None:
     """The provider-neutral resources; each provider registers its own (see mediamux.registry)."""
 
+    def jobs_page(cursor: str | None) -> str:
+        s = services()
+        principal = current_principal()
+        window, start = cursor_guard(
+            lambda: jobs_window(s.journal.list, cursor, JOBS_PAGE, principal=principal)
+        )
+        more = len(window) > JOBS_PAGE
+        items = [
+            s.engine.view(r).model_dump(mode="json", by_alias=True, exclude_none=True, include=JOB_FIELDS)
+            for r in window[:JOBS_PAGE]
+        ]
+
+        def after(n: int) -> str | None:
+            found = job_cursor(window[:n], start, more or n < min(len(window), JOBS_PAGE))
+            return f"mediamux://jobs?cursor={found}" if found else None
+
+        return json_page(items, key="jobs", next_uri=after)
+
     @server.resource(
         "mediamux://jobs",
         name="jobs",
         title="Recent jobs",
         mime_type="application/json",
-        description="The 50 most recent jobs from the local journal, newest first",
+        description="Recent jobs from the journal, newest first, a page at a time (next: the URI of the next page)",
     )
     def jobs() -> str:
-        s = services()
-        return dump(
-            [
-                s.engine.view(r).model_dump(mode="json", by_alias=True, exclude={"result"})
-                for r in s.journal.list(limit=50, principal=current_principal())
-            ]
-        )
+        return jobs_page(None)
+
+    @server.resource(
+        "mediamux://jobs{?cursor}",
+        name="jobs_page",
+        title="Recent jobs, a later page",
+        mime_type="application/json",
+        description="The page of mediamux://jobs a next URI points at",
+    )
+    def jobs_after(cursor: str = "") -> str:
+        return jobs_page(cursor or None)
 
     @server.resource(
         "mediamux://jobs/{job_id}",
@@ -103,6 +143,26 @@ def register_resources(server: MCPServer[Any]) -> None:
         # Served by MediamuxServer.read_resource with the file's real media type; this registration
         # makes the template discoverable.
         return _read_output(services(), name)[0]
+
+
+def listing_page(
+    items: list[Any], start: int, key: str, uri: str, kind: str, *, extra: dict[str, Any] | None = None
+) -> str:
+    """A page of a listing resource whose items are all at hand: those from ``start`` that fit, and
+    the ``?cursor=`` URI of the next page."""
+
+    def after(n: int) -> str | None:
+        return f"{uri}?cursor={make_cursor(kind, o=start + n)}" if start + n < len(items) else None
+
+    return json_page(items[start : start + MAX_PAGE_ITEMS], key=key, next_uri=after, extra=extra)
+
+
+def cursor_guard(read: Callable[[], T]) -> T:
+    """``read()``, with a cursor it refuses reported as the resource error it is (invalid params)."""
+    try:
+        return read()
+    except InputError as exc:
+        raise ResourceNotFoundError(exc.message) from None
 
 
 def _read_output(s: Services, name: str) -> tuple[bytes, str]:

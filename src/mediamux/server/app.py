@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from mcp import MCPError
@@ -32,6 +33,7 @@ from mediamux.server import (
     client_logs,
     completions,
     identity,  # noqa: F401 - installs the reader of the signed-in principal
+    profiles,
 )
 from mediamux.server.notify import Notifier
 from mediamux.server.prompts import prompt_argument_error, register_prompts
@@ -87,17 +89,37 @@ class MediamuxServer(MCPServer[Services]):
     services: Services | None = None
     # What chose the tools, to say why a tool that exists elsewhere is not offered here.
     mediamux_settings: Settings | None = None
+    # Registered tool name -> its toolset, for the connection's profile (mediamux.server.profiles).
+    tool_toolsets: Mapping[str, str] = MappingProxyType({})
+
+    def hidden(self, name: str) -> str | None:
+        """Why the request being served may not see the registered tool ``name``, or None if it may.
+
+        The one place that decides which tools THIS request sees: tools/list and tools/call both ask
+        it. The process's settings decided what is registered; the connection's profile narrows that.
+        """
+        tool = self._tool_manager.get_tool(name)
+        read_only = (
+            tool is not None and tool.annotations is not None and bool(tool.annotations.read_only_hint)
+        )
+        if not read_only and not can_spend():
+            # A signed-in token without mediamux:spend sees the read-only catalog, as MEDIAMUX_READ_ONLY does.
+            return (
+                f"it spends money or changes data, which needs the {SPEND_SCOPE} scope, and this sign-in "
+                f"has only read access; ask for a token with {SPEND_SCOPE}"
+            )
+        return profiles.hidden(self.tool_toolsets.get(name), read_only)
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [tool for tool in await super().list_tools() if self.hidden(tool.name) is None]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        # Hidden from this token's tools/list as well; told apart from a name that does not exist.
-        if not can_spend() and self._tool_manager.get_tool(name) and not self._read_only_tool(name):
-            return error_result(
-                "auth",
-                f"{name} spends money or changes data, which needs the {SPEND_SCOPE} scope; this "
-                f"sign-in has only read access. Ask for a token with {SPEND_SCOPE}.",
-            )
+        # Refused like an unknown tool, and before its arguments are checked: this connection has no
+        # such tool, whatever it was sent.
+        if self._tool_manager.get_tool(name) is not None and (why := self.hidden(name)) is not None:
+            return error_result("not_found", f"{name} is not offered on this connection: {why}")
         # The SDK refuses an unknown tool, and arguments that fail the tool's schema, before any
         # mediamux code runs, in its own words (pydantic's, for arguments). Both are told here in the
         # shape every tool error has: "[class] argument: what is wrong; what to do".
@@ -112,17 +134,6 @@ class MediamuxServer(MCPServer[Services]):
             if name not in offered:
                 raise _unknown_tool(name, offered, self.mediamux_settings) from None
             raise
-
-    async def list_tools(self) -> list[MCPTool]:
-        tools = await super().list_tools()
-        if can_spend():
-            return tools
-        # A read-only token (no mediamux:spend) sees the read-only catalog, as MEDIAMUX_READ_ONLY does.
-        return [t for t in tools if t.annotations is not None and t.annotations.read_only_hint]
-
-    def _read_only_tool(self, name: str) -> bool:
-        tool = self._tool_manager.get_tool(name)
-        return tool is not None and tool.annotations is not None and bool(tool.annotations.read_only_hint)
 
     async def _invalid_arguments(self, name: str, exc: ValidationError) -> CallToolResult:
         schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)
@@ -346,6 +357,7 @@ def build_server(
     )
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
+    mcp.tool_toolsets = {spec.name: spec.toolset for spec in specs}
     register_resources(mcp)
     for toolset_id in settings.enabled_toolsets():
         resources = registry.get(toolset_id).resources if toolset_id != JOBS_TOOLSET else None

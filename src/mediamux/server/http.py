@@ -1,13 +1,15 @@
 """Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz``,
 served by uvicorn with limits on how long a client may take to send a request head and on how many
-connections may be open at once."""
+connections may be open at once. ``/mcp/<toolset>+<toolset>[/readonly]`` (or the X-MCP-Toolsets and
+X-MCP-Readonly headers) give a connection a narrower profile (see mediamux.server.profiles)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, ClassVar, Final
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -15,16 +17,21 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mediamux import __version__
 from mediamux.config import Settings
+from mediamux.server import profiles
 from mediamux.server.app import MediamuxServer
 from mediamux.server.auth import SignIn, sign_in
+from mediamux.server.profiles import MCP_PATH, Profile, ProfileError
 from mediamux.server.sse_events import RETRY_MS, resumable_sessions
 
-MCP_PATH = "/mcp"
+SESSION_HEADER: Final = b"mcp-session-id"
+# Profiles of sessions that ended are forgotten when the table reaches twice the sessions still open
+# (and at least this many), so it stays proportional to the sessions the SDK holds.
+PRUNE_FLOOR: Final = 256
 
 
 def is_loopback(host: str) -> bool:
@@ -34,6 +41,102 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+async def json_error(send: Send, status: int, message: str, error: str) -> None:
+    """A JSON-RPC error without a request id, the shape the SDK answers at this endpoint in."""
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600, "message": message, "data": {"error": error}},
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ConnectionProfiles:
+    """Reads the profile a request names (URL path after ``/mcp``, X-MCP-* headers), refuses one this
+    server cannot serve, and hands the request to the SDK at ``/mcp`` with the profile in context.
+
+    A 2025-11-25 session keeps the profile of the request that opened it: a later request of the session
+    that names another is answered 404, as for a session that does not exist, so the client opens a new
+    one where it now points; one that names none (a client that sent the headers only once) is served
+    with the session's. 2026-07-28 requests are each their own exchange and carry their own profile.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        enabled: Sequence[str],
+        live_sessions: Callable[[], Collection[str] | None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.enabled = tuple(enabled)
+        self._live_sessions = live_sessions
+        self._sessions: dict[str, Profile] = {}
+        self._prune_at = PRUNE_FLOOR
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == MCP_PATH or path.startswith(MCP_PATH + "/")):
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        try:
+            asked = profiles.requested(path[len(MCP_PATH) :], headers, self.enabled, base=MCP_PATH)
+        except ProfileError as exc:
+            await json_error(send, exc.status, exc.description, exc.error)
+            return
+        session = next((v.decode("latin-1") for k, v in headers if k == SESSION_HEADER), None)
+        profile = asked
+        if session is not None and (bound := self._sessions.get(session)) is not None:
+            if asked is not None and asked != bound:
+                await json_error(
+                    send,
+                    404,
+                    f"Session not found: this session was opened with {bound.describe()} "
+                    f"({bound.path(MCP_PATH)}) and keeps it; open a new session at {asked.path(MCP_PATH)}",
+                    "profile_changed",
+                )
+                return
+            profile = bound
+        inner = {**scope, "path": MCP_PATH, "raw_path": MCP_PATH.encode()}
+        if session is None and scope.get("method") == "POST":
+            send = self._recording(send, profile or profiles.FULL)
+        with profiles.serving(profile):
+            await self.app(inner, receive, send)
+        if session is not None and scope.get("method") == "DELETE":
+            self._sessions.pop(session, None)
+
+    def _recording(self, send: Send, profile: Profile) -> Send:
+        """``send`` that binds the session an opening request creates (its answer names it) to ``profile``."""
+
+        async def recorded(message: Message) -> None:
+            if message["type"] == "http.response.start" and message.get("status", 500) < 400:
+                created = next(
+                    (v for k, v in message.get("headers", []) if k.lower() == SESSION_HEADER), None
+                )
+                if created is not None:
+                    self._remember(created.decode("latin-1"), profile)
+            await send(message)
+
+        return recorded
+
+    def _remember(self, session: str, profile: Profile) -> None:
+        self._sessions[session] = profile
+        if len(self._sessions) >= self._prune_at:
+            live = self._live_sessions()
+            if live is not None:
+                self._sessions = {k: v for k, v in self._sessions.items() if k in live}
+            self._prune_at = max(PRUNE_FLOOR, 2 * len(self._sessions))
 
 
 def security_settings(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
@@ -68,6 +171,13 @@ def build_http_app(
     )
     # 2025-11-25 sessions get a priming event, the retry hint and replay after a broken stream.
     resumable_sessions(server.session_manager)
+    # The SDK's table of open sessions (private: it offers no hook for a session's end), read only to
+    # forget the profiles of sessions that ended.
+    mcp_app = ConnectionProfiles(
+        mcp_app,
+        (server.mediamux_settings or settings).enabled_toolsets(),
+        lambda: getattr(server.session_manager, "_server_instances", None),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

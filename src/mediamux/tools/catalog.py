@@ -109,7 +109,7 @@ def instructions(
     """What every tool shares, said once: which toolset does what, where files may be read, and how
     a long job is picked up again. ``toolsets`` is (id, what it does) for each enabled toolset;
     ``folders`` are the allowed folders, the first of which relative paths start from."""
-    lines = ["mediamux tools by name prefix:"]
+    lines = ["Tools by prefix:"]
     lines += [f"- {toolset_id}_*: {what}" for toolset_id, what in toolsets]
     readable = [f for f in folders if f != output_dir]
     if readable:
@@ -130,7 +130,7 @@ def instructions(
     lines.append(
         "Past wait_s seconds (0–600, default 45) a job tool returns "
         "status 'running' and a job_id; jobs_wait with it resumes the job, even after a restart, "
-        "without paying again."
+        "without paying again. Lists page: pass next_cursor back as cursor."
     )
     if read_only:
         lines.append("Read-only: tools that spend, create or delete are not offered.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -9,10 +10,11 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mediamux.jobs.costs import Costs, caller_costs
-from mediamux.jobs.models import JobResult, ProviderId
+from mediamux.jobs.models import JobRecord, JobResult, ProviderId
 from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost
-from mediamux.tools.base import Toolset, WaitS, job_result, model_result, progress_of, services
+from mediamux.tools.base import Toolset, WaitS, job_result, model_result, money, progress_of, services
+from mediamux.tools.pages import Column, Cursor, fit, make_cursor, moment, read_cursor
 from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
@@ -68,6 +70,54 @@ class JobSummary(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobSummary]
+    next_cursor: str | None = None
+
+
+JOB_COLUMNS = (
+    Column("job_id", 64),
+    Column("provider operation", 28),
+    Column("status", 16),
+    Column("cost", 16),
+    Column("submitted (UTC)", 19),
+)
+# Jobs submitted since the previous page was read push the rest down; the cursor names the last job it
+# showed and the next page starts right after it, provided it is among this many more rows.
+NEW_SINCE_LAST_PAGE = 50
+
+
+def jobs_window(
+    listing: Callable[..., list[JobRecord]], cursor: str | None, limit: int, **filters: Any
+) -> tuple[list[JobRecord], int]:
+    """Up to ``limit`` + 1 journal rows after the cursor (newest first), and the offset of the first.
+
+    The journal lists a prefix of its rows; the page is found in it by the last job the previous page
+    showed, so jobs started meanwhile do not repeat a row, and by its offset if that job has left the
+    filter (an active job that finished)."""
+    state = read_cursor("jobs", cursor)
+    start = int(state.get("o", 0))
+    after = state.get("j")
+    rows = listing(limit=start + limit + 1 + (NEW_SINCE_LAST_PAGE if after else 0), **filters)
+    if isinstance(after, str):
+        found = next((i for i, r in enumerate(rows) if r.job_id == after), None)
+        if found is not None:
+            start = found + 1
+    return rows[start : start + limit + 1], start
+
+
+def job_cursor(shown: list[JobRecord], start: int, more: bool) -> str | None:
+    if not shown or not more:
+        return None
+    return make_cursor("jobs", o=start + len(shown), j=shown[-1].job_id)
+
+
+def cost_text(cost: Cost) -> str | None:
+    if cost.usd is not None:
+        return money(cost.usd)
+    if cost.tokens is not None:
+        return f"{cost.tokens:g} tokens"
+    if cost.credits is not None:
+        return f"{cost.credits:g} credits"
+    return None
 
 
 @toolset.tool(title="List jobs", read_only=True)
@@ -79,15 +129,20 @@ async def jobs_list(
     ] = None,
     provider: ProviderId | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    cursor: Cursor = None,
 ) -> Annotated[CallToolResult, JobList]:
-    """Lists recent jobs, newest first, with status and cost; stale active jobs are checked with their
-    provider first (up to 20). Free; a few seconds at most."""
+    """Lists recent jobs, newest first, with status and cost. Free; active jobs whose
+    state is stale are checked with their provider first (up to 20 per call, a few seconds at most)."""
     engine = services(ctx).engine
-    records = await engine.refresh_all(
-        services(ctx).journal.list(
-            status=status, provider=provider, limit=limit, principal=current_principal()
-        )
+    window, start = jobs_window(
+        services(ctx).journal.list,
+        cursor,
+        limit,
+        status=status,
+        provider=provider,
+        principal=current_principal(),
     )
+    records = await engine.refresh_all(window[:limit])
     jobs = []
     for r in records:
         view = engine.view(r)
@@ -105,7 +160,19 @@ async def jobs_list(
                 checked_at=view.checked_at,
             )
         )
-    return model_result(JobList(jobs=jobs), f"{len(jobs)} job(s)")
+    more = len(window) > limit
+    shown = fit(
+        head=lambda n: (
+            f"{len(jobs)} job(s)" if not (more or start) else f"jobs {start + 1}–{start + n}, newest first"
+        ),
+        columns=JOB_COLUMNS,
+        rows=[
+            (j.job_id, f"{j.provider} {j.operation}", j.status, cost_text(j.cost), moment(j.submitted_at))
+            for j in jobs
+        ],
+        next_cursor=lambda n: job_cursor(records[:n], start, more or n < len(records)),
+    )
+    return shown.result(JobList(jobs=jobs[: shown.count], next_cursor=shown.next_cursor))
 
 
 @toolset.tool(title="Show costs", read_only=True)

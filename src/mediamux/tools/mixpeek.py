@@ -21,6 +21,7 @@ from mediamux.jobs.mixpeek import (
     IndexArgs,
     IndexedAsset,
     IndexOperation,
+    Segment,
 )
 from mediamux.jobs.models import JobResult
 from mediamux.providers.mixpeek import ID_RE, MixpeekClient, check_url
@@ -50,6 +51,7 @@ from mediamux.tools.mixpeek_views import (
     search_view,
     task_view,
 )
+from mediamux.tools.pages import Column, fit, seconds
 from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
@@ -188,6 +190,34 @@ async def mixpeek_cancel_task(task_id: TaskId, ctx: Context) -> Annotated[CallTo
 
 # -- segments and search -----------------------------------------------------------------------
 
+SEGMENT_COLUMNS = (
+    Column("time", 14),
+    Column("transcription", 48),
+    Column("description", 40),
+    Column("on screen", 24),
+)
+HIT_COLUMNS = (Column("score", 6), Column("object", 64), *SEGMENT_COLUMNS)
+
+
+def segment_row(segment: Segment) -> tuple[object, ...]:
+    return (
+        seconds(segment.start_time, segment.end_time),
+        segment.transcription,
+        segment.description,
+        segment.ocr_text,
+    )
+
+
+def next_page_line(page: str | None) -> str | None:
+    return f"more: call again with page={page}" if page else None
+
+
+def cut_note(shown: int, total: int) -> str:
+    return (
+        f"rows {shown + 1}–{total} of this page: in structuredContent only (no room here); "
+        f"page_size={shown} shows them as text"
+    )
+
 
 @toolset.tool(title="Get a Mixpeek video's segments", read_only=True)
 async def mixpeek_get_asset_features(
@@ -199,11 +229,20 @@ async def mixpeek_get_asset_features(
     """Reads a page of the segments Mixpeek extracted from an indexed video: seconds, transcription,
     description, on-screen text. Free; empty until indexed."""
     found = await documents_view(client_of(ctx), asset_id, page, page_size)
-    return model_result(
-        found,
-        f"Mixpeek {asset_id}: {len(found.segments)} of {found.total} segment(s), page {found.page}/{found.total_pages}",
-        links=[asset_link(asset_id)],
+    found.next_page = found.page + 1 if found.page < found.total_pages else None
+    shown = fit(
+        head=lambda n: (
+            f"Mixpeek {asset_id}: {len(found.segments)} of {found.total} segment(s), "
+            f"page {found.page}/{found.total_pages}"
+        ),
+        columns=SEGMENT_COLUMNS,
+        rows=[segment_row(s) for s in found.segments],
+        next_cursor=lambda n: str(found.next_page) if found.next_page else None,
+        keep_all=True,
+        more=next_page_line,
+        cut_note=cut_note,
     )
+    return shown.result(found, links=[asset_link(asset_id)])
 
 
 @toolset.tool(title="Search Mixpeek collections", read_only=True)
@@ -237,9 +276,29 @@ async def mixpeek_search(
         page_size=page_size,
     )
     assets = list(dict.fromkeys(h.asset_id for h in found.results if h.asset_id))
-    return model_result(
-        found,
-        f"Mixpeek {search_type} search {query!r}: {len(found.results)} result(s)"
-        + (f" of {found.total}" if found.total is not None else ""),
-        links=[asset_link(a) for a in assets[:10]],
+    # A full page may have a successor. Mixpeek v1's total counts only the candidates it ranked for the
+    # pages asked so far, so it is not an end: only a short page is.
+    full = len(found.results) == page_size and (found.total is None or found.total >= page * page_size)
+    found.next_page = page + 1 if full else None
+    shown = fit(
+        head=lambda n: (
+            f"Mixpeek {search_type} search {query[:60]!r}: {len(found.results)} result(s)"
+            + (f" of {found.total}" if found.total is not None else "")
+            + (f", page {page}" if page > 1 or found.next_page else "")
+        ),
+        columns=HIT_COLUMNS,
+        rows=[(h.score, h.asset_id, *segment_row(h)) for h in found.results],
+        next_cursor=lambda n: str(found.next_page) if found.next_page else None,
+        keep_all=True,
+        more=next_page_line,
+        cut_note=cut_note,
+        notes=[
+            *(
+                [f"no such collection(s): {', '.join(found.missing_collections)}"]
+                if found.missing_collections
+                else []
+            ),
+            *([f"note: {found.note}"] if found.note else []),
+        ],
     )
+    return shown.result(found, links=[asset_link(a) for a in assets[:10]])

@@ -141,6 +141,7 @@ class AssetDocuments(BaseModel):
     page_size: int
     total_pages: int
     segments: list[AssetSegment] = Field(default_factory=list, description="In time order")
+    next_page: int | None = Field(None, description="The page to ask for next; null on the last")
 
 
 async def documents_view(client: MixpeekApi, asset_id: str, page: int, page_size: int) -> AssetDocuments:
@@ -202,6 +203,7 @@ class SearchView(BaseModel):
     page_size: int
     missing_collections: list[str] | None = Field(None, description="Requested collections that do not exist")
     note: str | None = None
+    next_page: int | None = Field(None, description="The page to ask for next; null on the last")
 
 
 async def search_view(

@@ -30,6 +30,7 @@ from mediamux.tools.base import (
     upload_path,
     write_key_file,
 )
+from mediamux.tools.pages import Column, Cursor, fit, moment, next_offset, offset_of, span
 from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
@@ -40,6 +41,7 @@ toolset = Toolset(
 )
 
 MAX_PARAMS_BYTES = 256 * 1024
+MAX_PAGE = 200  # items a page may hold at most; the text block usually fits fewer
 # Long enough that an agent's few tries at a model name read the catalog once; short enough that a
 # model MuAPI adds meanwhile is suggested soon.
 MODEL_CATALOG_TTL_S = 300.0
@@ -243,14 +245,33 @@ class KeyView(ApiKeyFields):
 
 class KeyList(BaseModel):
     keys: list[KeyView]
+    total: int | None = Field(None, description="Keys on the account")
+    next_cursor: str | None = None
+
+
+KEY_COLUMNS = (
+    Column("id", 40),
+    Column("name", 32),
+    Column("active", 6),
+    Column("test", 5),
+    Column("last used (UTC)", 19),
+)
 
 
 @toolset.tool(title="List MuAPI keys", read_only=True)
-async def muapi_list_keys(ctx: Context) -> Annotated[CallToolResult, KeyList]:
-    """Lists the MuAPI API keys (id, name, activity; never the key values). Free."""
-    keys = await client_of(ctx).list_keys()
-    view = KeyList(keys=[KeyView.model_validate(k.model_dump()) for k in keys])
-    return model_result(view, f"MuAPI: {len(view.keys)} key(s)")
+async def muapi_list_keys(ctx: Context, cursor: Cursor = None) -> Annotated[CallToolResult, KeyList]:
+    """Lists the account's MuAPI API keys (ids, names, activity; never the key values). Free."""
+    start = offset_of("muapi_keys", cursor)
+    keys = [KeyView.model_validate(k.model_dump()) for k in await client_of(ctx).list_keys()]
+    window = keys[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: f"MuAPI: {len(keys)} key(s)" + span(start, n, len(keys)),
+        columns=KEY_COLUMNS,
+        rows=[(k.id, k.name, k.is_active, k.is_test, moment(k.last_used_at)) for k in window],
+        next_cursor=next_offset("muapi_keys", start, len(keys)),
+    )
+    view = KeyList(keys=window[: shown.count], total=len(keys), next_cursor=shown.next_cursor)
+    return shown.result(view)
 
 
 class CreatedKeyView(BaseModel):
@@ -309,6 +330,18 @@ class ModelSummary(BaseModel):
 class ModelList(BaseModel):
     models: list[ModelSummary]
     total: int = Field(description="Models matching before the limit")
+    next_cursor: str | None = None
+
+
+MODEL_COLUMNS = (Column("endpoint", 80), Column("category", 20), Column("price", 20))
+
+
+def _price(cost: Any) -> Any:
+    """MuAPI's ``{"usd": 0.025, "unit": "image"}`` as ``$0.025/image``; anything else as it came."""
+    if isinstance(cost, dict) and isinstance(cost.get("usd"), int | float):
+        unit = str(cost.get("unit") or "").removeprefix("per_")
+        return f"${cost['usd']:g}" + (f"/{unit}" if unit else "")
+    return cost
 
 
 @toolset.tool(title="List MuAPI models", read_only=True)
@@ -320,22 +353,26 @@ async def muapi_list_models(
     ] = None,
     query: Annotated[str | None, Field(max_length=100, description="Substring to match in the name")] = None,
     limit: Annotated[int, Field(ge=1, le=500)] = 50,
+    cursor: Cursor = None,
 ) -> Annotated[CallToolResult, ModelList]:
-    """Lists MuAPI models with endpoint, category and price, optionally filtered. Free."""
+    """Lists MuAPI models with their endpoint, category and price, optionally filtered. Free."""
+    start = offset_of("muapi_models", cursor)
     models = await client_of(ctx).list_models(category=category)
     if query:
         needle = query.lower()
         models = [m for m in models if needle in m.name.lower() or needle in (m.description or "").lower()]
-    view = ModelList(
-        models=[
-            ModelSummary(name=m.name, endpoint=m.endpoint or m.name, category=m.category, price=m.cost)
-            for m in models[:limit]
-        ],
-        total=len(models),
+    window = [
+        ModelSummary(name=m.name, endpoint=m.endpoint or m.name, category=m.category, price=m.cost)
+        for m in models[start : start + limit]
+    ]
+    total = len(models)
+    shown = fit(
+        head=lambda n: f"MuAPI: {total} model(s)" + span(start, n, total),
+        columns=MODEL_COLUMNS,
+        rows=[(m.endpoint, m.category, _price(m.price)) for m in window],
+        next_cursor=next_offset("muapi_models", start, total),
     )
-    return model_result(
-        view, f"MuAPI: {view.total} model(s)" + (f", showing {limit}" if view.total > limit else "")
-    )
+    return shown.result(ModelList(models=window[: shown.count], total=total, next_cursor=shown.next_cursor))
 
 
 class ModelDetail(BaseModel):

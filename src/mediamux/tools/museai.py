@@ -42,6 +42,7 @@ from mediamux.tools.base import (
     upload_path,
     write_key_file,
 )
+from mediamux.tools.pages import Column, Cursor, fit, next_offset, offset_of, span
 from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
@@ -65,6 +66,10 @@ SubtitleId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-
 VisibilityArg = Literal["private", "unlisted", "public"]
 LocalPath = Annotated[str, Field(min_length=1, max_length=4096), opaque()]
 WaitReady = Annotated[bool, Field(description="Also wait for it to finish ingesting")]
+
+
+MAX_PAGE = 200  # items a page may hold at most; the text block usually fits fewer
+MAX_LINKS = 20  # resource links a page carries, for hosts that show them
 
 
 def client_of(ctx: Context) -> MuseaiClient:
@@ -196,13 +201,33 @@ async def _check_collection(client: MuseaiClient, scid: str) -> None:
 
 class VideoList(BaseModel):
     videos: list[Video]
+    total: int | None = Field(None, description="Videos on the account")
+    next_cursor: str | None = None
+
+
+VIDEO_COLUMNS = (
+    Column("svid", 32),
+    Column("title", 40),
+    Column("duration", 9),
+    Column("visibility", 10),
+    Column("ingesting", 9),
+)
 
 
 @toolset.tool(title="List muse.ai videos", read_only=True)
-async def museai_list_videos(ctx: Context) -> Annotated[CallToolResult, VideoList]:
-    """Lists the muse.ai videos with id, title, duration, visibility and ingest state. Free."""
+async def museai_list_videos(ctx: Context, cursor: Cursor = None) -> Annotated[CallToolResult, VideoList]:
+    """Lists the account's muse.ai videos with id, title, duration, visibility and ingest state. Free."""
+    start = offset_of("museai_videos", cursor)
     videos = await client_of(ctx).list_videos()
-    return model_result(VideoList(videos=videos), f"muse.ai: {len(videos)} video(s)")
+    window = videos[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: f"muse.ai: {len(videos)} video(s)" + span(start, n, len(videos)),
+        columns=VIDEO_COLUMNS,
+        rows=[(v.svid, v.title, v.duration, v.visibility, v.ingesting) for v in window],
+        next_cursor=next_offset("museai_videos", start, len(videos)),
+    )
+    page = window[: shown.count]
+    return shown.result(VideoList(videos=page, total=len(videos), next_cursor=shown.next_cursor))
 
 
 @toolset.tool(title="Get a muse.ai video", read_only=True)
@@ -375,16 +400,31 @@ async def museai_upload_subtitles(
 class SubtitleList(BaseModel):
     svid: str
     tracks: list[SubtitleRef]
+    total: int | None = Field(None, description="Tracks the video has")
+    next_cursor: str | None = None
 
 
 @toolset.tool(title="List a muse.ai video's subtitles", read_only=True)
-async def museai_list_subtitles(svid: Svid, ctx: Context) -> Annotated[CallToolResult, SubtitleList]:
-    """Lists a muse.ai video's subtitle tracks (id, name). Free."""
-    tracks = await client_of(ctx).list_subtitles(svid)
-    view = SubtitleList(
-        svid=svid, tracks=[SubtitleRef(svid=svid, subtitle_id=k, name=v) for k, v in tracks.items()]
+async def museai_list_subtitles(
+    svid: Svid, ctx: Context, cursor: Cursor = None
+) -> Annotated[CallToolResult, SubtitleList]:
+    """Lists the subtitle tracks of a muse.ai video (id and name). Free."""
+    start = offset_of("museai_subtitles", cursor)
+    tracks = [
+        SubtitleRef(svid=svid, subtitle_id=k, name=v)
+        for k, v in (await client_of(ctx).list_subtitles(svid)).items()
+    ]
+    window = tracks[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: f"muse.ai {svid}: {len(tracks)} subtitle track(s)" + span(start, n, len(tracks)),
+        columns=(Column("subtitle_id", 32), Column("name", 40)),
+        rows=[(t.subtitle_id, t.name) for t in window],
+        next_cursor=next_offset("museai_subtitles", start, len(tracks)),
     )
-    return model_result(view, f"muse.ai {svid}: {len(view.tracks)} subtitle track(s)")
+    view = SubtitleList(
+        svid=svid, tracks=window[: shown.count], total=len(tracks), next_cursor=shown.next_cursor
+    )
+    return shown.result(view)
 
 
 class SubtitleText(BaseModel):
@@ -436,6 +476,13 @@ async def museai_delete_subtitles(
 
 class CollectionList(BaseModel):
     collections: list[Collection]
+    total: int | None = Field(None, description="Collections on the account")
+    next_cursor: str | None = None
+
+
+class CollectionPage(Collection):
+    total_videos: int | None = Field(None, description="Videos in the collection; videos holds one page")
+    next_cursor: str | None = None
 
 
 def collection_link(scid: str) -> ResourceLink:
@@ -444,22 +491,54 @@ def collection_link(scid: str) -> ResourceLink:
     )
 
 
+COLLECTION_COLUMNS = (Column("scid", 32), Column("name", 40), Column("videos", 6), Column("visibility", 10))
+
+
 @toolset.tool(title="List muse.ai collections", read_only=True)
-async def museai_list_collections(ctx: Context) -> Annotated[CallToolResult, CollectionList]:
-    """Lists the muse.ai collections with their videos. Free."""
+async def museai_list_collections(
+    ctx: Context, cursor: Cursor = None
+) -> Annotated[CallToolResult, CollectionList]:
+    """Lists the account's muse.ai collections with their videos. Free."""
+    start = offset_of("museai_collections", cursor)
     items = await client_of(ctx).list_collections()
-    return model_result(CollectionList(collections=items), f"muse.ai: {len(items)} collection(s)")
+    window = items[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: f"muse.ai: {len(items)} collection(s)" + span(start, n, len(items)),
+        columns=COLLECTION_COLUMNS,
+        rows=[(c.scid, c.name, len(c.videos), c.visibility) for c in window],
+        next_cursor=next_offset("museai_collections", start, len(items)),
+    )
+    page = window[: shown.count]
+    return shown.result(CollectionList(collections=page, total=len(items), next_cursor=shown.next_cursor))
 
 
 @toolset.tool(title="Get a muse.ai collection", read_only=True)
-async def museai_get_collection(scid: Scid, ctx: Context) -> Annotated[CallToolResult, Collection]:
-    """Reads a muse.ai collection with its videos. Free."""
+async def museai_get_collection(
+    scid: Scid, ctx: Context, cursor: Cursor = None
+) -> Annotated[CallToolResult, CollectionPage]:
+    """Reads one muse.ai collection with its videos. Free."""
+    start = offset_of("museai_collection", cursor)
     collection = await client_of(ctx).get_collection(scid)
-    return model_result(
-        collection,
-        f"muse.ai collection {scid}: {collection.name} · {len(collection.videos)} video(s)",
-        links=[collection_link(scid)],
+    videos = collection.videos
+    window = videos[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: (
+            f"muse.ai collection {scid}: {collection.name} · {len(videos)} video(s)"
+            + span(start, n, len(videos))
+        ),
+        columns=(Column("svid", 32), Column("title", 48), Column("duration", 9)),
+        rows=[(v.svid, v.title, v.duration) for v in window],
+        next_cursor=next_offset("museai_collection", start, len(videos)),
     )
+    view = CollectionPage.model_validate(
+        {
+            **collection.model_dump(),
+            "videos": [v.model_dump() for v in window[: shown.count]],
+            "total_videos": len(videos),
+            "next_cursor": shown.next_cursor,
+        }
+    )
+    return shown.result(view, links=[collection_link(scid)])
 
 
 class CreatedCollection(BaseModel):
@@ -533,6 +612,11 @@ class SearchResult(BaseModel):
     query: str
     scope: str
     hits: list[SearchHit]
+    total: int | None = Field(None, description="Videos that match")
+    next_cursor: str | None = None
+
+
+MAX_TIMES_SHOWN = 8
 
 
 @toolset.tool(title="Search inside muse.ai videos", read_only=True)
@@ -545,6 +629,7 @@ async def museai_search(
         Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$"),
         opaque("Channel id, scid or svid for those scopes"),
     ] = None,
+    cursor: Cursor = None,
 ) -> Annotated[CallToolResult, SearchResult]:
     """Searches inside muse.ai videos; returns the matching videos with the seconds of each match.
     Prefixes pick a modality: s: speech, f: faces, t: on-screen text, o: objects, a: actions, z:
@@ -552,11 +637,23 @@ async def museai_search(
     the account; the others search public items by target_id. Free."""
     if scope != "owned" and not target_id:
         raise InputError(f"required for scope {scope!r} (the {scope} id)", arguments=("target_id",))
+    start = offset_of("museai_search", cursor)
     hits = await client_of(ctx).search(query, scope, target_id)
-    view = SearchResult(query=query, scope=scope, hits=hits)
-    return model_result(
-        view, f"muse.ai search {query!r}: {len(hits)} video(s)", links=[video_link(h.svid) for h in hits[:20]]
+    window = hits[start : start + MAX_PAGE]
+    shown = fit(
+        head=lambda n: f"muse.ai search {query[:60]!r}: {len(hits)} video(s)" + span(start, n, len(hits)),
+        columns=(Column("svid", 32), Column("matches", 7), Column("at seconds", 60)),
+        rows=[(h.svid, len(h.times), _times(h.times)) for h in window],
+        next_cursor=next_offset("museai_search", start, len(hits)),
     )
+    page = window[: shown.count]
+    view = SearchResult(query=query, scope=scope, hits=page, total=len(hits), next_cursor=shown.next_cursor)
+    return shown.result(view, links=[video_link(h.svid) for h in page[:MAX_LINKS]])
+
+
+def _times(times: list[float]) -> str:
+    text = ", ".join(f"{t:g}" for t in times[:MAX_TIMES_SHOWN])
+    return text + (f" … (+{len(times) - MAX_TIMES_SHOWN})" if len(times) > MAX_TIMES_SHOWN else "")
 
 
 # -- AI jobs -----------------------------------------------------------------------------------
@@ -650,13 +747,48 @@ async def museai_detect_text(
     return await _run_job(ctx, "text", _file_args(ctx, path), wait_s, new_job)
 
 
+class FacePage(FaceDatabase):
+    total: int | None = Field(None, description="People, deleted and ignored faces in all")
+    next_cursor: str | None = None
+
+
 @toolset.tool(title="List the muse.ai face database", read_only=True)
-async def museai_list_faces(ctx: Context) -> Annotated[CallToolResult, FaceDatabase]:
-    """Lists the muse.ai face database: people found (with labels) and deleted or ignored faces. Free."""
+async def museai_list_faces(ctx: Context, cursor: Cursor = None) -> Annotated[CallToolResult, FacePage]:
+    """Lists the account's muse.ai face database: detected people (with labels) and deleted or ignored
+    faces. Free."""
+    start = offset_of("museai_faces", cursor)
     db = await client_of(ctx).faces_db()
-    return model_result(
-        db, f"muse.ai faces: {len(db.detected)} people, {len(db.deleted)} deleted, {len(db.ignored)} ignored"
+    # One sequence over the three lists (people first), so a cursor is one offset into it.
+    entries: list[tuple[str, Any]] = [
+        *(("person", c) for c in db.detected),
+        *(("deleted", f) for f in db.deleted),
+        *(("ignored", f) for f in db.ignored),
+    ]
+    window = entries[start : start + MAX_PAGE]
+
+    def row(kind: str, item: Any) -> tuple[object, ...]:
+        if kind == "person":
+            return (kind, item.cluster_id, item.label, len(item.faces))
+        return (kind, item.face_id, item.fid, 1)
+
+    shown = fit(
+        head=lambda n: (
+            f"muse.ai faces: {len(db.detected)} people, {len(db.deleted)} deleted, "
+            f"{len(db.ignored)} ignored" + span(start, n, len(entries))
+        ),
+        columns=(Column("kind", 7), Column("id", 64), Column("label or file", 64), Column("faces", 5)),
+        rows=[row(k, i) for k, i in window],
+        next_cursor=next_offset("museai_faces", start, len(entries)),
     )
+    page = window[: shown.count]
+    view = FacePage(
+        detected=[i for k, i in page if k == "person"],
+        deleted=[i for k, i in page if k == "deleted"],
+        ignored=[i for k, i in page if k == "ignored"],
+        total=len(entries),
+        next_cursor=shown.next_cursor,
+    )
+    return shown.result(view)
 
 
 class FaceChange(BaseModel):

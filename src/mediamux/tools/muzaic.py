@@ -24,6 +24,7 @@ from mediamux.tools.base import (
     provider_client,
     services,
 )
+from mediamux.tools.pages import Column, Cursor, fit, next_offset, offset_of, span
 from mediamux.tools.schemas import opaque
 
 toolset = Toolset(
@@ -182,14 +183,47 @@ async def _tag_warnings(ctx: Context, tag_lists: list[list[int]]) -> list[str]:
     return warnings
 
 
+class TagPage(TagCatalog):
+    total: int | None = Field(None, description="Tags in the catalog")
+    next_cursor: str | None = None
+
+
+TAG_COLUMNS = (Column("id", 6), Column("name", 28), Column("category", 8), Column("conflicts with", 40))
+
+
 @toolset.tool(title="List Muzaic tags", read_only=True)
-async def muzaic_list_tags(ctx: Context) -> Annotated[CallToolResult, TagCatalog]:
-    """Lists Muzaic's music tags (style, mood, genre, cultural) with their ids and the pairs that
-    conflict. Free; read once per session."""
+async def muzaic_list_tags(ctx: Context, cursor: Cursor = None) -> Annotated[CallToolResult, TagPage]:
+    """Lists Muzaic's music tags (style, mood, genre, cultural) with their ids and the tags each
+    conflicts with. Free; read once per server session."""
+    start = offset_of("muzaic_tags", cursor)
     catalog = await _catalog(ctx)
-    return model_result(
-        catalog, f"Muzaic: {len(catalog.tags)} tags, {len(catalog.conflicts)} conflicting pairs"
+    tags = catalog.tags
+    clashes: dict[int, list[int]] = {}
+    for c in catalog.conflicts:
+        if c.value < 0:
+            clashes.setdefault(c.tags[0], []).append(c.tags[1])
+            clashes.setdefault(c.tags[1], []).append(c.tags[0])
+    window = tags[start:]
+    shown = fit(
+        head=lambda n: (
+            f"Muzaic: {len(tags)} tags" + span(start, n, len(tags)) + "; avoid a tag's conflicts in one piece"
+        ),
+        columns=TAG_COLUMNS,
+        rows=[
+            (t.id, t.name, t.category_id, ", ".join(map(str, sorted(clashes.get(t.id, []))))) for t in window
+        ],
+        next_cursor=next_offset("muzaic_tags", start, len(tags)),
     )
+    page = window[: shown.count]
+    ids = {t.id for t in page}
+    view = TagPage(
+        tags=page,
+        # Every relation that names a tag of this page: across the pages, every relation is given.
+        conflicts=[c for c in catalog.conflicts if c.tags[0] in ids or c.tags[1] in ids],
+        total=len(tags),
+        next_cursor=shown.next_cursor,
+    )
+    return shown.result(view)
 
 
 async def _run(
