@@ -52,6 +52,8 @@ class MediamuxServer(MCPServer[Services]):
     services: Services | None = None
     # What chose the tools, to say why a tool that exists elsewhere is not offered here.
     mediamux_settings: Settings | None = None
+    # Where providers' webhooks reach this server, when they can (set by the HTTP transport).
+    hook_base: str | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
@@ -194,6 +196,7 @@ def build_server(
             settings, clock=clock, sandbox=sandbox, retry=retry, notifier=notifier
         ) as svc:
             mcp.services = svc
+            svc.engine.hook_base = mcp.hook_base
             try:
                 yield svc
             finally:

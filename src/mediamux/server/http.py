@@ -1,4 +1,5 @@
-"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz``,
+"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz`` and,
+with MEDIAMUX_PUBLIC_URL, the providers' webhooks (``/hooks``, see server.hooks),
 served by uvicorn with limits on how long a client may take to send a request head and on how many
 connections may be open at once."""
 
@@ -23,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from mediamux import __version__
 from mediamux.config import Settings
 from mediamux.server.app import MediamuxServer
+from mediamux.server.hooks import HOOKS_PATH, HookReceiver
 
 MCP_PATH = "/mcp"
 
@@ -112,7 +114,12 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
         body["ready"] = server.services is not None
         return JSONResponse(body)
 
-    return Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    routes = [Route("/healthz", healthz)]
+    if settings.public_url:
+        # Providers can reach this server: their webhooks wake jobs (served without the bearer token).
+        server.hook_base = settings.public_url + HOOKS_PATH
+        routes.append(HookReceiver(server).route())
+    return Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
 
 
 # -- connection limits ---------------------------------------------------------------------------
