@@ -1023,12 +1023,22 @@ class MuapiEmulator:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._webhook_loop)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        # One client for the app's lifetime: making one per delivery (its TLS context) took longer
+        # than the delivery itself.
+        own = self._webhook_client is None
+        if own:
+            self._webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._webhook_loop)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if own and self._webhook_client is not None:
+                await self._webhook_client.aclose()
+                self._webhook_client = None
 
     def _build_app(self) -> Starlette:
         p = API_PREFIX

@@ -213,12 +213,21 @@ class MixpeekV1Emulator:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._webhook_loop)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        # One client for the app's lifetime: making one per delivery costs more than the delivery.
+        own = self.webhook_client is None
+        if own:
+            self.webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._webhook_loop)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if own and self.webhook_client is not None:
+                await self.webhook_client.aclose()
+                self.webhook_client = None
 
     def task_status(self, task_id: str) -> str:
         task = self.tasks[task_id]
