@@ -861,6 +861,7 @@ class JobEngine:
         follow: float | None = None  # quick re-polls after a webhook, while the provider finishes up
         plan: Plan | None = None
         expectation: Expectation | None = None
+        last_said: tuple[str, str | None] | None = None
         async with self._heartbeating(report, driver, record, start), self._slot(record.job_id) as slot:
             slot.waiters += 1
             try:
@@ -941,7 +942,12 @@ class JobEngine:
                         follow = FOLLOW_FIRST_S
                     elif by_follow and follow is not None:
                         follow = follow * 2 if follow * 2 <= MAX_POLL_S else None
-                    await report.step(self._progress_line(driver, record, start))
+                    # Progress when the provider's word changes; the heartbeat says "still at it" (a
+                    # notification per poll costs 200 jobs at once a burst of them at the finish).
+                    said = (record.status, record.provider_status)
+                    if said != last_said:
+                        last_said = said
+                        await report.step(self._progress_line(driver, record, start))
             finally:
                 slot.waiters -= 1
                 if slot.waiters == 0 and slot.wake.is_set():
