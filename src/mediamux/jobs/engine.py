@@ -70,6 +70,8 @@ FINAL_LEAD_S = 0.25
 FOLLOW_FIRST_S = 0.5
 # How long a webhook for a job nobody is waiting on is followed: polled, and its outputs saved.
 WAKE_FOLLOW_S = 15.0
+# Webhooks for one job closer together than this wake it once.
+WAKE_MIN_GAP_S = 1.0
 # How long learned durations are trusted before the journal is read again (other processes' jobs).
 HISTORY_TTL_S = 60.0
 # What the engine keeps in a job's options (never shown, never sent upstream): the SHA-256 of its
@@ -371,6 +373,7 @@ class JobEngine:
         # job_id -> what its token hashes to, for jobs submitted here: a webhook is checked without I/O.
         self._hook_digests: dict[str, str] = {}
         self._following: set[str] = set()  # jobs a webhook woke with nobody waiting on them
+        self._woken: dict[str, float] = {}  # job_id -> when a webhook last woke it (clock.monotonic)
         self._history: dict[tuple[str, str, str | None], _History] = {}
         self._history_locks: dict[tuple[str, str, str | None], anyio.Lock] = {}
 
@@ -1079,6 +1082,14 @@ class JobEngine:
             expected = found if isinstance(found, str) else None
         if not hmac.compare_digest(hook_digest(token), expected or _NO_HOOK) or expected is None:
             return False
+        # A provider sends one; more than one a second for a job is a replay (a leaked URL), and
+        # must not turn into a poll each.
+        now = self.clock.monotonic()
+        if now - self._woken.get(job_id, -WAKE_MIN_GAP_S) < WAKE_MIN_GAP_S:
+            return True
+        if len(self._woken) >= MAX_REMEMBERED_HOOKS:
+            self._woken.clear()
+        self._woken[job_id] = now
         slot = self._slots.get(job_id)
         if slot is not None:
             if not slot.wake.is_set():

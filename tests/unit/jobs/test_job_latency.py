@@ -296,3 +296,23 @@ async def test_a_webhook_whose_job_is_still_settling_is_followed_by_quick_polls(
     ages = driver.polls["r1"]
     assert ages[-1] - (JOB_S + 1.2) <= 1.0  # seen settled within a second, not at the next fallback poll
     assert len(ages) <= 6
+
+
+async def test_a_replayed_webhook_wakes_its_job_once_a_second_at_most(tmp_path: Path) -> None:
+    clock = FakeClock()
+    driver = Timed(clock, hooks=True, seconds=60.0)
+    async with engine_on(tmp_path / "j.sqlite3", clock, driver) as engine, anyio.create_task_group() as tg:
+        engine.hook_base = "https://mediamux.example/hooks"
+        engine.task_group = tg
+        with anyio.fail_after(30):
+            await engine.run("muapi", "generate", Args(n=1), wait_s=0)
+            clock.advance(5)
+            woken = [await engine.wake(*token_of(driver, "r1")) for _ in range(50)]  # a leaked URL, replayed
+            # Real-time looks: fake time must not run on while the background poll reads the journal.
+            await eventually(lambda: len(driver.polls["r1"]) >= 1)
+            await clock.sleep(0.5)
+        tg.cancel_scope.cancel()
+
+    assert all(woken)  # the token is right; the replays are just not acted on
+    assert driver.polls["r1"][0] == pytest.approx(5.0, abs=0.05)
+    assert len([age for age in driver.polls["r1"] if age < 5.5]) == 1
