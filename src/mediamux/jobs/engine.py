@@ -890,7 +890,7 @@ class JobEngine:
                         # The answer is due; it may say "not finished" only on a fresh look. A budget of
                         # 0 is the non-blocking check every result suggests: one poll now, unless the
                         # provider was asked a moment ago.
-                        if last_look or self._fresh(record):
+                        if last_look or self._fresh(record) or not_before > now:
                             break
                         final = True
                         woken = slot.wake.is_set()
@@ -910,12 +910,14 @@ class JobEngine:
                         nap_only = False
                         if delay > remaining - lead:
                             # The next planned poll falls after the answer is due: the last look is
-                            # taken in its place, unless the one before is still fresh by then.
+                            # taken in its place, unless the one before is still fresh by then (or
+                            # it was taken already, or the provider asked us to wait past the end).
                             by_follow = False
-                            if self._wall() + remaining - (record.checked_ts or anchor) <= FRESH_S:
+                            fresh_at_end = self._wall() + remaining - (record.checked_ts or anchor) <= FRESH_S
+                            if last_look or fresh_at_end or not_before - now >= remaining:
                                 delay, nap_only = remaining, True
                             else:
-                                delay, final = remaining - lead, True
+                                delay, final = max(remaining - lead, not_before - now), True
                         woken = await self._nap(delay, slot)
                         if nap_only and not woken:
                             continue

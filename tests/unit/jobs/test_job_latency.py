@@ -4,6 +4,7 @@ and a real SQLite journal."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from mediamux.jobs.engine import (
 from mediamux.jobs.journal import Journal
 from mediamux.jobs.schedule import JITTER, Expectation, baseline_polls, dense_step
 from mediamux.providers.cost import Cost
+from mediamux.providers.errors import ServerError
 from tests.support import eventually
 
 JOB_S = 10.0
@@ -316,3 +318,27 @@ async def test_a_replayed_webhook_wakes_its_job_once_a_second_at_most(tmp_path: 
     assert all(woken)  # the token is right; the replays are just not acted on
     assert driver.polls["r1"][0] == pytest.approx(5.0, abs=0.05)
     assert len([age for age in driver.polls["r1"] if age < 5.5]) == 1
+
+
+class Unreachable(Timed):
+    """Every poll fails the way a provider that is down does (after the transport's own retries)."""
+
+    async def poll(self, provider_job_id: str, args: Args, options: dict[str, Any]) -> Outcome:
+        self.polls[provider_job_id].append(self.age(provider_job_id))
+        raise ServerError("Stub: 503", provider="muapi", operation="poll", status=503)
+
+
+async def test_failing_polls_back_off_and_the_wait_still_ends_on_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+    driver = Unreachable(clock)
+    async with engine_on(tmp_path / "j.sqlite3", clock, driver) as engine:
+        with anyio.fail_after(30):
+            start = clock.monotonic()
+            view = await engine.run("muapi", "generate", Args(n=1), wait_s=45)
+            took = clock.monotonic() - start
+
+    ages = driver.polls["r1"]
+    assert view.status == "running" and "Last poll failed" in (view.note or "")
+    assert 44 <= took <= 46
+    assert len(ages) <= baseline_polls(45) + 1  # backing off, plus the last look before answering
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(ages))
