@@ -270,14 +270,19 @@ async def mcp_http(
 
 
 @asynccontextmanager
-async def http_server(root: Path, name: str, *args: str, **env: str) -> AsyncIterator[tuple[str, int]]:
-    """``mediamux serve --transport http`` as a subprocess; yields (MCP URL, pid) once /healthz is ready."""
+async def http_server(
+    root: Path, name: str, *args: str, public: bool = False, **env: str
+) -> AsyncIterator[tuple[str, int]]:
+    """``mediamux serve --transport http`` as a subprocess; yields (MCP URL, pid) once /healthz is ready.
+    ``public``: MEDIAMUX_PUBLIC_URL is the server's own loopback URL, so providers' webhooks reach it."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    if public:
+        env = {**env, "MEDIAMUX_PUBLIC_URL": base}
     cmd = mediamux_cmd("--transport", "http", "--port", str(port), *args)
     with spawned(
         cmd, env=mediamux_env(root, MEDIAMUX_HTTP_TOKEN=HTTP_TOKEN, **env), log=log_path(name)
     ) as proc:
-        base = f"http://127.0.0.1:{port}"
         with anyio.fail_after(SPAWN_TIMEOUT_S):
             async with httpx2.AsyncClient(timeout=2.0, trust_env=False) as http:
                 while True:

@@ -384,3 +384,27 @@ async def test_identical_calls_on_two_engines_sharing_a_journal_make_one_submiss
     assert driver.submitted == [7]
     assert len({r.job_id for r in results}) == 1
     assert sum(not r.deduplicated for r in results) == 1
+
+
+def test_recent_durations_are_what_the_poll_plan_learns_from(
+    store: Store, job: Callable[..., JobRecord]
+) -> None:
+    journal = store.open()
+    for i, (seconds, polls) in enumerate(((9.5, 3), (11.0, 2), (4.0, 0))):
+        record = job(dedup_key=f"d-{i}", price_key="flux", options={"_finished_s": seconds})
+        journal.claim(record, window_start_ts=None)
+        done = record.model_copy(
+            update={
+                "status": "completed",
+                "submit_state": "accepted",
+                "polls": polls,
+                "completed_ts": T0 + 100 + i,
+            }
+        )
+        journal.save(done)
+    other = job(dedup_key="other", price_key="sdxl", options={"_finished_s": 30.0})
+    journal.claim(other, window_start_ts=None)
+
+    # Newest first; a job answered at submission (never polled) says nothing about how long jobs take.
+    assert journal.recent_durations("muapi", "generate", "flux") == [11.0, 9.5]
+    assert journal.recent_durations("muapi", "generate", "missing") == []

@@ -708,3 +708,48 @@ def test_a_bad_mixpeek_setting_is_a_start_up_error_naming_the_variable(
 ) -> None:
     with pytest.raises(ValueError, match=fragment):
         make_settings(**env)
+
+
+# -- webhooks --------------------------------------------------------------------------------------------
+
+
+async def test_a_mixpeek_webhook_finishes_indexing_as_soon_as_its_documents_can_be_searched(
+    make_server: Callable[..., MediamuxServer], sandbox: Sandbox, clock: FakeClock
+) -> None:
+    import httpx2
+    from starlette.applications import Starlette
+
+    from mediamux.server.hooks import HookReceiver
+    from tests.support import eventually
+
+    server = make_server()
+    server.hook_base = "http://mediamux.test/hooks"  # what MEDIAMUX_PUBLIC_URL sets over HTTP
+    emu = sandbox.mixpeek
+    emu.stage_seconds, emu.resolve_seconds = 5.0, 1.0  # COMPLETED at 15 s, searchable at 16 s
+    returned: list[tuple[Any, float]] = []
+    route = Starlette(routes=[HookReceiver(server).route()])
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=route)) as delivery:
+        emu.webhook_client = delivery  # the emulator's POSTs reach the server's webhook route
+        async with Client(server, mode="legacy") as client, anyio.create_task_group() as tg:
+
+            async def index() -> None:
+                result = await call(client, "mixpeek_index_url", index_args(wait_s=120))
+                returned.append((result, clock.monotonic()))
+
+            tg.start_soon(index)
+            await eventually(
+                lambda: any(b.status_at(clock.monotonic()) == "COMPLETED" for b in emu.batches.values()),
+                clock=clock,
+            )
+            assert await emu.deliver_due_webhooks() == 1
+
+    [(result, at)] = returned
+    assert not result.is_error, text(result)
+    data = result.structured_content
+    [batch] = emu.batches.values()
+    assert data["status"] == "completed" and batch.webhook_url.startswith("http://mediamux.test/hooks/job_")
+    searchable = batch.submitted + 3 * 5.0 + 1.0
+    # Seen within a second or so of becoming searchable; its fallback polls (no history: 2, 6, 14, 22 s)
+    # would have seen it at about 22 s.
+    assert searchable <= at <= searchable + 1.5
+    assert emu.polls[data["provider_job_id"]] <= 6

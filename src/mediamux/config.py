@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # How long a replica's hold on a job outlives its last renewal: a stopped replica's jobs are taken
     # over by another within this time.
     lease_s: float = Field(30.0, ge=1.0, le=3600.0, validation_alias="MEDIAMUX_LEASE_S")
+    # Where providers can reach this server (HTTP transport): set, MuAPI and Mixpeek jobs are woken by
+    # webhooks to <url>/hooks/... instead of waiting for their next poll.
+    public_url: str | None = Field(None, validation_alias="MEDIAMUX_PUBLIC_URL")
     # Sandbox mode is set by the CLI (--sandbox), or by the environment for hosts that cannot pass flags.
     sandbox: bool = Field(False, validation_alias=AliasChoices("MEDIAMUX_SANDBOX"))
 
@@ -197,6 +200,28 @@ class Settings(BaseSettings):
                     f"not scheme {scheme!r}; unset it to keep the SQLite journal in MEDIAMUX_HOME"
                 )
         return v
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        url = v.strip().rstrip("/")
+        if not url:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        loopback = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+        if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+            raise ValueError(
+                "MEDIAMUX_PUBLIC_URL must be this server's public base URL, such as https://mediamux.example.com"
+            )
+        if parts.scheme == "http" and not loopback:
+            # MuAPI refuses webhooks that are not https, and a provider reaches this server over the internet.
+            raise ValueError(f"MEDIAMUX_PUBLIC_URL must use https (plain http only on loopback), not {url}")
+        return url
 
     @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", "principal_budget_usd", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ Time is injected (`FakeNow`), so batches and tasks move without sleeping; every 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -76,6 +77,7 @@ async def indexed(
     col: dict[str, Any],
     url: str = DEMO_URL,
     metadata: dict[str, Any] | None = None,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
     """Object, batch, submit: answers the ids (the batch is not finished yet)."""
     bucket = col["bucket_id"]
@@ -86,7 +88,10 @@ async def indexed(
     assert obj.status_code == 200, obj.text
     batch = await client.post(f"/v1/buckets/{bucket}/batches", json={"object_ids": [obj.json()["object_id"]]})
     assert batch.status_code == 200 and batch.json()["status"] == "DRAFT", batch.text
-    task = await client.post(f"/v1/buckets/{bucket}/batches/{batch.json()['batch_id']}/submit", json={})
+    task = await client.post(
+        f"/v1/buckets/{bucket}/batches/{batch.json()['batch_id']}/submit",
+        json={"webhook_url": webhook_url} if webhook_url else {},
+    )
     assert task.status_code == 200, task.text
     return {
         "bucket": bucket,
@@ -253,6 +258,77 @@ async def test_a_submitted_batch_moves_through_its_statuses_and_is_finalizing_be
         "credit_rate_usd": 0.001,
     }
     assert (await client.get(f"/v1/batches/{ids['batch_id']}")).json()["status"] == "COMPLETED"
+
+
+class Hooks:
+    """Where the emulator's webhooks go in these tests: an ASGI receiver behind an in-process client."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.posts.append((scope["path"], json.loads(body)))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+async def hooks(emulator: MixpeekV1Emulator) -> AsyncIterator[Hooks]:
+    receiver = Hooks()
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=receiver)) as http:
+        emulator.webhook_client = http
+        yield receiver
+
+
+async def test_a_batch_submitted_with_a_webhook_url_is_announced_once_when_it_finishes(
+    client: httpx2.AsyncClient, emulator: MixpeekV1Emulator, hooks: Hooks, now: FakeNow
+) -> None:
+    col = await collection(client)
+    ids = await indexed(client, col, webhook_url="http://hooks.test/h/1")
+
+    before = await emulator.deliver_due_webhooks()
+    now.advance(5.9)  # three 2 s stages: not finished yet
+    still = await emulator.deliver_due_webhooks()
+    now.advance(0.2)
+    sent = await emulator.deliver_due_webhooks()
+    again = await emulator.deliver_due_webhooks()
+
+    assert (before, still, sent, again) == (0, 0, 1, 0)
+    [(path, payload)] = hooks.posts
+    assert path == "/h/1" and payload == emulator.webhooks_sent[0]
+    assert set(payload) == {
+        "batch_id",
+        "status",
+        "failure_reason",
+        "documents_written",
+        "progress",
+        "completed_at",
+    }
+    assert payload["batch_id"] == ids["batch_id"] and payload["status"] == "COMPLETED"
+    assert payload["documents_written"] and payload["failure_reason"] is None
+    # Sent as it finished, before its documents can be searched (that comes resolve_seconds later).
+    batch = (await client.get(f"/v1/buckets/{ids['bucket']}/batches/{ids['batch_id']}")).json()
+    assert batch["documents_resolvable"] is False
+
+
+async def test_a_failed_batch_is_announced_with_its_reason_and_one_without_a_webhook_url_is_not(
+    client: httpx2.AsyncClient, emulator: MixpeekV1Emulator, hooks: Hooks, now: FakeNow
+) -> None:
+    col = await collection(client)
+    await indexed(client, col, url="https://media.invalid/clip.mp4", webhook_url="http://hooks.test/failed")
+    await indexed(client, col, url=CITY_URL)
+
+    now.advance(10)
+    assert await emulator.deliver_due_webhooks() == 1
+
+    [(path, payload)] = hooks.posts
+    assert path == "/failed" and payload["status"] == "FAILED"
+    assert "media.invalid" in payload["failure_reason"]
 
 
 async def test_documents_are_one_per_segment_and_listed_only_once_resolvable(

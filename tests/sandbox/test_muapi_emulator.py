@@ -769,6 +769,47 @@ async def test_webhook_delivery_errors_are_swallowed(
     assert len(emulator.webhooks_sent) == 1
 
 
+async def test_webhooks_of_jobs_finishing_together_are_posted_at_once(now: FakeNow) -> None:
+    in_flight, everyone = 0, anyio.Event()
+
+    async def receiver(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal in_flight
+        more = True
+        while more:
+            more = bool((await receive()).get("more_body"))
+        in_flight += 1
+        if in_flight == 3:
+            everyone.set()
+        await everyone.wait()  # answers nobody until all three are here: a one-by-one sender never finishes
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=receiver)) as hooks:
+        emulator = MuapiEmulator(now=now, webhook_client=hooks)
+        transport = httpx2.ASGITransport(app=emulator.app)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url=ORIGIN, headers={"x-api-key": MASTER}
+        ) as c:
+            for n in range(3):
+                await submit(c, "flux-dev-image", prompt=f"x{n}", webhook_url=f"http://hooks.test/{n}")
+        now.advance(10)
+        with anyio.fail_after(5):
+            assert await emulator.deliver_due_webhooks() == 3
+
+
+async def test_the_webhook_loop_looks_again_when_the_next_job_is_due_not_a_sweep_later(
+    client: httpx2.AsyncClient, emulator: MuapiEmulator, now: FakeNow
+) -> None:
+    idle = emulator._next_webhook_in()
+    await submit(client, "flux-dev-image", prompt="x", webhook_url="http://hooks.test/h")  # 4 s
+    now.advance(3.9)
+    soon = emulator._next_webhook_in()
+    now.advance(0.2)
+    due = emulator._next_webhook_in()
+
+    assert idle == 0.5 and soon == pytest.approx(0.1) and due == 0.005
+
+
 @pytest.mark.loopback
 async def test_lifespan_background_loop_delivers_webhooks_without_manual_calls(now: FakeNow) -> None:
     emulator = MuapiEmulator(now=now, job_seconds=0)

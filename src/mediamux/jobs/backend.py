@@ -132,6 +132,13 @@ class JournalBackend(Protocol):
 
     def price_history(self, provider: str, operation: str, price_key: str) -> float | None: ...
 
+    def recent_durations(
+        self, provider: str, operation: str, price_key: str | None, *, limit: int = 30
+    ) -> builtins.list[float]:
+        """Seconds the most recent completed jobs of one kind took, newest first (the poll plan learns
+        from them)."""
+        ...
+
     def beat(self, owner: str, *, host: str, pid: int, ts: float) -> None: ...
 
     def owner(self, owner: str) -> tuple[str, int, float] | None: ...

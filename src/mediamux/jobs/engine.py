@@ -8,9 +8,11 @@ same way for every provider:
   budget check and a journal row — all before any paid call;
 * the submission itself is shielded from client cancellation, so a request id the provider
   has issued is always recorded;
-* polling with adaptive backoff inside the caller's wait budget, progress at submission and at
-  least every ``HEARTBEAT_S`` seconds, and cancellation that stops polling at once while the
-  job stays in the journal for ``jobs_wait``;
+* polling on a plan learned from how long jobs of the same kind took (``jobs.schedule``) inside the
+  caller's wait budget, woken at once by the provider's webhook where there is one; progress at
+  submission and at least every ``HEARTBEAT_S`` seconds, and cancellation that stops polling at once
+  while the job stays in the journal for ``jobs_wait``;
+* an unfinished job is reported as such only on a look at the provider at most ``FRESH_S`` old;
 * an unknown provider status is non-terminal until the budget runs out, then reported by name.
 """
 
@@ -19,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
-import random
 import secrets
 import socket
 import tempfile
@@ -46,6 +48,7 @@ from mediamux.jobs.backend import JournalBackend, SharedJournal
 from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget
 from mediamux.jobs.leases import LeaseKeeper
 from mediamux.jobs.models import JobError, JobRecord, JobResult
+from mediamux.jobs.schedule import BACKOFF, FIRST_POLL_S, HISTORY, MAX_POLL_S, Expectation, Plan
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost, format_usd
@@ -63,9 +66,30 @@ from mediamux.providers.status import IN_PROGRESS_WORDS
 logger = logging.getLogger("mediamux.jobs")
 
 HEARTBEAT_S = 10.0
-FIRST_POLL_S = 1.0
-MAX_POLL_S = 8.0
-BACKOFF = 1.5
+# A job is reported as not finished only on a look at the provider at most this old: a status read
+# asks again, and a wait that ends makes one last poll (in place of the next planned one).
+FRESH_S = 1.0
+# That last poll starts this long before the wait budget ends, so the answer is not late.
+FINAL_LEAD_S = 0.25
+# After a webhook whose poll found the job not quite finished (Mixpeek writes its documents after
+# saying COMPLETED): polls this long apart, doubling, until MAX_POLL_S.
+FOLLOW_FIRST_S = 0.5
+# How long a webhook for a job nobody is waiting on is followed: polled, and its outputs saved.
+WAKE_FOLLOW_S = 15.0
+# Webhooks for one job closer together than this wake it once.
+WAKE_MIN_GAP_S = 1.0
+# How long learned durations are trusted before the journal is read again (other processes' jobs).
+HISTORY_TTL_S = 60.0
+# What the engine keeps in a job's options (never shown, never sent upstream): the SHA-256 of its
+# webhook token, when the provider accepted it (where its age counts from), and how long after that
+# it finished as best the engine could tell (what the next jobs of its kind are planned from).
+HOOK_OPTION = "_hook"
+ACCEPTED_OPTION = "_accepted_ts"
+FINISHED_OPTION = "_finished_s"
+# Handed to a driver's submit (only): the URL the provider should POST to when the job finishes.
+WEBHOOK_URL_OPTION = "_webhook_url"
+_NO_HOOK = "0" * 64
+MAX_REMEMBERED_HOOKS = 10_000
 # A submission whose process left no heartbeat (rows from older releases) is presumed lost after this.
 ORPHAN_SUBMIT_S = 600.0
 # Each process says it is alive this often; one silent for OWNER_STALE_S (on another host) is gone.
@@ -200,6 +224,11 @@ class JobDriver(Protocol):
         self, outcome: Outcome, args: Any, options: dict[str, Any], progress: ProgressFn
     ) -> Outcome: ...
 
+    def takes_webhook(self, args: Any) -> bool:
+        """Whether submit passes ``options[WEBHOOK_URL_OPTION]`` to the provider, which POSTs to it when
+        the job finishes."""
+        ...
+
 
 @dataclass(frozen=True)
 class SpendQuote:
@@ -272,6 +301,9 @@ class DriverBase:
     ) -> Outcome:
         return outcome
 
+    def takes_webhook(self, args: Any) -> bool:
+        return False
+
 
 async def _no_progress(progress: float, total: float | None, message: str) -> None:
     return None
@@ -331,11 +363,36 @@ class _Slot:
     finalizing: anyio.Event | None = None  # set when saving outputs has ended
     background: anyio.CancelScope | None = None  # a synchronous render running in the server
     users: int = 0
+    waiters: int = 0  # callers in _wait, who poll when woken
+    # Set by a webhook (wake); the poll that takes it replaces it. woken_ts: when it came (wall clock).
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    woken_ts: float | None = None
+
+
+@dataclass
+class _History:
+    """Recent durations of one kind of job (newest first) and what they say about the next one."""
+
+    durations: list[float]
+    loaded: float  # clock.monotonic() when read from the journal
+    expectation: Expectation | None = None
+
+    def __post_init__(self) -> None:
+        self.expectation = Expectation.learn(self.durations)
+
+    def add(self, duration_s: float) -> None:
+        self.durations = [duration_s, *self.durations[: HISTORY - 1]]
+        self.expectation = Expectation.learn(self.durations)
 
 
 def dedup_key(provider: str, operation: str, args: dict[str, Any]) -> str:
     canonical = json.dumps([provider, operation, args], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def hook_digest(token: str) -> str:
+    """What the journal keeps of a webhook token: enough to check one, not to forge one."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def iso(ts: float | None) -> str | None:
@@ -379,11 +436,20 @@ class JobEngine:
         # Accepted jobs the journal could not take yet: never lost, answered from here meanwhile.
         self._unsaved: dict[str, JobRecord] = {}
         self.recovery_path = recovery_path or default_recovery_path(journal.location)
-        self._rng = random.Random()
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
         # A journal other servers share: the replica holding a job's lease polls it, waiters watch the row.
         self.leases = LeaseKeeper(self, journal) if isinstance(journal, SharedJournal) else None
+        # Set by the HTTP server when providers can reach it (MEDIAMUX_PUBLIC_URL): where webhooks go,
+        # as <hook_base>/<job_id>/<token>.
+        self.hook_base: str | None = None
+        self._hook_tokens: dict[str, str] = {}  # job_id -> token, from claim until submission
+        # job_id -> what its token hashes to, for jobs submitted here: a webhook is checked without I/O.
+        self._hook_digests: dict[str, str] = {}
+        self._following: set[str] = set()  # jobs a webhook woke with nobody waiting on them
+        self._woken: dict[str, float] = {}  # job_id -> when a webhook last woke it (clock.monotonic)
+        self._history: dict[tuple[str, str, str | None], _History] = {}
+        self._history_locks: dict[tuple[str, str, str | None], anyio.Lock] = {}
 
     def register(self, driver: JobDriver) -> None:
         self._drivers[(driver.provider, driver.operation)] = driver
@@ -426,7 +492,10 @@ class JobEngine:
         """Record the provider's answer to a submission; if the journal cannot take it, the answer is
         kept in memory, written beside the journal's folder and retried, and the caller is told the
         provider's id: a job the provider accepted is never lost."""
-        new = advance(record, Event.ACCEPTED, outcome.change(), now=self._wall())
+        now = self._wall()
+        change = outcome.change()
+        change.options = {**record.options, ACCEPTED_OPTION: now}  # the job's age counts from here
+        new = advance(record, Event.ACCEPTED, change, now=now)
         try:
             await self._store(new)
         except JournalWriteError as exc:
@@ -603,13 +672,19 @@ class JobEngine:
             reserve = self._reserve(driver, quote.estimate_usd, limited=limited)
         else:
             reserve = await self._reservation(driver, args, limited=limited)
+        caller_options = options or {}
+        options = dict(caller_options)
+        token = None
+        if self.hook_base is not None and driver.mode == "poll" and driver.takes_webhook(args):
+            token = secrets.token_urlsafe(24)
+            options[HOOK_OPTION] = hook_digest(token)
         record = JobRecord(
             job_id="job_" + secrets.token_urlsafe(12),
             provider=provider,
             operation=operation,
             dedup_key=key,
             args=payload,
-            options=options or {},
+            options=options,
             status="queued",
             session_id=self.session_id,
             submitted_ts=now,
@@ -644,8 +719,11 @@ class JobEngine:
                 if not created:
                     slot.submitted.set()  # nothing of ours will be submitted under this id
             if not created:
-                return await self._reuse(claimed, driver, options or {}, wait_s, report)
+                return await self._reuse(claimed, driver, caller_options, wait_s, report)
             await self._audit(record, "submit", estimate_usd=reserve)
+            if token is not None:
+                self._hook_tokens[record.job_id] = token
+                self._remember_hook(record.job_id, options[HOOK_OPTION])
             if driver.mode == "background" and self.task_group is not None:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
@@ -657,6 +735,7 @@ class JobEngine:
                     record = await self._submit(record, driver, report)
                 finally:
                     slot.submitted.set()
+                    self._hook_tokens.pop(record.job_id, None)
                 await report.step(
                     f"{driver.title}: submitted"
                     + (f" (provider id {record.provider_job_id})" if record.provider_job_id else "")
@@ -679,7 +758,7 @@ class JobEngine:
             with anyio.CancelScope(shield=True):
                 try:
                     with deadlines.unbounded():
-                        outcome = await driver.submit(submit_args, record.options, report)
+                        outcome = await driver.submit(submit_args, self._submit_options(record), report)
                 except ProviderError as exc:
                     await self._fail_submission(record, exc)
                     raise
@@ -700,6 +779,20 @@ class JobEngine:
                     raise unexpected from None
                 record = await self._accepted(record, driver, outcome)
         return record
+
+    def _remember_hook(self, job_id: str, digest: str) -> None:
+        if len(self._hook_digests) >= MAX_REMEMBERED_HOOKS:
+            # The oldest go first; their webhooks are then checked against the journal.
+            for old in list(self._hook_digests)[: MAX_REMEMBERED_HOOKS // 4]:
+                del self._hook_digests[old]
+        self._hook_digests[job_id] = digest
+
+    def _submit_options(self, record: JobRecord) -> dict[str, Any]:
+        """The job's options, plus where its webhook should go if it has one (the token is never stored)."""
+        token = self._hook_tokens.pop(record.job_id, None)
+        if token is None or self.hook_base is None:
+            return record.options
+        return {**record.options, WEBHOOK_URL_OPTION: f"{self.hook_base}/{record.job_id}/{token}"}
 
     async def _reuse(
         self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: Progress
@@ -957,54 +1050,117 @@ class JobEngine:
     ) -> JobResult[Any]:
         start = self.clock.monotonic()
         deadline = start + max(0.0, wait_s)
-        interval = FIRST_POLL_S
         last_problem: str | None = None
-        polled = False
+        failures = 0
+        not_before = start  # no poll before this (the provider asked us to wait, or polls are failing)
+        last_look = False  # this call's look right before answering "not finished" has been made
+        follow: float | None = None  # quick re-polls after a webhook, while the provider finishes up
+        plan: Plan | None = None
+        expectation: Expectation | None = None
+        last_said: tuple[str, str | None] | None = None
         async with self._heartbeating(report, driver, record, start), self._slot(record.job_id) as slot:
             if self.leases is not None:
                 record = await self.leases.watch(record, driver, slot, deadline, report)
                 return self._view(record, deduplicated=deduplicated)
-            while True:
-                if record.submit_state == "pending":
-                    record = await self._await_submission(record, slot, deadline)
-                    if record.submit_state != "accepted":
-                        break
-                # One poller per job at a time: concurrent waiters (a duplicate call, jobs_wait from
-                # another client) take turns and each starts from the journal's latest state, so
-                # none overwrites another's progress or saves the outputs twice.
-                async with slot.lock:
-                    record = self._read(record.job_id) or record
-                if record.terminal:
-                    if record.status == "completed" and not record.finalized:
-                        record = await self._finalize_within(record, driver, slot, deadline)
-                    break
-                remaining = deadline - self.clock.monotonic()
-                if remaining <= 0 and polled:
-                    break
-                if remaining > 0:
-                    # Jittered, so many jobs started together do not poll the provider in lockstep bursts.
-                    await self.clock.sleep(min(interval * (0.85 + 0.3 * self._rng.random()), remaining))
-                    interval = min(MAX_POLL_S, interval * BACKOFF)
-                # else: a budget of 0 is the non-blocking check every result suggests: one poll, now.
-                async with slot.lock:
-                    record = self._read(record.job_id) or record
+            slot.waiters += 1
+            try:
+                while True:
+                    if record.submit_state == "pending":
+                        record = await self._await_submission(record, slot, deadline)
+                        if record.submit_state != "accepted":
+                            break
+                    # One poller per job at a time: concurrent waiters (a duplicate call, jobs_wait from
+                    # another client) take turns and each starts from the journal's latest state, so
+                    # none overwrites another's progress or saves the outputs twice.
+                    async with slot.lock:
+                        record = self._read(record.job_id) or record
                     if record.terminal:
+                        self._hook_digests.pop(record.job_id, None)
+                        if record.status == "completed" and not record.finalized:
+                            record = await self._finalize_within(record, driver, slot, deadline)
+                        break
+                    now = self.clock.monotonic()
+                    remaining = deadline - now
+                    woken = by_follow = final = False
+                    if remaining <= 0:
+                        # The answer is due; it may say "not finished" only on a fresh look. A budget of
+                        # 0 is the non-blocking check every result suggests: one poll now, unless the
+                        # provider was asked a moment ago.
+                        if last_look or self._fresh(record) or not_before > now:
+                            break
+                        final = True
+                        woken = slot.wake.is_set()
+                    else:
+                        e = await self._expectation(record)
+                        if plan is None or e is not expectation:
+                            expectation = e
+                            plan = Plan(e, seed=record.job_id, webhook=self._hooked(record))
+                        anchor = self._anchor(record)
+                        age = self._wall() - anchor
+                        checked = (record.checked_ts or anchor) - anchor
+                        delay = plan.due(record.polls, checked) - age
+                        if follow is not None and follow < delay:
+                            delay, by_follow = follow, True
+                        delay = max(delay, not_before - now, 0.0)
+                        lead = min(FINAL_LEAD_S, remaining)
+                        nap_only = False
+                        if delay > remaining - lead:
+                            # The next planned poll falls after the answer is due: the last look is
+                            # taken in its place, unless the one before is still fresh by then (or
+                            # it was taken already, or the provider asked us to wait past the end).
+                            by_follow = False
+                            fresh_at_end = self._wall() + remaining - (record.checked_ts or anchor) <= FRESH_S
+                            if last_look or fresh_at_end or not_before - now >= remaining:
+                                delay, nap_only = remaining, True
+                            else:
+                                delay, final = max(remaining - lead, not_before - now), True
+                        woken = await self._nap(delay, slot)
+                        if nap_only and not woken:
+                            continue
+                    async with slot.lock:
+                        record = self._read(record.job_id) or record
+                        if record.terminal:
+                            continue
+                        if woken and not slot.wake.is_set():
+                            continue  # another waiter has already answered that webhook
+                        woken_ts = None
+                        if slot.wake.is_set():
+                            woken_ts, slot.wake, slot.woken_ts = slot.woken_ts, anyio.Event(), None
+                        record, last_problem, retry_after = await self._poll_once(
+                            record, driver, deadline, woken_ts=woken_ts
+                        )
+                    last_look = last_look or final
+                    now = self.clock.monotonic()
+                    if last_problem:
+                        # Never faster than the provider asked, and slower while polls keep failing.
+                        failures += 1
+                        backoff = min(MAX_POLL_S, FIRST_POLL_S * BACKOFF ** (failures - 1))
+                        not_before = now + max(backoff, retry_after or 0.0)
+                        await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
                         continue
-                    record, last_problem, retry_after = await self._poll_once(record, driver, deadline)
-                    polled = True
-                    if retry_after:
-                        interval = max(interval, retry_after)
-                if last_problem:
-                    await report.step(f"{driver.title}: {record.status}; poll failed, will retry")
-                else:
-                    await report.step(self._progress_line(driver, record, start))
+                    failures = 0
+                    if woken_ts is not None:
+                        follow = FOLLOW_FIRST_S
+                    elif by_follow and follow is not None:
+                        follow = follow * 2 if follow * 2 <= MAX_POLL_S else None
+                    # Progress when the provider's word changes; the heartbeat says "still at it" (a
+                    # notification per poll costs 200 jobs at once a burst of them at the finish).
+                    said = (record.status, record.provider_status)
+                    if said != last_said:
+                        last_said = said
+                        await report.step(self._progress_line(driver, record, start))
+            finally:
+                slot.waiters -= 1
+                if slot.waiters == 0 and slot.wake.is_set():
+                    # A webhook came as this call was answering: someone must still look.
+                    self._follow_wake(record.job_id)
         return self._view(record, deduplicated=deduplicated, problem=last_problem)
 
     async def _poll_once(
-        self, record: JobRecord, driver: JobDriver, deadline: float
+        self, record: JobRecord, driver: JobDriver, deadline: float, *, woken_ts: float | None = None
     ) -> tuple[JobRecord, str | None, float | None]:
         """One poll under the job's lock: the new record, what went wrong (if anything) and how long
-        the provider asked us to wait."""
+        the provider asked us to wait. ``woken_ts``: when a webhook said the job had finished."""
         assert record.provider_job_id is not None
         # The poll, retries and body included, ends within what is left of the caller's budget.
         left = max(0.0, deadline - self.clock.monotonic()) + POLL_GRACE_S
@@ -1024,13 +1180,155 @@ class JobEngine:
             # The transport already retried; the job itself is fine. Keep waiting, and never faster
             # than the provider asked.
             return record, exc.message, exc.retry_after_s
-        return await self._transition(record, Event.POLLED, outcome.change()), None, None
+        change = outcome.change()
+        finished = outcome.status == "completed" and not record.terminal
+        if finished:
+            change.options = {**record.options, FINISHED_OPTION: self._finish_estimate(record, woken_ts)}
+        new = await self._transition(record, Event.POLLED, change)
+        if finished:
+            self._learn(new)
+        return new, None, None
+
+    # -- the poll plan and webhooks ----------------------------------------------------------------
+
+    @staticmethod
+    def _anchor(record: JobRecord) -> float:
+        """Where a job's age counts from: when the provider accepted it (rows from older releases: the
+        submission)."""
+        accepted = record.options.get(ACCEPTED_OPTION)
+        return float(accepted) if isinstance(accepted, int | float) else record.submitted_ts
+
+    def _fresh(self, record: JobRecord) -> bool:
+        return self._wall() - (record.checked_ts or record.submitted_ts) <= FRESH_S
+
+    def _hooked(self, record: JobRecord) -> bool:
+        return self.hook_base is not None and HOOK_OPTION in record.options
+
+    def _finish_estimate(self, record: JobRecord, woken_ts: float | None) -> float:
+        """How long after acceptance a job just seen finished did finish: when its webhook came, else
+        halfway between the look that found it unfinished and this one."""
+        anchor = self._anchor(record)
+        if woken_ts is not None:
+            return round(max(0.0, woken_ts - anchor), 3)
+        before = record.checked_ts or anchor
+        return round(max(0.0, (before + self._wall()) / 2 - anchor), 3)
+
+    @staticmethod
+    def _kind(record: JobRecord) -> tuple[str, str, str | None]:
+        return record.provider, record.operation, record.price_key
+
+    async def _expectation(self, record: JobRecord) -> Expectation | None:
+        """What recent jobs of this kind say about this one; read from the journal (in a worker thread,
+        once per kind however many jobs ask at once) at most every HISTORY_TTL_S."""
+        kind = self._kind(record)
+        known = self._history.get(kind)
+        if known is not None and self.clock.monotonic() - known.loaded < HISTORY_TTL_S:
+            return known.expectation
+        lock = self._history_locks.setdefault(kind, anyio.Lock())
+        async with lock:
+            known = self._history.get(kind)
+            if known is None or self.clock.monotonic() - known.loaded >= HISTORY_TTL_S:
+                read = functools.partial(self.journal.recent_durations, *kind, limit=HISTORY)
+                try:
+                    durations = await anyio.to_thread.run_sync(read)
+                except JournalError:
+                    logger.debug("could not read past durations of %s", kind, exc_info=True)
+                    durations = known.durations if known is not None else []
+                known = self._history[kind] = _History(durations, self.clock.monotonic())
+        return known.expectation
+
+    def _learn(self, record: JobRecord) -> None:
+        """A job finished here: the next jobs of its kind are planned with it at once."""
+        known = self._history.get(self._kind(record))
+        finished = record.options.get(FINISHED_OPTION)
+        if known is not None and isinstance(finished, int | float):
+            known.add(float(finished))
+
+    async def _nap(self, seconds: float, slot: _Slot) -> bool:
+        """Sleep on the clock, cut short by a webhook; True when a webhook cut it short."""
+        wake = slot.wake
+        if wake.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        woken = False
+        async with anyio.create_task_group() as tg:
+
+            async def alarm() -> None:
+                nonlocal woken
+                await wake.wait()
+                woken = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(alarm)
+            await self.clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+        return woken
+
+    async def wake(self, job_id: str, token: str) -> bool:
+        """A webhook for ``job_id`` came with ``token``. When the token is that job's, the job is polled
+        now (by whoever waits on it, else in the background, its outputs saved) and True is returned;
+        anything else is False and changes nothing. Nothing the webhook carried is used: the job's
+        status, result and cost are read from the provider, as on every poll."""
+        expected = self._hook_digests.get(job_id)
+        if expected is None:
+            # Submitted by another process, or before a restart: the journal has what the token hashes to.
+            record = self._unsaved.get(job_id)
+            if record is None:
+                record = await anyio.to_thread.run_sync(self.journal.get, job_id)
+            found = record.options.get(HOOK_OPTION) if record is not None else None
+            expected = found if isinstance(found, str) else None
+        if not hmac.compare_digest(hook_digest(token), expected or _NO_HOOK) or expected is None:
+            return False
+        # A provider sends one; more than one a second for a job is a replay (a leaked URL), and
+        # must not turn into a poll each.
+        now = self.clock.monotonic()
+        if now - self._woken.get(job_id, -WAKE_MIN_GAP_S) < WAKE_MIN_GAP_S:
+            return True
+        if len(self._woken) >= MAX_REMEMBERED_HOOKS:
+            self._woken.clear()
+        self._woken[job_id] = now
+        slot = self._slots.get(job_id)
+        if slot is not None:
+            if not slot.wake.is_set():
+                slot.woken_ts = self._wall()
+            slot.wake.set()
+            if slot.waiters:
+                return True
+        self._follow_wake(job_id)
+        return True
+
+    def _follow_wake(self, job_id: str) -> None:
+        """Poll a job a webhook woke that nobody is waiting on, in the server's task group."""
+        if self.task_group is None or job_id in self._following:
+            return
+        self._following.add(job_id)
+        self.task_group.start_soon(self._follow, job_id, self._wall())
+
+    async def _follow(self, job_id: str, woken_ts: float) -> None:
+        try:
+            async with self._slot(job_id) as slot:
+                record = self._unsaved.get(job_id) or await anyio.to_thread.run_sync(self.journal.get, job_id)
+                if record is None or (record.terminal and (record.status != "completed" or record.finalized)):
+                    self._hook_digests.pop(job_id, None)
+                    return
+                driver = self._drivers.get((record.provider, record.operation))
+                if driver is None:
+                    return
+                if not slot.wake.is_set():
+                    slot.woken_ts = woken_ts
+                    slot.wake.set()
+                await self._wait(record, driver, WAKE_FOLLOW_S, Progress(_no_progress), deduplicated=False)
+        except Exception:  # best effort: the job's own waiters and reads still poll it
+            logger.warning("following the webhook of job %s failed", job_id, exc_info=True)
+        finally:
+            self._following.discard(job_id)
 
     # -- fresh status for reads, and cancel ------------------------------------------------------
 
     def _due(self, record: JobRecord) -> bool:
-        """Whether a read of this job should ask the provider first: it is live upstream and older
-        than the poll schedule would have let it get (dense early, every MAX_POLL_S later)."""
+        """Whether a read of this job should ask the provider first: it is live upstream and the last
+        look at it is more than FRESH_S old (a finished job is never reported as running)."""
         if record.terminal or record.submit_state != "accepted" or not record.provider_job_id:
             return False
         if self.leases is not None:
@@ -1038,11 +1336,11 @@ class JobEngine:
         driver = self._drivers.get((record.provider, record.operation))
         if driver is None or driver.mode == "background":
             return False  # nothing to poll: the render's own request brings the answer
-        now = self._wall()
-        return now - (record.checked_ts or record.submitted_ts) >= self.poll_interval_s(record)
+        return not self._fresh(record)
 
     def poll_interval_s(self, record: JobRecord) -> float:
-        """How often this job is worth asking about: dense early, every MAX_POLL_S later."""
+        """How often a client polling this job (an MCP task) is worth answering anew: dense early, every
+        MAX_POLL_S later; the engine's own polls follow the learned plan (jobs.schedule)."""
         age = self._wall() - record.submitted_ts
         return min(MAX_POLL_S, max(FIRST_POLL_S, age / 4))
 

@@ -590,6 +590,30 @@ class Journal:
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
+    def recent_durations(
+        self, provider: str, operation: str, price_key: str | None, *, limit: int = 30
+    ) -> builtins.list[float]:
+        """How long the most recent completed jobs of one kind (provider, operation and price key: the
+        MuAPI model) took, in seconds, newest first: what the engine recorded as the time from the
+        provider's acceptance to its finish, or for rows without that, from submission to when the
+        job was seen finished. Jobs that finished without being polled (answered at submission) say
+        nothing about how long jobs take and are left out.
+
+        Raises:
+            JournalError: the journal could not be read.
+        """
+        try:
+            with self._rlock:
+                rows = self._reader.execute(
+                    "SELECT COALESCE(json_extract(options_json, '$._finished_s'), completed_ts - submitted_ts) "
+                    "FROM jobs WHERE provider = ? AND operation = ? AND price_key IS ? AND status = 'completed' "
+                    "AND polls > 0 AND completed_ts IS NOT NULL ORDER BY completed_ts DESC LIMIT ?",
+                    (provider, operation, price_key, int(limit)),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal at {self.path}: {exc}") from exc
+        return [float(r[0]) for r in rows if isinstance(r[0], int | float)]
+
     # -- owners: which process is alive to finish what it submitted --------------------------
 
     def beat(self, owner: str, *, host: str, pid: int, ts: float) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
+from mediamux.jobs.engine import WEBHOOK_URL_OPTION, DriverBase, Outcome, ProgressFn
 from mediamux.jobs.mixpeek import (
     DEFAULT_SEGMENT_S,
     IndexArgs,
@@ -151,9 +151,17 @@ class MixpeekV1IndexDriver(DriverBase):
                 operation=self.operation,
             )
 
+    def takes_webhook(self, args: IndexArgs) -> bool:
+        return True  # the batch submission takes a webhook_url, POSTed to when the batch finishes
+
     async def submit(self, staged: Staged, options: dict[str, Any], progress: ProgressFn) -> Outcome:
         try:
-            task = await self.client.submit_batch(staged.bucket_id, staged.batch_id, operation=self.operation)
+            task = await self.client.submit_batch(
+                staged.bucket_id,
+                staged.batch_id,
+                operation=self.operation,
+                webhook_url=options.get(WEBHOOK_URL_OPTION),
+            )
         except ProviderError as exc:
             if not exc.maybe_sent:
                 raise

@@ -11,7 +11,7 @@ import httpx2
 from pydantic import BaseModel, Field
 
 from mediamux.files import DownloadError, SavedOutput, download_output
-from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
+from mediamux.jobs.engine import WEBHOOK_URL_OPTION, DriverBase, Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.muapi import MuapiClient
 from mediamux.providers.status import normalize_status
@@ -114,8 +114,14 @@ class MuapiGenerateDriver(DriverBase):
                 params[key] = [*params[key][:index], url, *params[key][index + 1 :]]
         return args.model_copy(update={"params": params})
 
+    def takes_webhook(self, args: GenerateArgs) -> bool:
+        # MuAPI takes one webhook per request: a caller's own webhook_url wins, and polling alone
+        # follows that job.
+        return args.webhook_url is None
+
     async def submit(self, args: GenerateArgs, options: dict[str, Any], progress: ProgressFn) -> Outcome:
-        sub = await self.client.submit(args.endpoint, args.params, webhook_url=args.webhook_url)
+        webhook = args.webhook_url or options.get(WEBHOOK_URL_OPTION)
+        sub = await self.client.submit(args.endpoint, args.params, webhook_url=webhook)
         status = normalize_status(sub.status) if sub.status else "queued"
         outcome = Outcome(
             status=status, provider_status=sub.status, provider_job_id=sub.request_id, cost=sub.cost

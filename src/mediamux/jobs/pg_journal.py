@@ -743,6 +743,21 @@ class PostgresJournal:
             ).fetchone()
         return None if row is None or row["usd"] is None else float(row["usd"])
 
+    def recent_durations(
+        self, provider: str, operation: str, price_key: str | None, *, limit: int = 30
+    ) -> builtins.list[float]:
+        """Seconds the most recent completed (and polled) jobs of one kind took, newest first: the
+        engine's recorded finish time, else submission to when it was seen finished."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT COALESCE((options_json->>'_finished_s')::double precision, completed_ts - submitted_ts) "
+                "AS seconds FROM mediamux_jobs WHERE provider = %s AND operation = %s "
+                "AND price_key IS NOT DISTINCT FROM %s AND status = 'completed' AND polls > 0 "
+                "AND completed_ts IS NOT NULL ORDER BY completed_ts DESC LIMIT %s",
+                (provider, operation, price_key, int(limit)),
+            ).fetchall()
+        return [float(r["seconds"]) for r in rows if r["seconds"] is not None]
+
     # -- owners ----------------------------------------------------------------------------
 
     def beat(self, owner: str, *, host: str, pid: int, ts: float) -> None:

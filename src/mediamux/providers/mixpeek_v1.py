@@ -645,11 +645,14 @@ class MixpeekV1Client:
         )
         return BatchInfo.model_validate(self._object(data, operation, "batch_id"))
 
-    async def submit_batch(self, bucket_id: str, batch_id: str, *, operation: str) -> TaskInfo:
-        """Start the paid work; answers the batch's task."""
+    async def submit_batch(
+        self, bucket_id: str, batch_id: str, *, operation: str, webhook_url: str | None = None
+    ) -> TaskInfo:
+        """Start the paid work; answers the batch's task. With ``webhook_url``, Mixpeek POSTs the
+        batch's outcome there when it finishes (once, not retried)."""
         data = await self._post(
             f"v1/buckets/{_seg(bucket_id, 'bucket id', operation)}/batches/{_seg(batch_id, 'batch id', operation)}/submit",
-            {},
+            {"webhook_url": webhook_url} if webhook_url else {},
             operation=operation,
             retry=Retry.IF_NOT_SENT,
         )

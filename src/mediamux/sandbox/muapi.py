@@ -22,7 +22,8 @@ Lifecycle
 Time comes from the injected ``now()``. A job is ``queued`` for the first 15% of its duration, then
 ``processing``, then terminal. Durations: ``job_seconds`` if given, else 4 s (images), 6 s (audio),
 10 s (video). Jobs are advanced lazily (on every request and on every webhook sweep), so a refund or a
-webhook happens at the first observation after the deadline, never ahead of ``now()``.
+webhook happens at the first observation after the deadline, never ahead of ``now()``; the webhook loop
+(the app's lifespan) looks again as the next job with a webhook is due, so its POST goes out as it finishes.
 
 Choices where the documents are silent (GUESSES)
 -----------------------------------------------
@@ -114,7 +115,11 @@ QUEUED_FRACTION = 0.15
 DEFAULT_JOB_SECONDS: dict[MediaKind, float] = {"image": 4.0, "audio": 6.0, "video": 10.0}
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 TRIGGERS = ("fail", "cancel", "stuck", "weird", "nsfw")
+# The webhook loop wakes when the next job with a webhook is due to finish, and at least this often
+# (jobs advance on the injected clock, which tests move by hand); deliveries go out this many at once.
 WEBHOOK_SWEEP_SECONDS = 0.5
+WEBHOOK_MIN_NAP_SECONDS = 0.005
+WEBHOOK_CONCURRENCY = 32
 PRESIGN_TTL_SECONDS = 3600.0
 ACCOUNT_ID = 1001
 ACCOUNT_EMAIL = "sandbox@mediamux.local"
@@ -975,33 +980,65 @@ class MuapiEmulator:
         return headers
 
     async def _post_webhooks(self, client: httpx2.AsyncClient, jobs: list[Job]) -> None:
-        for job in jobs:
+        # At once, as a service with many finishing jobs would: one slow receiver must not hold up the rest.
+        limiter = anyio.CapacityLimiter(WEBHOOK_CONCURRENCY)
+
+        async def post(job: Job) -> None:
             payload = job.payload(job.final_status or "completed", self.base_url or job.origin)
             if payload["error"] is None:
                 del payload["error"]  # the documented payload has `error` only for failures
             self.webhooks_sent.append(payload)
             url = job.webhook_url or ""
-            try:
-                await client.post(url, json=payload)
-            except Exception as exc:  # a broken receiver must never take the emulator down
-                logger.warning("webhook delivery to %s failed: %r", url, exc)
+            async with limiter:
+                try:
+                    await client.post(url, json=payload)
+                except Exception as exc:  # a broken receiver must never take the emulator down
+                    logger.warning("webhook delivery to %s failed: %r", url, exc)
+
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(post, job)
+
+    def _next_webhook_in(self) -> float:
+        """Seconds until the next job with an undelivered webhook finishes, at most the sweep period."""
+        now = self.now()
+        soonest = WEBHOOK_SWEEP_SECONDS
+        for job in self._jobs.values():
+            if not job.webhook_url or job.webhook_sent:
+                continue
+            if job.final_status is not None:
+                return WEBHOOK_MIN_NAP_SECONDS
+            if job.trigger not in ("stuck", "weird"):
+                soonest = min(soonest, job.created_mono + job.duration_s - now)
+        return max(WEBHOOK_MIN_NAP_SECONDS, soonest)
 
     async def _webhook_loop(self) -> None:
+        # POSTed as the job finishes (the documents' "on completion"), not at the next sweep.
         while True:
             try:
                 await self.deliver_due_webhooks()
             except Exception:  # pragma: no cover - defensive; deliver_due_webhooks swallows delivery errors
                 logger.exception("webhook sweep failed")
-            await anyio.sleep(WEBHOOK_SWEEP_SECONDS)
+            await anyio.sleep(self._next_webhook_in())
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._webhook_loop)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        # One client for the app's lifetime: making one per delivery (its TLS context) took longer
+        # than the delivery itself.
+        own = self._webhook_client is None
+        if own:
+            self._webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._webhook_loop)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if own and self._webhook_client is not None:
+                await self._webhook_client.aclose()
+                self._webhook_client = None
 
     def _build_app(self) -> Starlette:
         p = API_PREFIX

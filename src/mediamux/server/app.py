@@ -113,6 +113,9 @@ class MediamuxServer(MCPServer[Services]):
     async def list_tools(self) -> list[MCPTool]:
         return [tool for tool in await super().list_tools() if self.hidden(tool.name) is None]
 
+    # Where providers' webhooks reach this server, when they can (set by the HTTP transport).
+    hook_base: str | None = None
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
@@ -325,6 +328,7 @@ def build_server(
             settings, clock=clock, sandbox=sandbox, retry=retry, notifier=notifier
         ) as svc:
             mcp.services = svc
+            svc.engine.hook_base = mcp.hook_base
             try:
                 yield svc
             finally:

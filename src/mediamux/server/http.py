@@ -1,4 +1,5 @@
-"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz``,
+"""Streamable HTTP: ``/mcp`` behind a bearer token and Host/Origin allow-lists, plus ``/healthz`` and,
+with MEDIAMUX_PUBLIC_URL, the providers' webhooks (``/hooks``, see server.hooks),
 served by uvicorn with limits on how long a client may take to send a request head and on how many
 connections may be open at once. ``/mcp/<toolset>+<toolset>[/readonly]`` (or the X-MCP-Toolsets and
 X-MCP-Readonly headers) give a connection a narrower profile (see mediamux.server.profiles)."""
@@ -25,6 +26,7 @@ from mediamux.config import Settings
 from mediamux.server import profiles
 from mediamux.server.app import MediamuxServer
 from mediamux.server.auth import SignIn, sign_in
+from mediamux.server.hooks import HOOKS_PATH, HookReceiver
 from mediamux.server.profiles import MCP_PATH, Profile, ProfileError
 from mediamux.server.sse_events import RETRY_MS, resumable_sessions
 
@@ -196,6 +198,11 @@ def build_http_app(
     if signin is not None:
         mcp_app = signin.protect(mcp_app)
         routes.extend(signin.routes())
+    if settings.public_url:
+        # Providers can reach this server: their webhooks wake jobs (served without the bearer token:
+        # the unguessable path is the credential, and a webhook only makes us ask the provider).
+        server.hook_base = settings.public_url + HOOKS_PATH
+        routes.append(HookReceiver(server).route())
     return Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
 
 

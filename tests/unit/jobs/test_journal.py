@@ -318,3 +318,49 @@ def test_a_cost_with_no_amount_is_not_a_ledger_entry(journal: Journal) -> None:
     charge(journal, "job_2", Cost())
 
     assert journal.totals() == {"usd": 0.0, "providers": {}}
+
+
+# -- how long jobs of a kind take (what the poll plan learns from) ------------------------------------
+
+
+def test_recent_durations_are_per_kind_newest_first_and_only_of_jobs_seen_finishing(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    def finished(
+        price_key: str | None, took: float, *, status: str = "completed", polls: int = 3, **extra: Any
+    ) -> None:
+        record = job(price_key=price_key, status=status, polls=polls, submit_state="accepted", **extra)
+        record.completed_ts = record.submitted_ts + took
+        journal.save(record)
+
+    finished("flux-schnell-image", 9.0)
+    finished("flux-schnell-image", 12.0, options={"_accepted_ts": T0, "_finished_s": 10.25})
+    finished("flux-schnell-image", 4.0, polls=0)  # answered finished at submission: says nothing
+    finished("flux-schnell-image", 2.0, status="failed")  # failed early: not how long the work takes
+    finished("kling-v2-video", 300.0)
+    finished(None, 30.0)
+    journal.save(job(price_key="flux-schnell-image", status="running", submit_state="accepted"))
+
+    assert journal.recent_durations("muapi", "generate", "flux-schnell-image") == [10.25, 9.0]
+    assert journal.recent_durations("muapi", "generate", "flux-schnell-image", limit=1) == [10.25]
+    assert journal.recent_durations("muapi", "generate", "kling-v2-video") == [300.0]
+    assert journal.recent_durations("muapi", "generate", None) == [30.0]
+    assert journal.recent_durations("mixpeek", "index_url", None) == []
+
+
+def test_recent_durations_read_a_journal_another_process_wrote(
+    db: Path, job: Callable[..., JobRecord]
+) -> None:
+    first = Journal(db)
+    record = job(
+        price_key="m", status="completed", polls=2, submit_state="accepted", options={"_finished_s": 7.5}
+    )
+    record.completed_ts = record.submitted_ts + 8
+    first.save(record)
+    first.close()
+
+    again = Journal(db)
+    try:
+        assert again.recent_durations("muapi", "generate", "m") == [7.5]
+    finally:
+        again.close()

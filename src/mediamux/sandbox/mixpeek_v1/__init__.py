@@ -64,6 +64,11 @@ Choices where the contract is silent (GUESSES)
 - Batch cost: 10 credits per started minute of video at $0.001 a credit once COMPLETED, 0 before and
   for failed or cancelled batches.
 - Killing a finished task answers 200 ``{"message": "Task already finished", "success": false}``.
+- Webhooks: a submission's ``webhook_url`` gets one POST as the batch finishes (COMPLETED,
+  COMPLETED_WITH_ERRORS, FAILED or CANCELED), carrying the contract's fields ``batch_id, status,
+  failure_reason, documents_written, progress`` (100) and ``completed_at``; it is unsigned, not retried,
+  and ``http://`` URLs are accepted so loopback receivers work. It is sent by the app's lifespan loop
+  (or ``deliver_due_webhooks()``), when the batch is COMPLETED, before its documents are resolvable.
 """
 
 from mediamux.sandbox.mixpeek_v1.emulator import NO_AUDIO_MARK, TASK_TTL_S, MixpeekV1Emulator

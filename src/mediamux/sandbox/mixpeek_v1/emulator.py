@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import httpx2
 from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -78,6 +82,13 @@ OBJECT_KEYS = frozenset(
 )
 TASK_TTL_S = 24 * 3600.0
 NO_AUDIO_MARK = "no_audio"
+# The webhook loop looks again as the next batch with a webhook is due to finish, and at least this
+# often (batches advance on the injected clock); deliveries go out this many at once.
+WEBHOOK_SWEEP_S = 0.5
+WEBHOOK_MIN_NAP_S = 0.005
+WEBHOOK_CONCURRENCY = 32
+
+logger = logging.getLogger(__name__)
 
 
 class MixpeekV1Emulator:
@@ -89,8 +100,11 @@ class MixpeekV1Emulator:
         stage_seconds: float = 2.0,
         resolve_seconds: float | None = None,
         task_ttl_s: float = TASK_TTL_S,
+        webhook_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.now = now
+        self.webhook_client = webhook_client
+        self.webhooks_sent: list[dict[str, Any]] = []
         self.master_key = master_key
         self.stage_seconds = stage_seconds
         # How long COMPLETED batches stay "finalizing" (documents_resolvable false); half a stage by default.
@@ -140,6 +154,81 @@ class MixpeekV1Emulator:
         ``error.details.retry_after_seconds`` (and in Retry-After when ``header``)."""
         self._throttle.append((path_prefix, times, retry_after_s, header))
 
+    async def deliver_due_webhooks(self) -> int:
+        """POST the outcome of every finished batch whose submission named a webhook_url, once each (the
+        contract: delivery is not retried; a failed POST is logged and dropped). Returns how many."""
+        self._settle()
+        t = self.now()
+        due = [
+            b
+            for b in self.batches.values()
+            if b.webhook_url and not b.webhook_sent and b.status_at(t) in FINISHED
+        ]
+        if not due:
+            return 0
+        for batch in due:  # marked first: the loop and a direct call may overlap
+            batch.webhook_sent = True
+        payloads = [(b.webhook_url or "", b.webhook_payload(t, time.time())) for b in due]
+        self.webhooks_sent.extend(p for _, p in payloads)
+        limiter = anyio.CapacityLimiter(WEBHOOK_CONCURRENCY)
+
+        async def post(client: httpx2.AsyncClient, url: str, payload: dict[str, Any]) -> None:
+            async with limiter:
+                try:
+                    await client.post(url, json=payload)
+                except Exception as exc:  # a broken receiver must never take the emulator down
+                    logger.warning("webhook delivery to %s failed: %r", url, exc)
+
+        async def post_all(client: httpx2.AsyncClient) -> None:
+            async with anyio.create_task_group() as tg:
+                for url, payload in payloads:
+                    tg.start_soon(post, client, url, payload)
+
+        if self.webhook_client is not None:
+            await post_all(self.webhook_client)
+        else:
+            async with httpx2.AsyncClient(timeout=5.0, trust_env=False) as client:
+                await post_all(client)
+        return len(due)
+
+    def _next_webhook_in(self) -> float:
+        t = self.now()
+        soonest = WEBHOOK_SWEEP_S
+        for batch in self.batches.values():
+            if not batch.webhook_url or batch.webhook_sent or batch.submitted is None:
+                continue
+            if batch.status_at(t) in FINISHED:
+                return WEBHOOK_MIN_NAP_S
+            stages = 2 if batch.failure is not None else 3
+            soonest = min(soonest, batch.submitted + stages * max(0.0, batch.stage_seconds) - t)
+        return max(WEBHOOK_MIN_NAP_S, soonest)
+
+    async def _webhook_loop(self) -> None:
+        while True:
+            try:
+                await self.deliver_due_webhooks()
+            except Exception:  # pragma: no cover - defensive; deliveries swallow their own errors
+                logger.exception("webhook sweep failed")
+            await anyio.sleep(self._next_webhook_in())
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # One client for the app's lifetime: making one per delivery costs more than the delivery.
+        own = self.webhook_client is None
+        if own:
+            self.webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._webhook_loop)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if own and self.webhook_client is not None:
+                await self.webhook_client.aclose()
+                self.webhook_client = None
+
     def task_status(self, task_id: str) -> str:
         task = self.tasks[task_id]
         return self.batches[task.batch_id].status_at(self.now())
@@ -179,6 +268,7 @@ class MixpeekV1Emulator:
                 Middleware(_Gate, emulator=self),
             ],
             exception_handlers={HTTPException: _http_error, Refusal: _refusal},
+            lifespan=self._lifespan,
         )
 
     def authenticate(self, headers: Headers) -> bool:
@@ -731,7 +821,7 @@ class MixpeekV1Emulator:
     async def _submit_batch(self, request: Request) -> Response:
         ns = self._namespace(request)
         batch = self._find_batch(request, ns, self._bucket(request, ns))
-        parse(SubmitBatch, await body_of(request, optional=True))
+        params = parse(SubmitBatch, await body_of(request, optional=True))
         if batch.submitted is not None:
             return error(
                 409,
@@ -744,6 +834,7 @@ class MixpeekV1Emulator:
                 400, "No collection reads from this bucket: create one before submitting", "BadRequestError"
             )
         batch.submitted = self.now()
+        batch.webhook_url = params.webhook_url or None
         objects = [self.objects[o] for o in batch.object_ids]
         batch.failure = next(
             (f"Failed to download {o.source}: {o.unreachable}" for o in objects if o.unreachable), None

@@ -199,6 +199,21 @@ class Batch:
     minutes: float = 0.0  # of video, for the cost
     written: bool = False
     documents_written: int | None = None
+    webhook_url: str | None = None  # given at submission; POSTed to once the batch finishes
+    webhook_sent: bool = False
+
+    def webhook_payload(self, t: float, wall_now: float) -> dict[str, Any]:
+        """What the webhook POST carries (the contract lists these fields, and no cost)."""
+        status = self.status_at(t)
+        done = self.finished_at(t)
+        return {
+            "batch_id": self.batch_id,
+            "status": status,
+            "failure_reason": self.failure if status == "FAILED" else None,
+            "documents_written": self.documents_written,
+            "progress": 100,
+            "completed_at": iso(wall_now - (t - done)) if done is not None else None,
+        }
 
     def status_at(self, t: float) -> BatchStatus:
         """The batch's (and its task's) status: PENDING, IN_PROGRESS, PROCESSING for one stage each, then
