@@ -94,6 +94,9 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
     mcp_app: ASGIApp = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=False,
+        # 2025-11-25 sessions live in one process: behind a load balancer, either pin them to a replica
+        # by Mcp-Session-Id or serve them stateless (no server-to-client requests mid-call, no GET stream).
+        stateless_http=settings.http_stateless,
         transport_security=security_settings(settings, host, port),
         host=host,
     )
@@ -108,9 +111,17 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
             yield
 
     async def healthz(request: Request) -> JSONResponse:
-        body: dict[str, Any] = {"status": "ok", "version": __version__}
-        body["ready"] = server.services is not None
-        return JSONResponse(body)
+        # A readiness probe: 503 while starting, and while draining for a restart (SIGTERM), so a load
+        # balancer sends new requests elsewhere while this replica finishes what it started.
+        draining = server.services is not None and server.services.engine.draining
+        ready = server.services is not None and not draining
+        body: dict[str, Any] = {
+            "status": "draining" if draining else "ok" if ready else "starting",
+            "version": __version__,
+            "ready": ready,
+            "draining": draining,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
 

@@ -14,7 +14,7 @@ from mediamux import __version__, registry
 from mediamux.clock import Clock, SystemClock
 from mediamux.config import Settings
 from mediamux.context import Clients, Files, Services, Watcher
-from mediamux.files import parse_allowed_dirs, prepare_output_dir
+from mediamux.files import open_output_store, parse_allowed_dirs, prepare_output_dir
 from mediamux.jobs.engine import JobEngine
 from mediamux.jobs.journal import Journal
 from mediamux.providers.transport import ProviderHints, RetryConfig, Transport
@@ -60,6 +60,7 @@ async def open_services(
     clock = clock or SystemClock()
     output_dir = prepare_output_dir(settings.output_dir)
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
+    outputs = open_output_store(settings, output_dir)
     journal = Journal(settings.state_db)
     engine = JobEngine(
         journal,
@@ -81,6 +82,7 @@ async def open_services(
             protected=[settings.home],
             downloads=downloads,
             max_download_bytes=settings.max_download_mb * 1024 * 1024,
+            outputs=outputs,
         )
         clients: dict[str, Any] = {}
         for spec in registry.PROVIDERS.values():
@@ -101,6 +103,7 @@ async def open_services(
                 downloads=downloads,
                 max_download_bytes=files.max_download_bytes,
                 settings=settings.provider(spec.id),
+                outputs=outputs,
             )
             for driver in spec.drivers(client, context):
                 engine.register(driver)
