@@ -1,13 +1,14 @@
 """Saved outputs in S3-compatible storage (AWS S3, MinIO, Ceph, R2, …): ``MEDIAMUX_OUTPUT_URL=s3://bucket/prefix``.
 
 The client is ``obstore`` (Python bindings of Apache Arrow's Rust ``object_store``, the optional extra
-``mediamux[s3]``), imported only when the setting is there. It was chosen over the alternatives because
-it is maintained, small and fast to import (one wheel with no Python dependencies beyond
-typing-extensions; about 10 ms to import, where boto3 or aiobotocore take hundreds and bring aiohttp),
-natively async, and has the three operations this needs as first-class calls: a conditional create
-(``PUT`` with ``If-None-Match: *``), presigned URLs, and typed errors. Signing SigV4 ourselves would be
-smaller still, but a hand-rolled signer is exactly what a test endpoint that does not check signatures
-(moto) cannot catch.
+``mediamux[s3]``), imported only when the setting is there. It was chosen because it is maintained,
+small and fast to import (one wheel, no Python dependencies beyond typing-extensions, about 10 ms to
+import where boto3 or aiobotocore take hundreds of milliseconds and aiobotocore brings aiohttp), and has
+the three operations this needs as first-class calls: a conditional create (``PUT`` with
+``If-None-Match: *``), presigned URLs, and typed errors. Signing SigV4 ourselves would be smaller still,
+but a hand-rolled signer is exactly what a test endpoint that does not check signatures (moto) cannot
+catch. Its blocking calls are used, in worker threads (see ``S3OutputStore._call`` for why not its
+async ones).
 
 Endpoint, region and credentials come from the usual variables, read by the client itself:
 ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
@@ -28,11 +29,12 @@ import logging
 import mmap
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig
 
 logger = logging.getLogger("mediamux.files")
+T = TypeVar("T")
 
 # S3 refuses a single PUT above 5 GiB; MEDIAMUX_MAX_DOWNLOAD_MB is far below it by default.
 MAX_SINGLE_PUT_BYTES: Final = 5 * 1024**3
@@ -52,6 +55,12 @@ INSTALL_HINT: Final = "pip install 'mediamux[s3]'"
 
 # Bucket names: 3-63 lowercase letters, digits, dots and hyphens, starting and ending alphanumeric.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CONFIG_VARIABLES: Final = (
+    ("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
+    ("access_key_id", ("AWS_ACCESS_KEY_ID",)),
+    ("secret_access_key", ("AWS_SECRET_ACCESS_KEY",)),
+    ("session_token", ("AWS_SESSION_TOKEN",)),
+)
 _CODE = re.compile(r"<Code>([A-Za-z.]+)</Code>")
 _CREDENTIAL_CODES: Final = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
@@ -62,6 +71,7 @@ _NETWORK_WORDS: Final = (
     ("timed out", "timed out"),
     ("certificate", "its TLS certificate was not accepted"),
     ("connection reset", "the connection was reset"),
+    ("error sending request", "no answer"),
 )
 
 
@@ -141,11 +151,11 @@ class S3OutputStore:
         link_ttl_s: float = 3600.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
+        self._env = os.environ if environ is None else environ
         self.location = parse_s3_url(url)
         self.staging_dir = staging_dir
         self.link_ttl = timedelta(seconds=link_ttl_s)
-        self.endpoint = endpoint_of(env)
+        self.endpoint = endpoint_of(self._env)
         self._client = self._connect(retries=3, retry_timeout_s=60.0)
 
     def describe(self) -> str:
@@ -166,12 +176,28 @@ class S3OutputStore:
         }
         if self.endpoint is not None and self.endpoint.lower().startswith("http://"):
             options["allow_http"] = True  # configured explicitly: MinIO in a private network, a test server
-        return S3Store(
-            self.location.bucket,
-            prefix=self.location.prefix or None,
-            client_options=options,
-            retry_config={"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout_s)},
-        )
+        # The variables are passed on explicitly, so the store talks to exactly the endpoint it names in
+        # its messages; what is not set here (an instance role, web identity) the client finds itself.
+        config: dict[str, str] = {}
+        for key, names in _CONFIG_VARIABLES:
+            value = next((self._env[n].strip() for n in names if self._env.get(n, "").strip()), None)
+            if value is not None:
+                config[key] = value
+        if self.endpoint is not None:
+            config["endpoint"] = self.endpoint
+        try:
+            return S3Store(
+                self.location.bucket,
+                prefix=self.location.prefix or None,
+                config=config,  # type: ignore[arg-type]
+                client_options=options,
+                retry_config={"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout_s)},
+            )
+        except Exception as exc:
+            reason = str(exc).split("\n", 1)[0]
+            if "AccessKeyId" in reason or "SecretAccessKey" in reason:
+                reason = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together"
+            raise OutputStoreError(f"output store {self.describe()} cannot be set up: {reason}") from None
 
     # -- errors ------------------------------------------------------------------------------------
 
@@ -193,8 +219,7 @@ class S3OutputStore:
                 f"output store {where}: {doing} was refused ({code or 'access denied'}); check "
                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy"
             )
-        # The client's own summary, without its debug dump (which names retry settings, not causes).
-        lowered = text.split("Debug source:", 1)[0].lower()
+        lowered = text.lower()
         for needle, said in _NETWORK_WORDS:
             if needle in lowered:
                 return OutputStoreError(
@@ -202,10 +227,25 @@ class S3OutputStore:
                     "and that the store is running"
                 )
         status = re.search(r"status code: (\d{3})", text)
+        if status is not None and status.group(1) in ("401", "403"):
+            return OutputStoreError(
+                f"output store {where}: {doing} was refused (HTTP {status.group(1)}); check "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy"
+            )
         detail = code or (f"HTTP {status.group(1)}" if status else type(exc).__name__)
         return OutputStoreError(f"output store {where}: {doing} failed ({detail})")
 
     # -- the store -----------------------------------------------------------------------------------
+    #
+    # Every call goes through the client's blocking API in a worker thread. Its async API completes
+    # Python futures from the client's own runtime threads, and a process that exits right after one
+    # (a CLI check, a replica stopping) then aborts in about a third of runs (SIGABRT while the
+    # interpreter finalizes, seen with obstore 0.12); blocking calls leave nothing behind to race it.
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        # Abandoned on cancellation: the caller leaves at once; a write still going finishes in its thread,
+        # which is harmless for a content-addressed name.
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
 
     async def check(self) -> None:
         """Fail now, in our words, if the bucket is missing, the credentials are refused or the endpoint
@@ -214,9 +254,7 @@ class S3OutputStore:
 
         client = self._connect(retries=1, retry_timeout_s=10.0)
         try:
-            stream = obstore.list(client, chunk_size=1)
-            async for _chunk in stream:
-                break
+            await self._call(lambda: next(iter(obstore.list(client, chunk_size=1)), None))
         except Exception as exc:
             raise self._problem(exc, "listing the bucket") from None
 
@@ -246,12 +284,14 @@ class S3OutputStore:
         import obstore.exceptions as oe
 
         body: Any = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
-        attributes = {"Content-Type": media_type}
+        attributes: Any = {"Content-Type": media_type}
+
+        def put(mode: Literal["create", "overwrite"]) -> None:
+            obstore.put(self._client, name, body, mode=mode, attributes=attributes)
+
         try:
             try:
-                await obstore.put_async(
-                    self._client, name, body, mode="create" if create else "overwrite", attributes=attributes
-                )
+                await self._call(partial(put, "create" if create else "overwrite"))
                 return
             except (oe.AlreadyExistsError, oe.PreconditionError):
                 pass  # another replica (or an earlier run) stored it first: a write not needed
@@ -260,7 +300,7 @@ class S3OutputStore:
             # The name is the content's hash, so the object there holds these bytes; a size that differs
             # is damage from outside mediamux, repaired by writing ours over it.
             try:
-                existing = await obstore.head_async(self._client, name)
+                existing = await self._call(partial(obstore.head, self._client, name))
             except Exception as exc:
                 raise self._problem(exc, f"checking the stored {name}") from None
             if int(existing["size"]) != size:
@@ -272,13 +312,12 @@ class S3OutputStore:
                     size,
                 )
                 try:
-                    await obstore.put_async(self._client, name, body, mode="overwrite", attributes=attributes)
+                    await self._call(partial(put, "overwrite"))
                 except Exception as exc:
                     raise self._problem(exc, f"storing {name}") from None
         finally:
             if isinstance(body, mmap.mmap):
-                # The client may hold the buffer until its request object is collected (a cancelled
-                # upload); the mapping is then released by the collector instead.
+                # An abandoned upload still holds the buffer; the mapping is then released with it.
                 with contextlib.suppress(BufferError):
                     body.close()
 
@@ -286,7 +325,7 @@ class S3OutputStore:
         import obstore
 
         try:
-            url = await obstore.sign_async(self._client, "GET", name, self.link_ttl)
+            url = await self._call(partial(obstore.sign, self._client, "GET", name, self.link_ttl))
         except Exception as exc:
             raise self._problem(exc, f"signing a link to {name}") from None
         expires = (datetime.now(UTC) + self.link_ttl).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -298,7 +337,7 @@ class S3OutputStore:
 
         check_output_name(name)
         try:
-            meta = await obstore.head_async(self._client, name)
+            meta = await self._call(partial(obstore.head, self._client, name))
         except (oe.NotFoundError, FileNotFoundError) as exc:
             if "NoSuchBucket" in str(exc):
                 raise self._problem(exc, f"reading {name}") from None
@@ -310,8 +349,7 @@ class S3OutputStore:
             url, expires = await self._link(name)
             raise OutputTooLarge(name, size, limit, f"download it from {url} (valid until {expires})")
         try:
-            result = await obstore.get_async(self._client, name)
-            data = bytes(await result.bytes_async())
+            data = await self._call(lambda: bytes(obstore.get(self._client, name).bytes()))
         except (oe.NotFoundError, FileNotFoundError):
             raise OutputNotFound(f"No saved output named {name!r} in {self.describe()}.") from None
         except Exception as exc:
