@@ -34,6 +34,8 @@ from tests.test_e2e import (
     wait_until_healthy,
 )
 
+LEGACY = "2025-11-25"
+LEGACY_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": LEGACY}
 VIDEO = "kling-v2.1-master-t2v"  # about 10 s of real time in the emulator: running when SIGTERM comes
 VIDEOS = 12
 TEST_TIMEOUT_S = 90
@@ -97,6 +99,37 @@ def structured(response: httpx2.Response) -> dict[str, Any]:
     }
 
 
+async def legacy_session(http: httpx2.AsyncClient, server: HttpServer) -> str:
+    """A 2025-11-25 session on ``server`` (what a load balancer pins by Mcp-Session-Id)."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {},
+            "clientInfo": {"name": "drain", "version": "0"},
+        },
+    }
+    answer = await http.post(server.mcp_url, json=hello, headers=LEGACY_HEADERS)
+    session = answer.headers["mcp-session-id"]
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await http.post(server.mcp_url, json=done, headers=LEGACY_HEADERS | {"Mcp-Session-Id": session})
+    return session
+
+
+async def legacy_call(
+    http: httpx2.AsyncClient, server: HttpServer, session: str, name: str, arguments: dict[str, Any]
+) -> httpx2.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+    return await http.post(server.mcp_url, json=body, headers=LEGACY_HEADERS | {"Mcp-Session-Id": session})
+
+
 async def healthz(http: httpx2.AsyncClient, server: HttpServer) -> tuple[int, dict[str, Any]] | None:
     try:
         answer = await http.get(f"{server.base_url}/healthz")
@@ -113,6 +146,7 @@ async def test_sigterm_with_jobs_in_flight_loses_none_and_submits_each_once(repl
     async with http:
         with anyio.fail_after(TEST_TIMEOUT_S):
             await wait_until_healthy(server)
+            session = await legacy_session(http, server)
             # Two renders that take about 6 s each: submissions in flight when the signal comes.
             renders = [
                 structured(
@@ -140,15 +174,12 @@ async def test_sigterm_with_jobs_in_flight_loses_none_and_submits_each_once(repl
                     await anyio.sleep(0.02)
                 assert seen is not None, "stopped listening before reporting the drain"
                 health.append(seen)
-                # A new paid call during the drain is refused before anything is sent.
-                refused = structured(
-                    await raw_call(
-                        http,
-                        server.mcp_url,
-                        "muapi_generate",
-                        {"endpoint": VIDEO, "params": {"prompt": "new"}},
-                    )
-                )
+                # New work during the drain is refused before anything is sent: a request with no session
+                # at the HTTP level (a balancer retries it on another replica), a pinned session's in the
+                # tool's own words.
+                new = {"endpoint": VIDEO, "params": {"prompt": "new"}}
+                elsewhere = await raw_call(http, server.mcp_url, "muapi_generate", new)
+                refused = structured(await legacy_call(http, server, session, "muapi_generate", new))
             released_after_s = time.monotonic() - signalled
             code = await anyio.to_thread.run_sync(server.proc.wait)
             stopped_after_s = time.monotonic() - signalled
@@ -161,7 +192,9 @@ async def test_sigterm_with_jobs_in_flight_loses_none_and_submits_each_once(repl
         "draining": True,
         "version": "",
     }
+    assert (elsewhere.status_code, elsewhere.headers["retry-after"]) == (503, "1")
     assert refused["_is_error"] and refused["_error_class"] == "rate_limited", refused
+    assert "nothing was sent to MuAPI" in refused["_text"]
     # Waiting callers were sent back at once with their job ids, not held for the drain.
     assert released_after_s < 5
     assert len(waited) == VIDEOS

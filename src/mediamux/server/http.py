@@ -76,6 +76,48 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class DrainGate:
+    """While the server drains for a restart, ``/mcp`` answers 503 (Retry-After: 1) to requests that carry no
+    ``Mcp-Session-Id``: every 2026-07-28 request and every 2025-11-25 ``initialize``. Nothing has been done
+    for them, so a load balancer can safely send them to another replica (nginx: ``proxy_next_upstream
+    http_503 non_idempotent``). Requests of a 2025-11-25 session still go to the replica that holds it,
+    where waiting calls return their job ids and new paid calls are refused in the tool's own words."""
+
+    def __init__(self, app: ASGIApp, server: MediamuxServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self.server.services
+        if (
+            scope["type"] == "http"
+            and services is not None
+            and services.engine.draining
+            and not any(name == b"mcp-session-id" for name, _ in scope.get("headers", []))
+        ):
+            body = json.dumps(
+                {
+                    "error": "draining",
+                    "error_description": "this server is restarting; send the request to another replica, or "
+                    "retry in a moment",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"1"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def security_settings(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -100,6 +142,7 @@ def build_http_app(server: MediamuxServer, settings: Settings, *, host: str, por
         transport_security=security_settings(settings, host, port),
         host=host,
     )
+    mcp_app = DrainGate(mcp_app, server)
     if settings.http_token is not None and settings.http_token.get_secret_value():
         mcp_app = BearerAuth(mcp_app, settings.http_token.get_secret_value())
 
