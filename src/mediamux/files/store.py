@@ -44,13 +44,13 @@ class OutputNotFound(FileAccessError):
 
 
 class OutputTooLarge(MediamuxError):
-    """A saved output too large to send inline; ``where`` says how to get it instead."""
+    """A saved output too large to send inline; the message says how to get it instead."""
 
     error_class = "invalid_input"
 
-    def __init__(self, name: str, size: int, limit: int, where: str) -> None:
-        super().__init__(f"{name} is {size} bytes, too large to send inline (limit {limit}); {where}")
-        self.size = size
+    @classmethod
+    def of(cls, name: str, size: int, limit: int, where: str) -> OutputTooLarge:
+        return cls(f"{name} is {size} bytes, too large to send inline (limit {limit}); {where}")
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,10 @@ class LocalOutputStore:
         with handle:
             size = os.fstat(handle.fileno()).st_size
             if size > limit:
-                raise OutputTooLarge(name, size, limit, f"open {Path(self.staging_dir, name)}")
+                raise OutputTooLarge.of(name, size, limit, f"open {Path(self.staging_dir, name)}")
             data = handle.read(limit + 1)
         if len(data) > limit:
-            raise OutputTooLarge(name, len(data), limit, "it grew while it was being read")
+            raise OutputTooLarge.of(name, len(data), limit, "it grew while it was being read")
         return data
 
 
