@@ -77,9 +77,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own keys and settings must never reach a test (or a real provider)."""
+    """The developer's own keys and settings must never reach a test (or a real provider, or bucket)."""
     for name in list(os.environ):
-        if name.startswith(("MEDIAMUX_", "MUAPI_", "MUSEAI_", "MUZAIC_", "MIXPEEK_")):
+        if name.startswith(("MEDIAMUX_", "MUAPI_", "MUSEAI_", "MUZAIC_", "MIXPEEK_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
 
 

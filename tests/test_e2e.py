@@ -338,7 +338,8 @@ def rpc_result(response: httpx2.Response) -> dict[str, Any]:
     """The JSON-RPC result of a plain JSON or SSE response."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for line in response.text.splitlines():
-            if line.startswith("data:"):
+            # A 2025-11-25 stream opens with a priming event whose data is empty (resumability).
+            if line.startswith("data:") and line[5:].strip():
                 message = json.loads(line[5:])
                 if "result" in message or "error" in message:
                     return dict(message["result"])

@@ -60,10 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         anyio.run(server.run_stdio_async)
         return 0
 
-    import uvicorn
-
     from mediamux.principals import AuthConfigError
     from mediamux.server.auth import sign_in
+    from mediamux.server.drain import serve_http
     from mediamux.server.http import build_http_app, is_loopback, uvicorn_limits
 
     try:
@@ -100,9 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({how}); health at /healthz",
         file=sys.stderr,
     )
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level="warning", access_log=False, **uvicorn_limits()
-    )
+    serve_http(app, server, host=args.host, port=args.port, drain_s=settings.drain_s, **uvicorn_limits())
     return 0
 
 
@@ -118,6 +115,20 @@ def _state_problem(settings: Any) -> str | None:
         parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
         open_journal(settings).close()
     except (JournalError, FileAccessError) as exc:
+        return str(exc)
+    return _store_problem(settings, output_dir)
+
+
+def _store_problem(settings: Any, output_dir: Path) -> str | None:
+    """Why the S3-compatible output store cannot be used (missing bucket, refused credentials, no answer)."""
+    if settings.output_url is None:
+        return None
+    from mediamux.files import OutputStoreError, open_output_store
+
+    try:
+        store = open_output_store(settings, output_dir)
+        anyio.run(store.check)
+    except OutputStoreError as exc:
         return str(exc)
     return None
 
@@ -300,6 +311,8 @@ async def _doctor(settings: Any) -> int:
         else:
             print(f"  state folder   {eff.home.expanduser()} (journal {eff.state_db.name})")
         print(f"  output folder  {svc.files.output_dir}")
+        if svc.files.outputs.kind != "local":
+            print(f"  output store   {svc.files.outputs.describe()}  (MEDIAMUX_OUTPUT_URL)")
         print(
             f"  allowed dirs   {os.pathsep.join(str(p) for p in svc.files.allowed_dirs)}  (MEDIAMUX_ALLOWED_DIRS)"
         )

@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     # Where providers can reach this server (HTTP transport): set, MuAPI and Mixpeek jobs are woken by
     # webhooks to <url>/hooks/... instead of waiting for their next poll.
     public_url: str | None = Field(None, validation_alias="MEDIAMUX_PUBLIC_URL")
+    # Saved outputs in S3-compatible storage shared by replicas (s3://bucket/prefix; endpoint and
+    # credentials from the usual AWS_* variables); unset, the local output folder.
+    output_url: str | None = Field(None, validation_alias="MEDIAMUX_OUTPUT_URL")
+    # How long a presigned link to a saved output stays valid (S3 allows at most seven days).
+    output_link_ttl_s: float = Field(3600.0, ge=60, le=604800, validation_alias="MEDIAMUX_OUTPUT_LINK_TTL_S")
+    # On SIGTERM: how long in-flight submissions get to finish before they are marked and the process exits.
+    drain_s: float = Field(20.0, ge=0, le=3600, validation_alias="MEDIAMUX_DRAIN_S")
+    # 2025-11-25 clients without Mcp-Session-Id sessions: any replica serves any request, at the cost of
+    # server-to-client requests mid-call and the GET stream (2026-07-28 requests are stateless anyway).
+    http_stateless: bool = Field(False, validation_alias="MEDIAMUX_HTTP_STATELESS")
     # Sandbox mode is set by the CLI (--sandbox), or by the environment for hosts that cannot pass flags.
     sandbox: bool = Field(False, validation_alias=AliasChoices("MEDIAMUX_SANDBOX"))
 
@@ -223,6 +233,18 @@ class Settings(BaseSettings):
             raise ValueError(f"MEDIAMUX_PUBLIC_URL must use https (plain http only on loopback), not {url}")
         return url
 
+    @field_validator("output_url", mode="before")
+    @classmethod
+    def _s3_url(cls, v: object) -> object:
+        if isinstance(v, str):
+            from mediamux.files.s3 import parse_s3_url
+
+            v = v.strip()
+            if not v:
+                return None
+            parse_s3_url(v)  # raises ValueError with what to write instead
+        return v
+
     @field_validator("budget_usd", "unpriced_job_usd", "confirm_usd", "principal_budget_usd", mode="before")
     @classmethod
     def _empty_budget(cls, v: object) -> object:
@@ -293,7 +315,9 @@ class Settings(BaseSettings):
         values = [self.api_key(p) for p in registry.provider_ids()] + [self.http_token, *self.state_keys]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         password = database_password(self.database_url)
-        return [*found, password] if password else found
+        # The object store's credentials are read from the environment by its client, never by us.
+        aws = [os.environ.get(name, "") for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+        return found + ([password] if password else []) + [value for value in aws if value.strip()]
 
 
 def database_password(url: SecretStr | None) -> str | None:

@@ -24,6 +24,7 @@ from mediamux.providers.errors import MissingCredentials
 if TYPE_CHECKING:
     from mediamux.clock import Clock
     from mediamux.config import Settings
+    from mediamux.files.store import OutputStore
     from mediamux.jobs.backend import JournalBackend
     from mediamux.jobs.engine import JobEngine
     from mediamux.server.notify import Notifier
@@ -42,6 +43,8 @@ class Files:
     protected: list[Path]
     downloads: httpx2.AsyncClient
     max_download_bytes: int
+    # Where saved outputs go and are read from: output_dir itself, or S3-compatible storage.
+    outputs: OutputStore
 
 
 class Clients:

@@ -7,7 +7,9 @@
 * :mod:`~mediamux.files.outputs`: the output folder, the one place mediamux writes: reads that never
   follow a link out of it, atomic private writes, and the start-up clean-up of interrupted downloads;
 * :mod:`~mediamux.files.downloads`: provider outputs fetched without SSRF or leaked credentials and
-  saved atomically under content-addressed names.
+  saved atomically under content-addressed names;
+* :mod:`~mediamux.files.store`: where saved outputs end up — the local folder, or S3-compatible storage
+  shared by replicas (:mod:`~mediamux.files.s3`, imported only when ``MEDIAMUX_OUTPUT_URL`` is set).
 
 This package knows nothing of MCP; its errors belong to :mod:`mediamux.errors`, and every message
 says what went wrong *and* what the user can do about it. Import from here: the modules are the
@@ -45,6 +47,16 @@ from mediamux.files.outputs import (
     remove_stale_temp_files,
     write_output,
 )
+from mediamux.files.store import (
+    LocalOutputStore,
+    OutputNotFound,
+    OutputStore,
+    OutputStoreError,
+    OutputTooLarge,
+    Stored,
+    open_output_store,
+    write_named,
+)
 from mediamux.files.uploads import (
     MEDIA_KINDS,
     MultipartUpload,
@@ -62,10 +74,16 @@ __all__ = [
     "DownloadError",
     "DownloadTooSlow",
     "FileAccessError",
+    "LocalOutputStore",
     "MultipartUpload",
+    "OutputNotFound",
+    "OutputStore",
+    "OutputStoreError",
+    "OutputTooLarge",
     "PathNotAllowed",
     "Resolver",
     "SavedOutput",
+    "Stored",
     "check_output_name",
     "check_uploadable",
     "default_allowed_dirs",
@@ -73,6 +91,7 @@ __all__ = [
     "multipart_file_upload",
     "open_confined",
     "open_output",
+    "open_output_store",
     "output_path",
     "parse_allowed_dirs",
     "prepare_output_dir",
@@ -83,5 +102,6 @@ __all__ = [
     "resolve_host",
     "save_output_bytes",
     "too_wide",
+    "write_named",
     "write_output",
 ]

@@ -14,7 +14,6 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import unquote
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 from mediamux import __version__, deadlines
 from mediamux.errors import MediamuxError
 from mediamux.files.outputs import TempOutput, ensure_output_dir
+from mediamux.files.store import OutputStore, OutputStoreError, as_store
 from mediamux.urls import origin
 
 # Where the mediamux://outputs/{name} resource serves a saved output from.
@@ -68,12 +68,15 @@ class DownloadTooSlow(DownloadError):
 
 class SavedOutput(BaseModel):
     name: str  # file name inside the output dir, e.g. "3f2a9c0d1e2b4a5f.png"
-    path: str  # absolute path
-    uri: str  # "mediamux://outputs/{name}"
+    path: str  # absolute path; with S3 storage (MEDIAMUX_OUTPUT_URL) the object, s3://bucket/key
+    uri: str  # "mediamux://outputs/{name}", readable from every server sharing the storage
     size_bytes: int
     sha256: str
     mime_type: str | None
     source_url: str  # the URL it came from, with the query string removed
+    # S3 storage only: a link that fetches the file without credentials, and until when it does.
+    url: str | None = None
+    url_expires_at: str | None = None
 
 
 Resolver = Callable[[str], Awaitable[list[str]]]
@@ -265,7 +268,7 @@ def _extension(media_type: str, url: httpx2.URL, allowed_types: Sequence[str]) -
 async def download_output(
     client: httpx2.AsyncClient,
     url: str,
-    output_dir: Path,
+    output_dir: Path | OutputStore,
     *,
     trusted_origins: Sequence[str] = (),
     max_bytes: int = 512 * 1024 * 1024,
@@ -294,8 +297,9 @@ async def download_output(
     - The body is streamed and refused when it exceeds ``max_bytes`` (announced or actual) or when
       its Content-Type does not start with one of ``allowed_types`` (text/html never passes; a
       missing Content-Type is inferred from the URL suffix, else application/octet-stream).
-    - Written to an O_EXCL temp file in ``output_dir`` while hashing, fsynced, then renamed to
-      ``<first 16 hex of sha256><ext>``. The extension comes from the Content-Type or a short
+    - Written to an O_EXCL temp file in ``output_dir`` (a store's local folder) while hashing, then
+      committed by the store as ``<first 16 hex of sha256><ext>``: fsynced and renamed into the folder,
+      or uploaded once to S3-compatible storage (see :mod:`mediamux.files.store`). The extension comes from the Content-Type or a short
       alphanumeric URL suffix, never from a provider-supplied file name. An existing file of the same
       name and size is kept (idempotent re-download); a symlink at that name is replaced, never
       followed. On any failure, including cancellation, the temp file is removed.
@@ -335,7 +339,7 @@ async def download_output(
 async def _download(
     client: httpx2.AsyncClient,
     url: str,
-    output_dir: Path,
+    output_dir: Path | OutputStore,
     *,
     trusted_origins: Sequence[str],
     max_bytes: int,
@@ -356,11 +360,12 @@ async def _download(
     except (httpx2.InvalidURL, TypeError):
         raise DownloadError("", "the URL is not valid", refused=True) from None
     source_url = str(current.copy_with(query=None, fragment=None))
+    store = as_store(output_dir)
     try:
-        directory = await anyio.to_thread.run_sync(ensure_output_dir, output_dir)
+        directory = await anyio.to_thread.run_sync(ensure_output_dir, store.staging_dir)
     except OSError as exc:
         raise DownloadError(
-            _display(current), f"cannot create the output folder {output_dir} ({exc.strerror})"
+            _display(current), f"cannot create the output folder {store.staging_dir} ({exc.strerror})"
         ) from exc
 
     for _ in range(max_redirects + 1):
@@ -402,6 +407,7 @@ async def _download(
                 current,
                 hop,
                 directory,
+                store,
                 source_url=source_url,
                 max_bytes=max_bytes,
                 allowed_types=allowed_types,
@@ -416,6 +422,7 @@ async def _save(
     url: httpx2.URL,
     hop: _Hop,
     directory: Path,
+    store: OutputStore,
     *,
     source_url: str,
     max_bytes: int,
@@ -463,49 +470,66 @@ async def _save(
         digest = temp.hexdigest()
         name = digest[:16] + _extension(media_type, url, allowed_types)
         try:
-            final = await anyio.to_thread.run_sync(partial(temp.commit, name, keep_same_size=True))
+            stored = await store.commit(temp, name, media_type=media_type, content_addressed=True)
         except OSError as exc:
             raise DownloadError(hop.display, f"could not save the file ({exc.strerror})") from exc
+        except OutputStoreError as exc:
+            raise DownloadError(hop.display, f"could not store the file: {exc.message}") from None
     except BaseException:
         # Synchronous on purpose: during cancellation an awaited cleanup would itself be cancelled.
         temp.discard()
         raise
     return SavedOutput(
         name=name,
-        path=str(final),
+        path=stored.location,
         uri=OUTPUTS_PREFIX + name,
         size_bytes=size,
         sha256=digest,
         mime_type=media_type,
         source_url=source_url,
+        url=stored.url,
+        url_expires_at=stored.url_expires_at,
     )
 
 
-async def save_output_bytes(data: bytes, output_dir: Path, *, media_type: str, source: str) -> SavedOutput:
+async def save_output_bytes(
+    data: bytes, output_dir: Path | OutputStore, *, media_type: str, source: str
+) -> SavedOutput:
     """Save bytes a provider returned inline (base64 audio) exactly as downloads are saved: atomically,
-    content-addressed, never over a planted symlink. ``source`` names where they came from."""
-    directory = ensure_output_dir(output_dir)
+    content-addressed, never over a planted symlink. ``source`` names where they came from.
+
+    Raises OSError (the local folder) or DownloadError (the store refused them)."""
+    store = as_store(output_dir)
+    directory = await anyio.to_thread.run_sync(ensure_output_dir, store.staging_dir)
     ext = _EXTENSIONS.get(media_type) or (mimetypes.guess_extension(media_type) or "").lower()
     ext = ext if _SAFE_EXT.fullmatch(ext) else ".bin"
 
-    def write() -> tuple[str, Path]:
+    def write() -> TempOutput:
         temp = TempOutput(directory)
         try:
             temp.write(data)
-            digest = temp.hexdigest()
-            final = temp.commit(digest[:16] + ext, keep_same_size=True)
         except BaseException:
             temp.discard()
             raise
-        return digest, final
+        return temp
 
-    digest, final = await anyio.to_thread.run_sync(write)
+    temp = await anyio.to_thread.run_sync(write)
+    name = temp.hexdigest()[:16] + ext
+    try:
+        digest = temp.hexdigest()
+        stored = await store.commit(temp, name, media_type=media_type, content_addressed=True)
+    except OutputStoreError as exc:
+        raise DownloadError(source, f"could not store the file: {exc.message}") from None
+    finally:
+        temp.discard()
     return SavedOutput(
-        name=final.name,
-        path=str(final),
-        uri=OUTPUTS_PREFIX + final.name,
+        name=name,
+        path=stored.location,
+        uri=OUTPUTS_PREFIX + name,
         size_bytes=len(data),
         sha256=digest,
         mime_type=media_type,
         source_url=source,
+        url=stored.url,
+        url_expires_at=stored.url_expires_at,
     )

@@ -274,6 +274,17 @@ class TempOutput:
             self._folder = None
         return Path(self.directory, final)
 
+    def reopen_for_reading(self) -> int:
+        """Stop writing and return a read-only descriptor of the finished temp file (an object store
+        uploads it from there); the temp file stays until :meth:`discard`."""
+        assert self._fd is not None
+        assert self._folder is not None
+        os.close(self._fd)
+        self._fd = None
+        fd = self._folder.open(self.name, READ_NOFOLLOW)
+        os.set_blocking(fd, True)
+        return fd
+
     def discard(self) -> None:
         """Close and remove the temp file; synchronous so it also runs during cancellation."""
         if self._fd is not None:

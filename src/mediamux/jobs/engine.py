@@ -14,6 +14,8 @@ same way for every provider:
   while the job stays in the journal for ``jobs_wait``;
 * an unfinished job is reported as such only on a look at the provider at most ``FRESH_S`` old;
 * an unknown provider status is non-terminal until the budget runs out, then reported by name.
+* a drain (a rolling restart, :meth:`JobEngine.drain`) refuses new paid work, lets what is in flight
+  finish within a bound and marks what cannot, and sends waiting callers back with their job ids.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ OWNER_STALE_S = 120.0
 # How long an accepted job that could not be journaled is retried from memory.
 UNSAVED_RETRY_S = 3600.0
 UNSAVED_RETRY_EVERY_S = 5.0
+# After a drain's time is up, how long stopped renders and uploads get to record their end.
+STOP_GRACE_S = 5.0
 # A poll started with little budget left still gets this long before its request is cut.
 POLL_GRACE_S = 2.0
 # Reads that refresh a stale job: how long they may take, how many jobs one list refreshes, how many
@@ -133,6 +137,20 @@ class JobNotFound(JobsError):
 
 class ProviderUnavailable(JobsError):
     error_class = "auth"
+
+
+class ServerDraining(JobsError):
+    """This server is stopping (a rolling restart) and takes no new paid work; nothing was sent."""
+
+    # The one class in the vocabulary that means "the same call will work shortly": behind a load
+    # balancer the retry reaches a server that is not stopping.
+    error_class = "rate_limited"
+
+
+class SubmissionInterrupted(JobsError):
+    """A drain stopped a submission that may have reached the provider; the job is recorded as uncertain."""
+
+    error_class = "provider_error"
 
 
 class JournalUnavailable(JobsError):
@@ -385,6 +403,18 @@ class _History:
         self.expectation = Expectation.learn(self.durations)
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """Paid work this process must finish, or stop and mark, before it exits (see ``JobEngine.drain``)."""
+
+    what: str  # for the log: "MuAPI generate job_…"
+    job_id: str | None = None  # once journaled
+    # The request may be on its way: if it cannot finish, the job is marked uncertain, never forgotten.
+    sending: bool = False
+    # Stops it: a synchronous render in the background, or local files still being uploaded.
+    scope: anyio.CancelScope | None = None
+
+
 def dedup_key(provider: str, operation: str, args: dict[str, Any]) -> str:
     canonical = json.dumps([provider, operation, args], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -438,8 +468,6 @@ class JobEngine:
         self.recovery_path = recovery_path or default_recovery_path(journal.location)
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
-        # A journal other servers share: the replica holding a job's lease polls it, waiters watch the row.
-        self.leases = LeaseKeeper(self, journal) if isinstance(journal, SharedJournal) else None
         # Set by the HTTP server when providers can reach it (MEDIAMUX_PUBLIC_URL): where webhooks go,
         # as <hook_base>/<job_id>/<token>.
         self.hook_base: str | None = None
@@ -450,9 +478,108 @@ class JobEngine:
         self._woken: dict[str, float] = {}  # job_id -> when a webhook last woke it (clock.monotonic)
         self._history: dict[tuple[str, str, str | None], _History] = {}
         self._history_locks: dict[tuple[str, str, str | None], anyio.Lock] = {}
+        # Rolling restarts: see drain().
+        self._draining = False
+        self._closed = False  # the drain's time is up: not even work admitted before it may start now
+        self._in_flight: set[_InFlight] = set()
+        self._quiet: anyio.Event | None = None  # set when the last work in flight ends during a drain
+        self._naps: set[anyio.CancelScope] = set()  # waiters sleeping between polls
+        self._drain_hooks: list[Callable[[], None]] = []
+        # A journal other servers share: the replica holding a job's lease polls it, waiters watch the row.
+        self.leases = LeaseKeeper(self, journal) if isinstance(journal, SharedJournal) else None
 
     def register(self, driver: JobDriver) -> None:
         self._drivers[(driver.provider, driver.operation)] = driver
+
+    # -- rolling restarts ------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """Whether this server is stopping: no new paid work, and /healthz reports not ready."""
+        return self._draining
+
+    def on_drain(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (synchronously) when a drain begins, e.g. to stop taking poll leases and hand
+        back those held; at once if one has begun already."""
+        self._drain_hooks.append(hook)
+        if self._draining:
+            hook()
+
+    def begin_drain(self) -> None:
+        """Refuse new paid work from now on and send waiting callers back with their job ids. Idempotent;
+        synchronous, so a signal handler can call it."""
+        if self._draining:
+            return
+        self._draining = True
+        for nap in list(self._naps):
+            nap.cancel()
+        for hook in self._drain_hooks:
+            try:
+                hook()
+            except Exception:
+                logger.exception("a drain hook failed")
+
+    @property
+    def in_flight(self) -> list[str]:
+        """What this process is submitting or saving right now, for people."""
+        return sorted(work.what for work in self._in_flight)
+
+    async def drain(self, timeout_s: float) -> list[str]:
+        """Stop taking new paid work and give what is in flight (submissions, renders, output saves)
+        up to ``timeout_s`` to finish; then stop what has not and mark it in the journal — a request
+        that may have reached the provider becomes ``uncertain``, never forgotten and never re-sent.
+        Returns what had to be stopped (empty: everything finished). Running jobs need nothing: they
+        are in the journal, and the next start (or another replica) follows them."""
+        self.begin_drain()
+        if self._in_flight:
+            logger.warning(
+                "draining: waiting up to %.0f s for %d submission(s) in flight",
+                timeout_s,
+                len(self._in_flight),
+            )
+            self._quiet = anyio.Event()
+            # Real seconds on every clock: this bound is the orchestrator's grace period.
+            await self.clock.wait_for(self._quiet, within_s=timeout_s)
+        self._closed = True
+        left = list(self._in_flight)
+        for work in left:
+            await self._stop(work)
+        if self._in_flight:
+            # What was stopped records its end (shielded) as it unwinds; give it a moment to.
+            self._quiet = anyio.Event()
+            await self.clock.wait_for(self._quiet, within_s=STOP_GRACE_S)
+        if left:
+            logger.warning("draining: stopped and marked in the journal: %s", ", ".join(w.what for w in left))
+        return [work.what for work in left]
+
+    def _admit(self, driver: JobDriver) -> _InFlight:
+        if self._draining:
+            raise ServerDraining(
+                f"nothing was sent to {driver.title}: this server is restarting and takes no new paid work; "
+                "call again — the load balancer sends it to a server that is not stopping"
+                " (an identical earlier job is still returned here, free)",
+                retry_after_s=1.0,
+            )
+        work = _InFlight(what=f"{driver.title} {driver.operation}")
+        self._in_flight.add(work)
+        return work
+
+    def _done(self, work: _InFlight | None) -> None:
+        if work is None:
+            return
+        self._in_flight.discard(work)
+        if not self._in_flight and self._quiet is not None:
+            self._quiet.set()
+
+    async def _stop(self, work: _InFlight) -> None:
+        """The drain's time is up for ``work``: stop it; it records its own end, shielded — withdrawn if
+        nothing had left, uncertain if the request may have reached the provider."""
+        if work.scope is not None:
+            work.scope.cancel()
+        else:
+            # Not journaled yet (the claim refuses it now), or outputs being saved: the job stays
+            # "saving" and the next start, or another replica, saves them.
+            self._done(work)
 
     @asynccontextmanager
     async def _slot(self, job_id: str) -> AsyncIterator[_Slot]:
@@ -655,6 +782,31 @@ class JobEngine:
         existing = self.journal.find_duplicate(key, window, principal) if window is not None else None
         if existing is not None:
             return await self._reuse(existing, driver, options or {}, wait_s, report)
+        work = self._admit(driver)
+        try:
+            return await self._new_job(
+                driver, args, payload, key, window, now, options, wait_s=wait_s, report=report, work=work
+            )
+        finally:
+            self._done(work)  # a render in the background holds a place of its own
+
+    async def _new_job(
+        self,
+        driver: JobDriver,
+        args: BaseModel,
+        payload: dict[str, Any],
+        key: str,
+        window: float | None,
+        now: float,
+        options: dict[str, Any] | None,
+        *,
+        wait_s: float,
+        report: Progress,
+        work: _InFlight,
+    ) -> JobResult[Any]:
+        """A new paid job, admitted while this server takes new work: consent, budget, journal, submit."""
+        provider, operation = driver.provider, driver.operation
+        principal = current_principal()
         principal_budget = self.principal_budget(principal)
         limited = principal_budget is not None
         gate = SPEND_GATE.get()
@@ -701,6 +853,15 @@ class JobEngine:
             budget_usd=self.budget_usd,
             principal_budget_usd=principal_budget,
         )
+        if self._closed:
+            # Admitted before a drain whose time has run out meanwhile: too late to start anything now.
+            raise ServerDraining(
+                f"nothing was sent to {driver.title}: this server stopped while the request was being "
+                "prepared; call again",
+                retry_after_s=1.0,
+            )
+        work.job_id = record.job_id
+        work.what = f"{driver.title} {driver.operation} {record.job_id}"
         # The job's slot, with its "submitted" event, exists before the row does: the claim runs in a
         # thread, and an identical call that finds the row meanwhile must find us submitting it.
         async with self._slot(record.job_id) as slot:
@@ -719,6 +880,7 @@ class JobEngine:
                 if not created:
                     slot.submitted.set()  # nothing of ours will be submitted under this id
             if not created:
+                self._done(work)
                 return await self._reuse(claimed, driver, caller_options, wait_s, report)
             await self._audit(record, "submit", estimate_usd=reserve)
             if token is not None:
@@ -728,11 +890,13 @@ class JobEngine:
                 # One long synchronous request: it runs in the server's task group, so a client that
                 # stops waiting (or times out) neither cancels nor loses a render it will be billed for.
                 record.provider_status = "working"
-                self.task_group.start_soon(self._submit_in_background, record, driver)
+                render = _InFlight(what=work.what, job_id=record.job_id, sending=True)
+                self._in_flight.add(render)
+                self.task_group.start_soon(self._submit_in_background, record, driver, render)
                 await report.step(f"{driver.title}: working (job {record.job_id})")
             else:
                 try:
-                    record = await self._submit(record, driver, report)
+                    record = await self._submit(record, driver, report, work)
                 finally:
                     slot.submitted.set()
                     self._hook_tokens.pop(record.job_id, None)
@@ -741,21 +905,45 @@ class JobEngine:
                     + (f" (provider id {record.provider_job_id})" if record.provider_job_id else "")
                     + f", {record.status}"
                 )
+            self._done(work)
             return await self._wait(record, driver, wait_s, report, deduplicated=False)
 
-    async def _submit(self, record: JobRecord, driver: JobDriver, report: Progress) -> JobRecord:
+    async def _submit(
+        self, record: JobRecord, driver: JobDriver, report: Progress, work: _InFlight | None = None
+    ) -> JobRecord:
         async with self._heartbeating(report, driver, record, self.clock.monotonic()):
-            try:
-                # Free, cancellable work first (uploading local files named in the arguments).
-                submit_args = await driver.prepare(self._args(driver, record), record.options, report)
-                record.provider_status = "submitting"
-                await report.step(f"{driver.title}: submitting")
-            except BaseException as exc:
-                await self._abandon(record, exc)
-                raise
+            if self._closed and work is not None:
+                refusal = ServerDraining(
+                    f"nothing was sent to {driver.title}: this server stopped before the request could leave; "
+                    "call again",
+                    retry_after_s=1.0,
+                )
+                await self._abandon(record, refusal)
+                raise refusal
+            # A drain whose time runs out stops this part through the scope: nothing has left yet.
+            with anyio.CancelScope() as preparing:
+                if work is not None:
+                    work.scope = preparing
+                try:
+                    # Free, cancellable work first (uploading local files named in the arguments).
+                    submit_args = await driver.prepare(self._args(driver, record), record.options, report)
+                    record.provider_status = "submitting"
+                    await report.step(f"{driver.title}: submitting")
+                except BaseException as exc:
+                    await self._abandon(record, exc)
+                    raise
+            if preparing.cancelled_caught:
+                raise ServerDraining(
+                    f"nothing was sent to {driver.title}: this server stopped while preparing the request "
+                    f"(job {record.job_id} is recorded as withdrawn); call again",
+                    retry_after_s=1.0,
+                )
             # Shielded: once the request is on the wire, the provider's answer (its job id, its
-            # charge) must be recorded even if the client gives up on this call meanwhile.
-            with anyio.CancelScope(shield=True):
+            # charge) must be recorded even if the client gives up on this call meanwhile. Only a
+            # drain whose time is up stops it, through this very scope, and records it as uncertain.
+            with anyio.CancelScope(shield=True) as sending:
+                if work is not None:
+                    work.sending, work.scope = True, sending
                 try:
                     with deadlines.unbounded():
                         outcome = await driver.submit(submit_args, self._submit_options(record), report)
@@ -778,6 +966,8 @@ class JobEngine:
                     await self._fail_submission(record, unexpected)
                     raise unexpected from None
                 record = await self._accepted(record, driver, outcome)
+            if sending.cancelled_caught:
+                await self._interrupted(record, driver)
         return record
 
     def _remember_hook(self, job_id: str, digest: str) -> None:
@@ -793,6 +983,20 @@ class JobEngine:
         if token is None or self.hook_base is None:
             return record.options
         return {**record.options, WEBHOOK_URL_OPTION: f"{self.hook_base}/{record.job_id}/{token}"}
+
+    async def _interrupted(self, record: JobRecord, driver: JobDriver) -> None:
+        """A drain stopped this submission on the wire: record it as uncertain (it may have been charged,
+        so an identical call returns it rather than paying again) and tell the caller so."""
+        message = (
+            f"the server was restarting (MEDIAMUX_DRAIN_S ran out) while this request was on its way to "
+            f"{driver.title}; it may have reached {driver.title} and been charged: check its dashboard. An "
+            f"identical call within {self.dedup_window_s:.0f} s returns this record (job {record.job_id}) "
+            "unless new_job is true"
+        )
+        await self._settle(
+            record, Event.INTERRUPTED, Change(error=JobError(error_class="provider_error", message=message))
+        )
+        raise SubmissionInterrupted(message)
 
     async def _reuse(
         self, record: JobRecord, driver: JobDriver, options: dict[str, Any], wait_s: float, report: Progress
@@ -984,11 +1188,16 @@ class JobEngine:
             error = JobError(error_class=error_class, message=str(exc)[:500])
             await self._transition(record, Event.REJECTED, Change(error=error))
 
-    async def _submit_in_background(self, record: JobRecord, driver: JobDriver) -> None:
+    async def _submit_in_background(
+        self, record: JobRecord, driver: JobDriver, render: _InFlight | None = None
+    ) -> None:
         async with self._slot(record.job_id) as slot:
-            # jobs_cancel stops the render through this scope; a server shutdown cancels the whole group.
+            # jobs_cancel stops the render through this scope, and so does a drain whose time is up; a
+            # server shutdown cancels the whole group.
             with anyio.CancelScope() as scope:
                 slot.background = scope
+                if render is not None:
+                    render.scope = scope
                 try:
                     args = await driver.prepare(self._args(driver, record), record.options, _no_progress)
                     try:
@@ -1011,6 +1220,7 @@ class JobEngine:
                     await self._settle(record, Event.LOST, Change(error=error))
                 finally:
                     slot.background = None
+                    self._done(render)
                     if slot.submitted is not None:
                         slot.submitted.set()
 
@@ -1079,6 +1289,8 @@ class JobEngine:
                         if record.status == "completed" and not record.finalized:
                             record = await self._finalize_within(record, driver, slot, deadline)
                         break
+                    if self._draining:
+                        break  # the job goes on upstream; the caller resumes it elsewhere with its id
                     now = self.clock.monotonic()
                     remaining = deadline - now
                     woken = by_follow = final = False
@@ -1115,6 +1327,8 @@ class JobEngine:
                             else:
                                 delay, final = max(remaining - lead, not_before - now), True
                         woken = await self._nap(delay, slot)
+                        if self._draining:
+                            break
                         if nap_only and not woken:
                             continue
                     async with slot.lock:
@@ -1154,7 +1368,12 @@ class JobEngine:
                 if slot.waiters == 0 and slot.wake.is_set():
                     # A webhook came as this call was answering: someone must still look.
                     self._follow_wake(record.job_id)
-        return self._view(record, deduplicated=deduplicated, problem=last_problem)
+        note = None
+        if self._draining and not record.terminal:
+            note = "this server is restarting, so it stopped waiting here; " + (
+                self._next_step(record, last_problem) or ""
+            )
+        return self._view(record, deduplicated=deduplicated, problem=last_problem, note=note)
 
     async def _poll_once(
         self, record: JobRecord, driver: JobDriver, deadline: float, *, woken_ts: float | None = None
@@ -1244,25 +1463,34 @@ class JobEngine:
         if known is not None and isinstance(finished, int | float):
             known.add(float(finished))
 
-    async def _nap(self, seconds: float, slot: _Slot) -> bool:
-        """Sleep on the clock, cut short by a webhook; True when a webhook cut it short."""
-        wake = slot.wake
-        if wake.is_set():
+    async def _nap(self, seconds: float, slot: _Slot | None = None) -> bool:
+        """Sleep on the clock between polls, cut short by a webhook for the slot's job (True) or by a
+        drain, which wakes every napper at once so blocking calls return promptly (False)."""
+        if self._draining:
+            return False
+        wake = slot.wake if slot is not None else None
+        if wake is not None and wake.is_set():
             return True
         if seconds <= 0:
             return False
         woken = False
-        async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
+            self._naps.add(scope)
+            try:
+                async with anyio.create_task_group() as tg:
+                    if wake is not None:
 
-            async def alarm() -> None:
-                nonlocal woken
-                await wake.wait()
-                woken = True
-                tg.cancel_scope.cancel()
+                        async def alarm() -> None:
+                            nonlocal woken
+                            await wake.wait()
+                            woken = True
+                            tg.cancel_scope.cancel()
 
-            tg.start_soon(alarm)
-            await self.clock.sleep(seconds)
-            tg.cancel_scope.cancel()
+                        tg.start_soon(alarm)
+                    await self.clock.sleep(seconds)
+                    tg.cancel_scope.cancel()
+            finally:
+                self._naps.discard(scope)
         return woken
 
     async def wake(self, job_id: str, token: str) -> bool:
@@ -1442,9 +1670,9 @@ class JobEngine:
                 )
                 return await self._transition(fresh, Event.ORPHANED, Change(error=error))
             remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._draining:
                 return fresh
-            await self.clock.sleep(min(remaining, 0.5))
+            await self._nap(min(remaining, 0.5))
 
     async def _finalize_within(
         self, record: JobRecord, driver: JobDriver, slot: _Slot, deadline: float
@@ -1455,6 +1683,10 @@ class JobEngine:
         job_id = record.job_id
         if slot.finalizing is None:
             done = slot.finalizing = anyio.Event()
+
+            # A drain lets the save finish within its bound; one cut short resumes at the next start.
+            saving = _InFlight(what=f"saving the outputs of {job_id}", job_id=job_id)
+            self._in_flight.add(saving)
 
             async def work() -> None:
                 # Holds its own place in the slot, so the event outlives every waiter that gives up.
@@ -1467,6 +1699,7 @@ class JobEngine:
                             await self._finalize(fresh, driver, Progress(_no_progress))
                     finally:
                         own.finalizing = None
+                        self._done(saving)
                         done.set()
 
             if self.task_group is None:

@@ -57,6 +57,10 @@ class LeaseKeeper:
         self._following: set[str] = set()
         self._limiter = anyio.CapacityLimiter(POLL_CONCURRENCY)
         self._rng = random.Random()
+        # A rolling restart: stop taking leases and hand back the ones held (see run), so the other
+        # replicas carry on with this one's jobs at once rather than after the lease time.
+        self._scanning = anyio.CancelScope()
+        engine.on_drain(self._scanning.cancel)
 
     # -- the replica's side: renew, take over, follow -------------------------------------------
 
@@ -82,19 +86,8 @@ class LeaseKeeper:
         leases of jobs it was following so another replica carries on at once."""
         every = self.journal.lease_s / 3
         try:
-            while True:
-                leased: list[JobRecord] = []
-                try:
-                    lost = await anyio.to_thread.run_sync(self.journal.renew)
-                    if lost:
-                        logger.warning("another server took over %d job(s) from this one", len(lost))
-                    leased = await anyio.to_thread.run_sync(self._lease_due)
-                except JournalError as exc:
-                    logger.warning("lease scan failed: %s", exc)
-                for record in leased:
-                    self.follow(record.job_id, orphan=record.submit_state == "pending")
-                if len(leased) < SCAN_LIMIT:
-                    await self.journal.work_announced(every)
+            with self._scanning:
+                await self._scan(every)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -104,6 +97,21 @@ class LeaseKeeper:
                         "could not hand back this server's leases; they expire in %.0f s",
                         self.journal.lease_s,
                     )
+
+    async def _scan(self, every: float) -> None:
+        while True:
+            leased: list[JobRecord] = []
+            try:
+                lost = await anyio.to_thread.run_sync(self.journal.renew)
+                if lost:
+                    logger.warning("another server took over %d job(s) from this one", len(lost))
+                leased = await anyio.to_thread.run_sync(self._lease_due)
+            except JournalError as exc:
+                logger.warning("lease scan failed: %s", exc)
+            for record in leased:
+                self.follow(record.job_id, orphan=record.submit_state == "pending")
+            if len(leased) < SCAN_LIMIT:
+                await self.journal.work_announced(every)
 
     async def _follow(self, job_id: str, orphan: bool) -> None:
         keep = False  # True: the lease stays (our own submission in flight, or the server is stopping)
@@ -139,7 +147,7 @@ class LeaseKeeper:
         """One step of following a job; False when there is nothing more for this replica to do."""
         engine = self.engine
         record = engine._read(job_id)
-        if record is None or not self.journal.holds(job_id):
+        if record is None or not self.journal.holds(job_id) or engine.draining:
             return False
         if record.submit_state == "pending":
             if orphan:
@@ -207,7 +215,7 @@ class LeaseKeeper:
                 record = fresh
                 if record.terminal and (record.status != "completed" or record.finalized):
                     return record
-                if record.submit_state in ("rejected", "uncertain"):
+                if record.submit_state in ("rejected", "uncertain") or engine.draining:
                     return record
                 remaining = deadline - engine.clock.monotonic()
                 if remaining <= 0:

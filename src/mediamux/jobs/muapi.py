@@ -10,7 +10,7 @@ from typing import Any, Literal
 import httpx2
 from pydantic import BaseModel, Field
 
-from mediamux.files import DownloadError, SavedOutput, download_output
+from mediamux.files import DownloadError, OutputStore, SavedOutput, download_output
 from mediamux.jobs.engine import WEBHOOK_URL_OPTION, DriverBase, Outcome, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.providers.muapi import MuapiClient
@@ -77,13 +77,13 @@ class MuapiGenerateDriver(DriverBase):
         client: MuapiClient,
         *,
         allowed_dirs: Sequence[Path],
-        output_dir: Path,
+        outputs: Path | OutputStore,
         downloads: httpx2.AsyncClient,
         max_download_bytes: int,
     ) -> None:
         self.client = client
         self.allowed_dirs = list(allowed_dirs)
-        self.output_dir = output_dir
+        self.outputs = outputs
         self.downloads = downloads
         self.max_download_bytes = max_download_bytes
         self.title = "MuAPI"
@@ -158,7 +158,7 @@ class MuapiGenerateDriver(DriverBase):
                     await download_output(
                         self.downloads,
                         url,
-                        self.output_dir,
+                        self.outputs,
                         trusted_origins=trusted,
                         max_bytes=self.max_download_bytes,
                     )

@@ -9,6 +9,7 @@ result and sends change notifications.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,12 +20,14 @@ from pydantic import BaseModel, Field
 
 from mediamux.clock import Clock
 from mediamux.errors import InputError
-from mediamux.files import download_output, write_output
+from mediamux.files import OutputStore, OutputStoreError, download_output, write_named, write_output
 from mediamux.jobs.engine import JobEngine, Progress, ProgressFn
 from mediamux.jobs.models import JobError
 from mediamux.jobs.museai import FileJobArgs
 from mediamux.providers.cost import Cost, total_cost
 from mediamux.providers.museai import AlignedWord, MuseaiClient
+
+logger = logging.getLogger("mediamux.jobs.museai")
 
 VTT_INLINE_CHARS = 20_000
 
@@ -91,6 +94,9 @@ class SubtitleWorkflow:
     output_dir: Path
     clock: Clock
     max_download_bytes: int
+    # The video and the track are working files muse.ai is sent from this machine's output folder; with
+    # shared storage the track is stored there too, so mediamux://outputs/ serves it from any server.
+    outputs: OutputStore | None = None
 
     async def run(self, svid: str, *, name: str, wait_s: float, progress: ProgressFn) -> AutoSubtitles:
         """Subtitle ``svid`` within ``wait_s``; a job still going is ``running``, not an error.
@@ -158,6 +164,12 @@ class SubtitleWorkflow:
         vtt_path = await anyio.to_thread.run_sync(
             write_output, self.output_dir, f"{svid}-{name.replace(' ', '_')}.vtt", vtt.encode("utf-8")
         )
+        if self.outputs is not None and self.outputs.kind != "local":
+            try:
+                await write_named(self.outputs, vtt_path.name, vtt.encode("utf-8"), media_type="text/vtt")
+            except OutputStoreError as exc:
+                # The track is paid for and goes to muse.ai all the same; only the shared copy is missing.
+                logger.warning("subtitles for %s: %s", svid, exc)
         await report.step("muse.ai: uploading the subtitles (step 4 of 4)")
         ref = await self.client.upload_subtitles(svid, vtt_path, [self.output_dir], name=name)
         return AutoSubtitles(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import httpx2
 from pydantic import BaseModel, Field
 
-from mediamux.files import DownloadError, SavedOutput, download_output, save_output_bytes
+from mediamux.files import DownloadError, OutputStore, SavedOutput, download_output, save_output_bytes
 from mediamux.jobs.engine import DriverBase, Outcome, ProgressFn
 from mediamux.providers.muzaic import Generation, MuzaicClient
 
@@ -85,7 +85,7 @@ class MuzaicDriver(DriverBase):
         client: MuzaicClient,
         operation: Operation,
         *,
-        output_dir: Path,
+        outputs: Path | OutputStore,
         downloads: httpx2.AsyncClient,
         max_download_bytes: int,
         usd_per_token: float | None,
@@ -93,7 +93,7 @@ class MuzaicDriver(DriverBase):
         self.client = client
         self.operation: str = operation
         self.args_model: type[BaseModel] = ARGS[operation]
-        self.output_dir = output_dir
+        self.outputs = outputs
         self.downloads = downloads
         self.max_download_bytes = max_download_bytes
         self.usd_per_token = usd_per_token
@@ -146,7 +146,7 @@ class MuzaicDriver(DriverBase):
                 result.saved.append(
                     await save_output_bytes(
                         generation.audio.data,
-                        self.output_dir,
+                        self.outputs,
                         media_type=generation.audio.media_type,
                         source=f"muzaic:{generation.hash or digest}",
                     )
@@ -156,7 +156,7 @@ class MuzaicDriver(DriverBase):
                     await download_output(
                         self.downloads,
                         generation.audio.url,
-                        self.output_dir,
+                        self.outputs,
                         trusted_origins=[self.client.origin],
                         max_bytes=self.max_download_bytes,
                     )

@@ -35,7 +35,7 @@ def _drivers(client: Any, ctx: DriverContext) -> Iterable[JobDriver]:
     yield MuapiGenerateDriver(
         client,
         allowed_dirs=ctx.allowed_dirs,
-        output_dir=ctx.output_dir,
+        outputs=ctx.outputs or ctx.output_dir,
         downloads=ctx.downloads,
         max_download_bytes=ctx.max_download_bytes,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -40,7 +41,7 @@ def _drivers(client: Any, ctx: DriverContext) -> Iterable[JobDriver]:
         yield MuzaicDriver(
             client,
             operation,
-            output_dir=ctx.output_dir,
+            outputs=ctx.outputs or ctx.output_dir,
             downloads=ctx.downloads,
             max_download_bytes=ctx.max_download_bytes,
             usd_per_token=settings.usd_per_token,
@@ -56,9 +57,17 @@ async def _health(client: Any) -> str:
 
 def _emulator(now: Callable[[], float], job_seconds: float | None, state_dir: Path | None = None) -> Emulated:
     from mediamux.sandbox import Emulated
-    from mediamux.sandbox.muzaic import MuzaicEmulator
+    from mediamux.sandbox.muzaic import MODELED_SECONDS_PER_AUDIO_SECOND, MuzaicEmulator
 
-    emulator = MuzaicEmulator(now=now, master_key=SANDBOX_KEY, state_dir=state_dir)
+    # MEDIAMUX_SANDBOX_SLOW_RENDERS: renders take as long as Muzaic's (about 6 s a minute of audio), to
+    # try timeouts, cancellation and restarts with a render in flight; instant otherwise.
+    slow = os.environ.get("MEDIAMUX_SANDBOX_SLOW_RENDERS", "").strip().lower() in ("1", "true", "yes", "on")
+    emulator = MuzaicEmulator(
+        now=now,
+        master_key=SANDBOX_KEY,
+        state_dir=state_dir,
+        generation_seconds_per_audio_second=MODELED_SECONDS_PER_AUDIO_SECOND if slow else 0.0,
+    )
 
     def bind(urls: Mapping[str, str]) -> None:
         emulator.base_url = urls["muzaic"]

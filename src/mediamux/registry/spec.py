@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     import httpx2
 
+    from mediamux.files.store import OutputStore
     from mediamux.jobs.engine import JobDriver
     from mediamux.providers.transport import Transport
     from mediamux.sandbox import Emulated
@@ -82,6 +83,8 @@ class DriverContext:
     downloads: httpx2.AsyncClient
     max_download_bytes: int
     settings: ProviderSettings
+    # Where finished outputs are saved (the output folder, or S3-compatible storage); None: output_dir.
+    outputs: OutputStore | None = None
 
 
 class EmulatorFactory(Protocol):

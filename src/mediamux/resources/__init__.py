@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
@@ -17,7 +15,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mediamux.context import Services, services
 from mediamux.errors import InputError
-from mediamux.files import OUTPUTS_PREFIX, FileAccessError, open_output
+from mediamux.files import OUTPUTS_PREFIX, FileAccessError, OutputNotFound, OutputStoreError, OutputTooLarge
 from mediamux.jobs.costs import caller_costs
 from mediamux.jobs.engine import JobNotFound
 from mediamux.principals import LOCAL, current_principal
@@ -41,7 +39,8 @@ JOB_FIELDS = {
     "completed_at",
     "note",
 }
-# Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path.
+# Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path,
+# or (S3 storage) fetched through the presigned link the error gives.
 MAX_INLINE_OUTPUT_BYTES = 768 * 1024
 
 
@@ -137,12 +136,12 @@ def register_resources(server: MCPServer[Any]) -> None:
         name="output",
         title="Saved output",
         mime_type="application/octet-stream",
-        description="A generated file saved in the output folder (served with its own media type)",
+        description="A generated file saved in the output folder or storage (served with its own media type)",
     )
-    def output(name: str) -> bytes:
+    async def output(name: str) -> bytes:
         # Served by MediamuxServer.read_resource with the file's real media type; this registration
         # makes the template discoverable.
-        return _read_output(services(), name)[0]
+        return (await _read_output(services(), name))[0]
 
 
 def listing_page(
@@ -165,32 +164,24 @@ def cursor_guard(read: Callable[[], T]) -> T:
         raise ResourceNotFoundError(exc.message) from None
 
 
-def _read_output(s: Services, name: str) -> tuple[bytes, str]:
-    # Size and bytes both come from the one descriptor open_output checked: a second lookup by
-    # name could meet a link swapped in meanwhile.
+async def _read_output(s: Services, name: str) -> tuple[bytes, str]:
     try:
-        handle = open_output(s.files.output_dir, name)
-    except FileAccessError as exc:
+        data = await s.files.outputs.read(name, limit=MAX_INLINE_OUTPUT_BYTES)
+    except (OutputNotFound, FileAccessError) as exc:
         raise ResourceNotFoundError(str(exc)) from None
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > MAX_INLINE_OUTPUT_BYTES:
-            raise ResourceError(
-                f"{name} is {size} bytes, too large to send inline (limit {MAX_INLINE_OUTPUT_BYTES}); "
-                f"open {Path(s.files.output_dir, name)}"
-            )
-        data = handle.read(MAX_INLINE_OUTPUT_BYTES + 1)
-    if len(data) > MAX_INLINE_OUTPUT_BYTES:
-        raise ResourceError(f"{name} grew past {MAX_INLINE_OUTPUT_BYTES} bytes while it was being read")
+    except (OutputTooLarge, OutputStoreError) as exc:
+        raise ResourceError(exc.message) from None
     mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return data, mime
 
 
-def read_output(s: Services, uri: str) -> tuple[bytes, str]:
-    # A saved output belongs to whoever's jobs saved it; to anyone else it does not exist. Files no
-    # job names (saved before sign-in existed, or by a tool that is not a job) are the local user's.
+async def read_output(s: Services, uri: str) -> tuple[bytes, str]:
+    """A saved output's bytes and media type, from whichever store this server saves to.
+
+    A saved output belongs to whoever's jobs saved it; to anyone else it does not exist. Files no job
+    names (saved before sign-in existed, or by a tool that is not a job) are the local user's."""
     owners = s.journal.output_owners(uri)
     principal = current_principal()
     if principal not in owners and (owners or principal != LOCAL):
         raise ResourceNotFoundError(f"no saved output {uri}; the job results you can see list yours")
-    return _read_output(s, uri.removeprefix(OUTPUTS_PREFIX))
+    return await _read_output(s, uri.removeprefix(OUTPUTS_PREFIX))

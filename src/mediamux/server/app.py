@@ -157,7 +157,7 @@ class MediamuxServer(MCPServer[Services]):
                 return await super().read_resource(uri, context)
             svc = services(context)
             if str(uri).startswith(OUTPUTS_PREFIX):
-                data, mime = read_output(svc, str(uri))
+                data, mime = await read_output(svc, str(uri))
                 return [ReadResourceContents(content=data, mime_type=mime)]
             with serving(svc):
                 return await super().read_resource(uri, context)

@@ -141,6 +141,48 @@ class ConnectionProfiles:
             self._prune_at = max(PRUNE_FLOOR, 2 * len(self._sessions))
 
 
+class DrainGate:
+    """While the server drains for a restart, ``/mcp`` answers 503 (Retry-After: 1) to requests that carry no
+    ``Mcp-Session-Id``: every 2026-07-28 request and every 2025-11-25 ``initialize``. Nothing has been done
+    for them, so a load balancer can safely send them to another replica (nginx: ``proxy_next_upstream
+    http_503 non_idempotent``). Requests of a 2025-11-25 session still go to the replica that holds it,
+    where waiting calls return their job ids and new paid calls are refused in the tool's own words."""
+
+    def __init__(self, app: ASGIApp, server: MediamuxServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self.server.services
+        if (
+            scope["type"] == "http"
+            and services is not None
+            and services.engine.draining
+            and not any(name == b"mcp-session-id" for name, _ in scope.get("headers", []))
+        ):
+            body = json.dumps(
+                {
+                    "error": "draining",
+                    "error_description": "this server is restarting; send the request to another replica, or "
+                    "retry in a moment",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"1"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def security_settings(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -167,6 +209,9 @@ def build_http_app(
     mcp_app: ASGIApp = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=False,
+        # 2025-11-25 sessions live in one process: behind a load balancer, either pin them to a replica
+        # by Mcp-Session-Id or serve them stateless (no server-to-client requests mid-call, no GET stream).
+        stateless_http=settings.http_stateless,
         transport_security=security_settings(settings, host, port),
         host=host,
         retry_interval=RETRY_MS,
@@ -180,6 +225,7 @@ def build_http_app(
         (server.mediamux_settings or settings).enabled_toolsets(),
         lambda: getattr(server.session_manager, "_server_instances", None),
     )
+    mcp_app = DrainGate(mcp_app, server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -189,9 +235,17 @@ def build_http_app(
             yield
 
     async def healthz(request: Request) -> JSONResponse:
-        body: dict[str, Any] = {"status": "ok", "version": __version__}
-        body["ready"] = server.services is not None
-        return JSONResponse(body)
+        # A readiness probe: 503 while starting, and while draining for a restart (SIGTERM), so a load
+        # balancer sends new requests elsewhere while this replica finishes what it started.
+        draining = server.services is not None and server.services.engine.draining
+        ready = server.services is not None and not draining
+        body: dict[str, Any] = {
+            "status": "draining" if draining else "ok" if ready else "starting",
+            "version": __version__,
+            "ready": ready,
+            "draining": draining,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     signin = signin if signin is not None else sign_in(settings)
     routes: list[Any] = [Route("/healthz", healthz)]

@@ -14,7 +14,7 @@ from mediamux import __version__, registry
 from mediamux.clock import Clock, SystemClock
 from mediamux.config import Settings
 from mediamux.context import Clients, Files, Services, Watcher
-from mediamux.files import parse_allowed_dirs, prepare_output_dir
+from mediamux.files import open_output_store, parse_allowed_dirs, prepare_output_dir
 from mediamux.jobs.backend import open_journal
 from mediamux.jobs.engine import JobEngine
 from mediamux.principals import LOCAL, load_principals
@@ -61,6 +61,7 @@ async def open_services(
     clock = clock or SystemClock()
     output_dir = prepare_output_dir(settings.output_dir)
     allowed = parse_allowed_dirs(settings.allowed_dirs, output_dir=output_dir)
+    outputs = open_output_store(settings, output_dir)
     journal = open_journal(settings)
     principals = load_principals(settings.principals_file)
 
@@ -91,6 +92,7 @@ async def open_services(
             protected=[settings.home],
             downloads=downloads,
             max_download_bytes=settings.max_download_mb * 1024 * 1024,
+            outputs=outputs,
         )
         clients: dict[str, Any] = {}
         for spec in registry.PROVIDERS.values():
@@ -111,6 +113,7 @@ async def open_services(
                 downloads=downloads,
                 max_download_bytes=files.max_download_bytes,
                 settings=settings.provider(spec.id),
+                outputs=outputs,
             )
             for driver in spec.drivers(client, context):
                 engine.register(driver)

@@ -123,20 +123,20 @@ def instructions(
         more = f" or {rest} more folders" if rest else ""
         lines.append(
             f"Files: paths must be inside {', '.join(shown)}{more} (relative to the first) or the output "
-            f"folder {output_dir}, where results are saved."
+            f"folder {output_dir}."
         )
     else:
-        lines.append(f"Files: paths must be inside the output folder {output_dir}, where results are saved.")
+        lines.append(f"Files: paths must be inside the output folder {output_dir}.")
     lines.append(
         "Past wait_s seconds (0–600, default 45) a job tool returns "
-        "status 'running' and a job_id; jobs_wait with it resumes the job, even after a restart, "
+        "status 'running' and a job_id; jobs_wait resumes it, even after a restart, "
         "without paying again. Lists page: pass next_cursor back as cursor."
     )
     if read_only:
         lines.append("Read-only: tools that spend, create or delete are not offered.")
     else:
         lines.append(
-            f"Paid tools say so and report the cost; an identical paid call within {dedup_window_s:g} s "
+            f"Paid tools report their cost; an identical paid call within {dedup_window_s:g} s "
             "reuses the earlier job unless new_job is true."
         )
     return "\n".join(lines)

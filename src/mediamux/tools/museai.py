@@ -871,6 +871,7 @@ async def museai_auto_subtitles(
         output_dir=svc.files.output_dir,
         clock=svc.clock,
         max_download_bytes=svc.files.max_download_bytes,
+        outputs=svc.files.outputs,
     )
     view = await workflow.run(svid, name=name, wait_s=wait_s, progress=progress_of(ctx))
     if view.status == "running":
