@@ -47,6 +47,31 @@ class Job:
     returned: float | None = None  # time.monotonic() when the tool call came back
     request_id: str | None = None
     status: str | None = None
+    job_id: str | None = None  # mediamux's id, where the result came from jobs_wait
+
+
+@dataclass
+class Outcomes:
+    """What the emulator's records say of the completed jobs: each one's lag and upstream polls."""
+
+    lags: list[float]  # result back at the client − (creation on the emulator + job duration), s
+    polls: list[int]  # GET …/result requests the emulator answered for the job
+    created: list[float]  # creation on the emulator, time.monotonic()
+
+    @staticmethod
+    def of(emulator: MuapiEmulator, jobs: list[Job]) -> Outcomes:
+        """The emulator runs in the bench process, so its creation times share the client's clock."""
+        found = Outcomes([], [], [])
+        for job in jobs:
+            record = emulator.jobs.get(job.request_id or "")
+            if job.status != "completed" or record is None or job.returned is None:
+                continue
+            found.lags.append(job.returned - (record.created_mono + record.duration_s))
+            found.polls.append(emulator.polls.get(record.id, 0))
+            found.created.append(record.created_mono)
+        if not found.lags:
+            raise RuntimeError(f"no job completed: {[j.status for j in jobs][:5]}")
+        return found
 
 
 def schedule(job_seconds: float) -> tuple[float, int]:
@@ -106,18 +131,8 @@ async def run(cfg: Config) -> Section:
     finally:
         emulator.close()
 
-    lags: list[float] = []
-    polls: list[int] = []
-    created: list[float] = []
-    for job in jobs:
-        record = emulator.jobs.get(job.request_id or "")
-        if job.status != "completed" or record is None or job.returned is None:
-            continue
-        lags.append(job.returned - (record.created_mono + record.duration_s))
-        polls.append(emulator.polls.get(record.id, 0))
-        created.append(record.created_mono)
-    if not lags:
-        raise RuntimeError(f"no job completed: {[j.status for j in jobs][:5]}")
+    found = Outcomes.of(emulator, jobs)
+    lags, polls, created = found.lags, found.polls, found.created
     ideal_lag, ideal_polls = schedule(cfg.job_seconds)
     label = f"engine schedule, 1 job alone ({ideal_lag:.2f} s lag, {ideal_polls} polls)"
     bench = f"Concurrency ({cfg.jobs} × {cfg.job_seconds:g} s jobs, HTTP)"
