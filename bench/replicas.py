@@ -67,7 +67,7 @@ JOBS = {True: 200, False: 2000}
 SUBMITTERS = 100  # muapi_generate calls in flight at once (each returns at once: wait_s 0)
 FULL_JOB_S = 120.0
 WAIT_S = 300.0  # each jobs_wait (a job still running after it is waited for again)
-RUN_TIMEOUT_S = {True: 90.0, False: 480.0}  # one side's whole run, submissions to the last result
+RUN_TIMEOUT_S = {True: 90.0, False: 520.0}  # one side's whole run, submissions to the last result
 SNAPSHOT_TIMEOUT_S = 10.0
 ACTIVE = ("queued", "running")
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,7 @@ class Side:
     server_cpu_s: float  # the mediamux processes
     db_cpu_s: float  # the PostgreSQL cluster (0 for SQLite: it runs inside the server)
     bench_cpu_s: float  # this process: the client and the emulator
+    errors: list[str]  # tool calls that answered with an error
 
     @property
     def polls(self) -> int:
@@ -138,11 +139,15 @@ def _pythonpath() -> str:
 # -- the client ---------------------------------------------------------------------------------
 
 
-async def _drive(submit_to: Sequence[Client], wait_on: Sequence[Client], jobs: list[Job], run_id: str) -> int:
+async def _drive(
+    submit_to: Sequence[Client], wait_on: Sequence[Client], jobs: list[Job], run_id: str
+) -> tuple[int, list[str]]:
     """Submit every job (at most SUBMITTERS at once), then wait for each until it ends; returns how
-    many jobs_wait calls that took."""
+    many jobs_wait calls that took, and the errors tool calls answered with (their jobs are left out
+    of the lag and poll figures, and counted in the notes)."""
     submitting = anyio.Semaphore(SUBMITTERS)
     waits = 0
+    errors: list[str] = []
 
     async def one(job: Job) -> None:
         nonlocal waits
@@ -152,22 +157,27 @@ async def _drive(submit_to: Sequence[Client], wait_on: Sequence[Client], jobs: l
             "wait_s": 0,
             "save_outputs": False,
         }
-        async with submitting:
-            client = submit_to[job.index % len(submit_to)]
-            data = check_result(await client.call_tool("muapi_generate", arguments), "muapi_generate")
-        job.job_id, job.request_id = data["job_id"], data.get("provider_job_id")
-        waiter = wait_on[(job.index // 2) % len(wait_on)]
-        while data.get("status") in ACTIVE:
-            waits += 1
-            data = check_result(
-                await waiter.call_tool("jobs_wait", {"job_id": job.job_id, "wait_s": WAIT_S}), "jobs_wait"
-            )
+        try:
+            async with submitting:
+                client = submit_to[job.index % len(submit_to)]
+                data = check_result(await client.call_tool("muapi_generate", arguments), "muapi_generate")
+            job.job_id, job.request_id = data["job_id"], data.get("provider_job_id")
+            waiter = wait_on[(job.index // 2) % len(wait_on)]
+            while data.get("status") in ACTIVE:
+                waits += 1
+                data = check_result(
+                    await waiter.call_tool("jobs_wait", {"job_id": job.job_id, "wait_s": WAIT_S}), "jobs_wait"
+                )
+        except RuntimeError as exc:  # the tool's own error result
+            errors.append(str(exc))
+            job.status = "error"
+            return
         job.returned, job.status = time.monotonic(), data.get("status")
 
     async with anyio.create_task_group() as tg:
         for job in jobs:
             tg.start_soon(one, job)
-    return waits
+    return waits, errors
 
 
 @asynccontextmanager
@@ -198,21 +208,22 @@ async def _run(
     db_before, (server_before, pg_before), bench_before = await counters(), cpu(), cpu_seconds()
     released = time.monotonic()
     with anyio.fail_after(RUN_TIMEOUT_S[cfg.quick]):
-        waits = await _drive(submit_to, wait_on, jobs, f"{name} {time.time():.0f}")
+        waits, errors = await _drive(submit_to, wait_on, jobs, f"{name} {time.time():.0f}")
     finished = time.monotonic()
     db_after, (server_after, pg_after), bench_after = await counters(), cpu(), cpu_seconds()
     db = {k: db_after.get(k, 0) - db_before.get(k, 0) for k in set(db_before) | set(db_after)}
     return Side(
-        Outcomes.of(emulator, jobs),
-        len(jobs),
-        released,
-        finished,
-        waits,
-        sum(emulator.polls.values()),
-        db,
-        server_after - server_before,
-        pg_after - pg_before,
-        bench_after - bench_before,
+        outcomes=Outcomes.of(emulator, jobs),
+        jobs=len(jobs),
+        released=released,
+        finished=finished,
+        waits=waits,
+        upstream_polls=sum(emulator.polls.values()),
+        db=db,
+        server_cpu_s=server_after - server_before,
+        db_cpu_s=pg_after - pg_before,
+        bench_cpu_s=bench_after - bench_before,
+        errors=errors,
     )
 
 
@@ -390,7 +401,7 @@ def _section(cfg: Config, bench: str, pg: Side, sqlite: Side) -> Section:
         f"most {SUBMITTERS} at once), each followed by `jobs_wait` (`wait_s: {WAIT_S:g}`) until the job ends; on "
         "PostgreSQL job i goes to replica i mod 2 and is waited for on replica ⌊i/2⌋ mod 2. Completed: "
         f"{len(pg.outcomes.lags):,} (PostgreSQL), {len(sqlite.outcomes.lags):,} (SQLite); jobs_wait calls: "
-        f"{pg.waits:,}, {sqlite.waits:,}.",
+        f"{pg.waits:,}, {sqlite.waits:,}.{_errors('PostgreSQL', pg)}{_errors('SQLite', sqlite)}",
         f"Replicas, load: submissions took {_span(pg)} (PostgreSQL) and {_span(sqlite)} (SQLite) from the first to "
         f"the last creation on the emulator; at most {pg.in_flight_peak(job_seconds(cfg)):,} and "
         f"{sqlite.in_flight_peak(job_seconds(cfg)):,} jobs were running upstream at once; the last result came back "
@@ -410,6 +421,12 @@ def _section(cfg: Config, bench: str, pg: Side, sqlite: Side) -> Section:
         f"{pg.bench_cpu_s:.1f} s and {sqlite.bench_cpu_s:.1f} s of CPU over the two runs.",
     ]
     return Section(rows, notes)
+
+
+def _errors(name: str, side: Side) -> str:
+    if not side.errors:
+        return ""
+    return f" {name}: {len(side.errors)} tool call(s) answered with an error, e.g. {side.errors[0][:200]!r}."
 
 
 def _span(side: Side) -> str:
