@@ -210,6 +210,7 @@ async def _run(
     with anyio.fail_after(RUN_TIMEOUT_S[cfg.quick]):
         waits, errors = await _drive(submit_to, wait_on, jobs, f"{name} {time.time():.0f}")
     finished = time.monotonic()
+    print(f"[bench] replicas: {name} side ran {finished - released:.0f} s", file=sys.stderr, flush=True)
     db_after, (server_after, pg_after), bench_after = await counters(), cpu(), cpu_seconds()
     db = {k: db_after.get(k, 0) - db_before.get(k, 0) for k in set(db_before) | set(db_after)}
     return Side(
