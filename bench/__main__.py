@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import cold_start, concurrency, context, journal_cost, latency, results, upload
+from bench import cold_start, concurrency, context, journal_cost, latency, replicas, results, upload
 from bench.common import LOGS, OUT, Config, Row, Section, fmt
 
 BENCHMARKS: dict[str, Callable[[Config], Awaitable[Section]]] = {
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Config], Awaitable[Section]]] = {
     "upload": upload.run,
     "concurrency": concurrency.run,
     "journal": journal_cost.run,
+    "replicas": replicas.run,
 }
 
 # Every benchmark is bounded as a whole too (seconds, by quick), on top of its own per-wait bounds.

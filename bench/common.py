@@ -147,8 +147,9 @@ def mediamux_env(root: Path, **extra: str) -> dict[str, str]:
     )
 
 
-def mediamux_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mediamux", "serve", *args]
+def mediamux_cmd(*args: str, module: str = "mediamux") -> list[str]:
+    """``module``: a launcher that wraps mediamux's CLI (bench.sqlite_count), else mediamux itself."""
+    return [sys.executable, "-m", module, "serve", *args]
 
 
 def free_port() -> int:
@@ -271,15 +272,16 @@ async def mcp_http(
 
 @asynccontextmanager
 async def http_server(
-    root: Path, name: str, *args: str, public: bool = False, **env: str
+    root: Path, name: str, *args: str, public: bool = False, module: str = "mediamux", **env: str
 ) -> AsyncIterator[tuple[str, int]]:
     """``mediamux serve --transport http`` as a subprocess; yields (MCP URL, pid) once /healthz is ready.
-    ``public``: MEDIAMUX_PUBLIC_URL is the server's own loopback URL, so providers' webhooks reach it."""
+    ``public``: MEDIAMUX_PUBLIC_URL is the server's own loopback URL, so providers' webhooks reach it.
+    ``module``: what ``python -m`` starts (a wrapper around mediamux, for counting)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     if public:
         env = {**env, "MEDIAMUX_PUBLIC_URL": base}
-    cmd = mediamux_cmd("--transport", "http", "--port", str(port), *args)
+    cmd = mediamux_cmd("--transport", "http", "--port", str(port), *args, module=module)
     with spawned(
         cmd, env=mediamux_env(root, MEDIAMUX_HTTP_TOKEN=HTTP_TOKEN, **env), log=log_path(name)
     ) as proc:
