@@ -56,6 +56,12 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
+# An idle pooled connection is dropped well before a server would close it (5 s is common, uvicorn's
+# default among them): a paid POST sent on a connection the server is closing at that moment fails
+# with a read error and must be recorded as "may have been sent" (uncertain), never retried.
+KEEPALIVE_S = 2.0
+
+
 class Retry(enum.Enum):
     ALWAYS = "always"
     IF_NOT_SENT = "if_not_sent"
@@ -165,6 +171,9 @@ class Transport:
         self._owns_client = client is None
         self._client = client or httpx2.AsyncClient(
             timeout=timeout or httpx2.Timeout(30.0, connect=10.0, write=120.0),
+            limits=httpx2.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_S
+            ),
             follow_redirects=False,
             trust_env=False,
             headers={"User-Agent": user_agent},

@@ -161,3 +161,25 @@ async def test_a_raw_file_body_streams_the_file_with_its_type_and_length(tmp_pat
     assert progress[-1] == (len(data), len(data)) and len(progress) == 7
     with pytest.raises(ValueError, match="chunk_size"):
         raw_file_upload(tmp_path / "clip.mp4", [tmp_path], chunk_size=0)
+
+
+async def test_idle_connections_are_dropped_before_the_server_would_close_them() -> None:
+    """A paid POST on a pooled connection the server is closing fails mid-flight and becomes
+    "uncertain" (2,000-job bench: 3 such submissions); the pool lets connections go first."""
+    import uvicorn
+
+    from mediamux.providers.transport import KEEPALIVE_S
+
+    own = Transport(
+        provider="mixpeek",
+        base_url=BASE,
+        hints=ProviderHints(title="Mixpeek", key_env="MIXPEEK_API_KEY"),
+        auth_header="Authorization",
+        api_key=SecretStr(KEY),
+    )
+    try:
+        pool = own.client._transport._pool  # type: ignore[attr-defined]
+        # uvicorn (the emulators' server, and a common production one) closes idle connections after 5 s.
+        assert pool._keepalive_expiry == KEEPALIVE_S < uvicorn.Config(app=None).timeout_keep_alive
+    finally:
+        await own.aclose()
