@@ -38,34 +38,10 @@ rm -rf "$RESULTS"
 mkdir -p "$LOGS"
 started=$SECONDS
 
-die() { # die MESSAGE: explain, print the closing line CI reads, stop
-  echo "conformance: $1" >&2
-  echo "conformance: 0 passed, 1 failed, 0 expected, 0 not scored"
-  exit 1
-}
-
-# step NAME CMD...: run CMD (bounded), log to LOGS/NAME.log; on failure show the log's tail and stop.
-step() {
-  local name=$1 t0=$SECONDS rc=0
-  shift
-  timeout "$STEP_TIMEOUT_S" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    tail -n 40 "$LOGS/$name.log" >&2
-    die "$name FAILED (exit $rc$([ "$rc" -eq 124 ] && echo ", timed out after ${STEP_TIMEOUT_S}s")); the lines above end $LOGS/$name.log"
-  fi
-  echo "conformance: $name ok ($((SECONDS - t0)) s)"
-}
-
-# fresh FOLDER SPEC: true when FOLDER must be (re)installed for SPEC (the marker scripts/interop.sh uses too).
-fresh() {
-  local folder=$1 spec=$2
-  if [ -z "${CONFORMANCE_REINSTALL:-}" ] && [ -f "$folder/.interop-spec" ] && [ "$(cat "$folder/.interop-spec")" = "$spec" ]; then
-    return 1
-  fi
-  rm -rf "$folder"
-  mkdir -p "$folder"
-  return 0
-}
+STEP_LABEL=conformance
+STEP_FAILED="0 passed, 1 failed, 0 expected, 0 not scored"
+STEP_REINSTALL="${CONFORMANCE_REINSTALL:-}"
+source "$ROOT/scripts/_steps.sh"
 
 # -- installs -------------------------------------------------------------------------------------
 
