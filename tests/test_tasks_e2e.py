@@ -81,6 +81,9 @@ def assert_completed_image(task: dict[str, Any]) -> None:
     assert result.get("isError") is not True
     saved = result["structuredContent"]["result"]["saved"]
     assert saved and Path(saved[0]["path"]).stat().st_size == saved[0]["size_bytes"] > 0
+    # The inline result names the server as the call's own 2026 result would (hosts such as the MCP
+    # Inspector hand it on as the tool result).
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mediamux", result.get("_meta")
 
 
 # -- stdio ------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from mcp_types import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
+    SERVER_INFO_META_KEY,
     CallToolRequestParams,
     RequestParams,
     SubscriptionFilter,
@@ -140,6 +141,8 @@ class TasksExtension(Extension):
         self.job_tools = frozenset(job_tools)
         self.required = frozenset(required) & self.job_tools
         self.sync_s = sync_s
+        # The server's 2026 identity stamp, once installed on a server (see install).
+        self._server_info: Callable[[], Any] | None = None
         self._engine_of = engine_of
         # Legacy sessions that created a task hear its status changes.
         self._legacy: dict[str, list[tuple[Any, Any]]] = {}
@@ -151,6 +154,7 @@ class TasksExtension(Extension):
     def install(self, server: MCPServer[Any], bus: SubscriptionBus) -> None:
         """Add the legacy middleware, and the taskIds filter to ``subscriptions/listen``."""
         server.middleware.append(self.legacy_middleware)
+        self._server_info = lambda: server._lowlevel_server.server_info_stamp
         # MCPServer registers the SDK's listen handler; it knows no taskIds, so listens that name
         # some are served here and the rest are handed to it unchanged. The SDK offers no public
         # way to extend it (Notifier uses the same lowlevel API for resources/subscribe).
@@ -222,7 +226,15 @@ class TasksExtension(Extension):
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         state = self._task(ctx, params.task_id)
         if ctx.protocol_version in MODERN:
-            return {"resultType": "complete", **state.modern()}
+            task = state.modern()
+            inline = task.get("result")
+            if isinstance(inline, dict) and self._server_info is not None:
+                # The result a call made as a task ends with names the server, as the same call's own
+                # 2026 result would: hosts (the MCP Inspector among them) hand it on as that result.
+                meta = dict(inline.get("_meta") or {})
+                meta.setdefault(SERVER_INFO_META_KEY, self._server_info())
+                task["result"] = {**inline, "_meta": meta}
+            return {"resultType": "complete", **task}
         return state.legacy()
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
