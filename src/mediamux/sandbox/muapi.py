@@ -75,8 +75,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,7 +91,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.common import Refusal, base_name, public_origin
+from mediamux.sandbox.common import Refusal, WebhookSender, base_name, public_origin
 from mediamux.sandbox.fastapi_errors import detail, http_error, json_body, unprocessable
 from mediamux.sandbox.faults import (
     ASGIApp,
@@ -776,7 +775,7 @@ def safe_filename(name: str | None, default: str = "upload.bin") -> str:
     return cleaned[:120] or default
 
 
-class MuapiEmulator:
+class MuapiEmulator(WebhookSender):
     def __init__(
         self,
         *,
@@ -800,7 +799,7 @@ class MuapiEmulator:
         self.webhooks_sent: list[dict[str, Any]] = []
         self.upload_limits: dict[str, int] = {"video": 50 * MB, "other": 10 * MB}
         self.faults = FaultPlan()
-        self._webhook_client = webhook_client
+        self.webhook_client = webhook_client
         self._jobs: dict[str, Job] = {}
         self._keys: dict[int, ApiKey] = {}
         self._next_key_id = 1
@@ -853,8 +852,8 @@ class MuapiEmulator:
         for job in due:
             job.webhook_sent = True
             self._save_job(job)
-        if self._webhook_client is not None:
-            await self._post_webhooks(self._webhook_client, due)
+        if self.webhook_client is not None:
+            await self._post_webhooks(self.webhook_client, due)
         else:
             async with httpx2.AsyncClient(timeout=5.0) as client:
                 await self._post_webhooks(client, due)
@@ -1011,34 +1010,6 @@ class MuapiEmulator:
             if job.trigger not in ("stuck", "weird"):
                 soonest = min(soonest, job.created_mono + job.duration_s - now)
         return max(WEBHOOK_MIN_NAP_SECONDS, soonest)
-
-    async def _webhook_loop(self) -> None:
-        # POSTed as the job finishes (the documents' "on completion"), not at the next sweep.
-        while True:
-            try:
-                await self.deliver_due_webhooks()
-            except Exception:  # pragma: no cover - defensive; deliver_due_webhooks swallows delivery errors
-                logger.exception("webhook sweep failed")
-            await anyio.sleep(self._next_webhook_in())
-
-    @asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # One client for the app's lifetime: making one per delivery (its TLS context) took longer
-        # than the delivery itself.
-        own = self._webhook_client is None
-        if own:
-            self._webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._webhook_loop)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            if own and self._webhook_client is not None:
-                await self._webhook_client.aclose()
-                self._webhook_client = None
 
     def _build_app(self) -> Starlette:
         p = API_PREFIX

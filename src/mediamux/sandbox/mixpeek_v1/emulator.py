@@ -9,8 +9,7 @@ import secrets
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mediamux.sandbox.common import Refusal, base_name, public_origin
+from mediamux.sandbox.common import Refusal, WebhookSender, base_name, public_origin
 from mediamux.sandbox.faults import ASGIApp, FaultMiddleware, FaultPlan, Receive, RequestLog, Scope, Send
 from mediamux.sandbox.media import color_for, mp4_duration, png_bytes
 from mediamux.sandbox.mixpeek import unreachable_reason
@@ -91,7 +90,7 @@ WEBHOOK_CONCURRENCY = 32
 logger = logging.getLogger(__name__)
 
 
-class MixpeekV1Emulator:
+class MixpeekV1Emulator(WebhookSender):
     def __init__(
         self,
         *,
@@ -202,32 +201,6 @@ class MixpeekV1Emulator:
             stages = 2 if batch.failure is not None else 3
             soonest = min(soonest, batch.submitted + stages * max(0.0, batch.stage_seconds) - t)
         return max(WEBHOOK_MIN_NAP_S, soonest)
-
-    async def _webhook_loop(self) -> None:
-        while True:
-            try:
-                await self.deliver_due_webhooks()
-            except Exception:  # pragma: no cover - defensive; deliveries swallow their own errors
-                logger.exception("webhook sweep failed")
-            await anyio.sleep(self._next_webhook_in())
-
-    @asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # One client for the app's lifetime: making one per delivery costs more than the delivery.
-        own = self.webhook_client is None
-        if own:
-            self.webhook_client = httpx2.AsyncClient(timeout=5.0, trust_env=False)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._webhook_loop)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            if own and self.webhook_client is not None:
-                await self.webhook_client.aclose()
-                self.webhook_client = None
 
     def task_status(self, task_id: str) -> str:
         task = self.tasks[task_id]
