@@ -5,6 +5,7 @@ A real JobEngine on a real SQLite journal, a scripted driver, the FakeClock; no 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,12 @@ async def test_a_follower_drives_the_job_to_its_end_and_announces_each_change_on
     )
     assert seen[-1].status == "completed"
     assert [s.status for s in seen].count("completed") == 1
-    assert all(s.status == "working" for s in seen[:-1]) and seen[0].message.startswith("Scripted: ")
+    assert all(s.status == "working" for s in seen[:-1])
+    # Each announcement carries the job's latest progress line, and only a change is announced. Which
+    # line comes first depends on how far the job got before the follower's first look (under a loaded
+    # CI machine it can already be "saving its outputs"), so the first is not pinned.
+    working = [s.message for s in seen[:-1]]
+    assert all(working) and all(a != b for a, b in itertools.pairwise(working))
     assert len(scripted.started) == 1
 
 
