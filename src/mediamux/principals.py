@@ -9,7 +9,6 @@ duplicate guard, outputs, the ledger, budgets) asks here. Stdio, token-less loop
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +84,8 @@ def load_principals(path: Path | None) -> Principals:
 
     A section without a token only sets that principal's budget (an OAuth subject, for example).
     """
+    import tomllib
+
     if path is None:
         return Principals()
     where = f"MEDIAMUX_PRINCIPALS_FILE ({path})"

@@ -25,8 +25,7 @@ from typing import Annotated, Any, Final, get_args, get_origin
 from mcp.server.apps import Apps, ResourceCsp
 
 from mediamux import __version__
-from mediamux.jobs.models import JobResult
-from mediamux.resources import MAX_INLINE_OUTPUT_BYTES
+from mediamux.files.outputs import MAX_INLINE_OUTPUT_BYTES
 
 VIEWER_URI: Final = "ui://mediamux/job-viewer.html"
 
@@ -104,6 +103,9 @@ def extension() -> Apps:
 
 def returns_job(fn: Callable[..., Any]) -> bool:
     """Whether a tool's declared output is a job (``Annotated[CallToolResult, JobResult[...]]``)."""
+    # Imported here: the extension is made before a stdio server's first answer, the tools after it.
+    from mediamux.jobs.models import JobResult
+
     annotation = inspect.signature(fn, eval_str=True).return_annotation
     if get_origin(annotation) is not Annotated:
         return False

@@ -27,6 +27,9 @@ logger = logging.getLogger("mediamux.files")
 
 # NAME_MAX on every filesystem we run on; a longer name can only fail deeper down, less clearly.
 OUTPUT_NAME_MAX_BYTES: Final = 255
+# Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path,
+# or (S3 storage) fetched through the presigned link the error gives.
+MAX_INLINE_OUTPUT_BYTES: Final = 768 * 1024
 # A temp file this old belongs to a process that is gone: downloads give up after ``max_seconds``
 # (600 by default), so an hour leaves room for a slower configuration without touching live work.
 STALE_TEMP_AGE_S: Final = 3600.0

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
 
-from mediamux.clock import Clock
-from mediamux.jobs.models import JobRecord
-from mediamux.providers.cost import Cost
-
+# Annotations only: `mediamux serve` opens the journal to check it before its first answer, without
+# the job models.
 if TYPE_CHECKING:
+    from mediamux.clock import Clock
     from mediamux.config import Settings
+    from mediamux.jobs.models import JobRecord
+    from mediamux.providers.cost import Cost
 
 
 @runtime_checkable

@@ -16,12 +16,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mediamux.errors import MediamuxError
-from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
 from mediamux.principals import LOCAL
-from mediamux.providers.cost import Cost
+
+# The job models load with the first row read or written, not with the journal: `mediamux serve`
+# opens the journal to check it before its first answer, and loads nothing else of the engine then.
+if TYPE_CHECKING:
+    from mediamux.jobs.models import JobRecord
+    from mediamux.providers.cost import Cost
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -354,6 +358,8 @@ class Journal:
         (another process, or a waiter that read the row before it finished). ``charge``: its ledger
         entry too, in the same transaction, so the budget never sees the reservation gone and the
         charge not yet there."""
+        from mediamux.jobs.models import TERMINAL_STATUSES
+
         with self._write() as db:
             row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
@@ -390,6 +396,8 @@ class Journal:
         principal: str | None = None,
     ) -> list[JobRecord]:
         """Newest first; ``principal`` None lists everybody's (the operator's view)."""
+        from mediamux.jobs.models import ACTIVE_STATUSES
+
         clauses, params = [], []
         if principal is not None:
             clauses.append("principal = ?")
@@ -708,6 +716,9 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
+    from mediamux.jobs.models import JobError, JobRecord
+    from mediamux.providers.cost import Cost
+
     return JobRecord(
         job_id=row["job_id"],
         provider=row["provider"],

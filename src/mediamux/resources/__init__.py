@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mediamux.context import Services, services
 from mediamux.errors import InputError
 from mediamux.files import OUTPUTS_PREFIX, FileAccessError, OutputNotFound, OutputStoreError, OutputTooLarge
+from mediamux.files.outputs import MAX_INLINE_OUTPUT_BYTES
 from mediamux.jobs.costs import caller_costs
 from mediamux.jobs.engine import JobNotFound
 from mediamux.principals import LOCAL, current_principal
@@ -39,9 +40,6 @@ JOB_FIELDS = {
     "completed_at",
     "note",
 }
-# Hosts accept results of about 1 MiB and base64 adds a third; bigger outputs are read from disk by path,
-# or (S3 storage) fetched through the presigned link the error gives.
-MAX_INLINE_OUTPUT_BYTES = 768 * 1024
 
 
 def client(provider: str, kind: type[T]) -> T:

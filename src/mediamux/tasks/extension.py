@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp import MCPError
@@ -56,9 +57,13 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
-from mediamux.jobs.engine import SYNC_WINDOW_S, JobEngine
 from mediamux.principals import current_principal
-from mediamux.tasks.board import Render, TaskBoard, TaskBusy, TaskNotFound, TaskState
+
+# The extension is made before a stdio server's first answer; the board and the job engine it drives
+# are imported when a task is first touched, after that answer.
+if TYPE_CHECKING:
+    from mediamux.jobs.engine import JobEngine
+    from mediamux.tasks.board import Render, TaskBoard, TaskState
 
 logger = logging.getLogger("mediamux.tasks")
 
@@ -70,7 +75,7 @@ IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 LIST_PAGE = 50
 MAX_LISTED_TASK_IDS = 100
 
-EngineOf = Callable[[Any], JobEngine]
+EngineOf = Callable[[Any], "JobEngine"]
 
 
 class TaskIdParams(RequestParams):
@@ -137,7 +142,7 @@ class TasksExtension(Extension):
         sync_s: float = 1.5,
         required: Collection[str] = (),
     ) -> None:
-        self.board = TaskBoard(render)
+        self._render = render
         self.job_tools = frozenset(job_tools)
         self.required = frozenset(required) & self.job_tools
         self.sync_s = sync_s
@@ -147,7 +152,14 @@ class TasksExtension(Extension):
         # Legacy sessions that created a task hear its status changes.
         self._legacy: dict[str, list[tuple[Any, Any]]] = {}
         self._legacy_status: dict[str, str] = {}
-        self.board.watch(self._tell_legacy)
+
+    @functools.cached_property
+    def board(self) -> TaskBoard:
+        from mediamux.tasks.board import TaskBoard
+
+        board = TaskBoard(self._render)
+        board.watch(self._tell_legacy)
+        return board
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -201,6 +213,8 @@ class TasksExtension(Extension):
         return {"resultType": "task", **state.modern(detailed=False)}
 
     async def _within_window(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
+        from mediamux.jobs.engine import SYNC_WINDOW_S
+
         token = SYNC_WINDOW_S.set(self.sync_s)
         try:
             return await call_next(ctx)
@@ -211,6 +225,8 @@ class TasksExtension(Extension):
 
     def _task(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskState:
         """The task, checked for the era's rules, and followed while it runs."""
+        from mediamux.tasks.board import TaskNotFound
+
         if ctx.protocol_version in MODERN:
             require_client_extension(ctx, TASKS)
             check_routing_header(ctx, task_id)
@@ -244,6 +260,8 @@ class TasksExtension(Extension):
         return {"resultType": "complete"}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
+        from mediamux.tasks.board import TaskBusy
+
         state = self._task(ctx, params.task_id)
         engine = self.engine(ctx)
         modern = ctx.protocol_version in MODERN
@@ -409,6 +427,8 @@ class TaskListen:
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
     ) -> SubscriptionsListenResult:
+        from mediamux.tasks.board import TaskNotFound, TaskState
+
         asked = (params.notifications.model_extra or {}).get("taskIds")
         if asked is None:
             result: SubscriptionsListenResult = await self._inner(ctx, params)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Icon
 
-from mediamux.tools.base import ToolSpec
 from mediamux.tools.schemas import compact_input_schema, compact_output_schema
+
+# The server's icon and instructions are read before its first answer, without the toolsets' models.
+if TYPE_CHECKING:
+    from mediamux.tools.base import ToolSpec
 
 # Claude Code reads this key in a tool's _meta and keeps that tool's definition loaded while it
 # defers the rest behind tool search. No other host documents a server-side key for this: the
