@@ -55,7 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"mediamux: {problem}", file=sys.stderr)
         return 2
-    server = build_server(settings)
+    # Over stdio a host spawns the server and waits for its tool list: answer it first, open the rest
+    # after (mediamux.server.startup says why HTTP does not).
+    server = build_server(settings, lazy=args.transport == "stdio")
     if args.transport == "stdio":
         anyio.run(server.run_stdio_async)
         return 0

@@ -2,49 +2,59 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp import MCPError
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool, ToolManager
+from mcp.server.request_state import RequestStateBoundary
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp.shared.uri_template import UriTemplate
-from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    CompleteRequestParams,
+    GetPromptResult,
+    InputRequiredResult,
+)
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mediamux import __version__, registry
 from mediamux.apps import viewer
-from mediamux.clock import Clock
 from mediamux.config import JOBS_TOOLSET, Settings, toolset_ids
 from mediamux.context import Services, services, serving
-from mediamux.files import FileAccessError, parse_allowed_dirs
+from mediamux.files import OUTPUTS_PREFIX, FileAccessError, parse_allowed_dirs
 from mediamux.files.confinement import logger as files_logger
 from mediamux.principals import SPEND_SCOPE, can_spend
-from mediamux.providers.transport import RetryConfig
-from mediamux.resources import OUTPUTS_PREFIX, read_output, register_resources
 from mediamux.server import (
     client_logs,
-    completions,
     identity,  # noqa: F401 - installs the reader of the signed-in principal
     profiles,
+    startup,
 )
 from mediamux.server.notify import Notifier
-from mediamux.server.prompts import prompt_argument_error, register_prompts
 from mediamux.server.refusals import invalid_params
-from mediamux.server.services import open_services, sandbox_settings
 from mediamux.server.state_keys import install as install_state_refusals
 from mediamux.server.state_keys import request_state_security
 from mediamux.tasks import TasksExtension
-from mediamux.tools import arguments as argument_errors
 from mediamux.tools import catalog
-from mediamux.tools.base import Toolset, error_result, job_result
+
+# A stdio server answers its first tools/list having imported only what that answer takes
+# (mediamux.server.startup; tests/test_startup.py pins it): the toolsets, provider clients, journal,
+# engine and emulators are imported where they are used, after that answer.
+if TYPE_CHECKING:
+    from mediamux.clock import Clock
+    from mediamux.jobs.models import JobResult
+    from mediamux.providers.transport import RetryConfig
+    from mediamux.tools.base import Toolset
 
 logger = logging.getLogger("mediamux.server")
 
@@ -57,15 +67,19 @@ def toolset(toolset_id: str) -> Toolset:
     return registry.get(toolset_id).toolset()
 
 
-def server_instructions(settings: Settings) -> str:
-    """The server's instructions for this configuration: enabled toolsets, readable folders, jobs."""
+def server_instructions(settings: Settings, descriptions: Mapping[str, str] | None = None) -> str:
+    """The server's instructions for this configuration: enabled toolsets, readable folders, jobs.
+    ``descriptions`` (toolset -> what it does, from a kept catalog) spares importing the toolsets."""
     try:
         with _quiet(files_logger):  # the services say why a folder is left out, once, when they open
             folders = list(parse_allowed_dirs(settings.allowed_dirs, output_dir=settings.output_dir))
     except FileAccessError:
         folders = []  # a refused folder stops the services from opening, with its own message
     return catalog.instructions(
-        [(t, toolset(t).description) for t in settings.enabled_toolsets()],
+        [
+            (t, descriptions[t] if descriptions is not None else toolset(t).description)
+            for t in settings.enabled_toolsets()
+        ],
         folders=folders,
         output_dir=settings.output_dir,
         dedup_window_s=settings.dedup_window_s,
@@ -91,6 +105,8 @@ class MediamuxServer(MCPServer[Services]):
     mediamux_settings: Settings | None = None
     # Registered tool name -> its toolset, for the connection's profile (mediamux.server.profiles).
     tool_toolsets: Mapping[str, str] = MappingProxyType({})
+    # A lazy stdio start (mediamux.server.startup), or None: everything was ready before serving.
+    lazy_start: startup.LazyStart | None = None
 
     def hidden(self, name: str) -> str | None:
         """Why the request being served may not see the registered tool ``name``, or None if it may.
@@ -99,9 +115,11 @@ class MediamuxServer(MCPServer[Services]):
         it. The process's settings decided what is registered; the connection's profile narrows that.
         """
         tool = self._tool_manager.get_tool(name)
-        read_only = (
-            tool is not None and tool.annotations is not None and bool(tool.annotations.read_only_hint)
-        )
+        if tool is not None:
+            annotations = tool.annotations
+        else:  # not registered yet: as the kept catalog that answers tools/list meanwhile says
+            annotations = self.lazy_start.kept_annotations(name) if self.lazy_start is not None else None
+        read_only = annotations is not None and bool(annotations.read_only_hint)
         if not read_only and not can_spend():
             # A signed-in token without mediamux:spend sees the read-only catalog, as MEDIAMUX_READ_ONLY does.
             return (
@@ -111,7 +129,16 @@ class MediamuxServer(MCPServer[Services]):
         return profiles.hidden(self.tool_toolsets.get(name), read_only)
 
     async def list_tools(self) -> list[MCPTool]:
-        return [tool for tool in await super().list_tools() if self.hidden(tool.name) is None]
+        kept = self.lazy_start.catalog() if self.lazy_start is not None else None
+        tools = kept if kept is not None else await super().list_tools()
+        return [tool for tool in tools if self.hidden(tool.name) is None]
+
+    def add_tools(self, tools: list[Tool]) -> None:
+        """Register built tools ahead of any an extension registered, where the constructor puts them."""
+        self._tool_manager = ToolManager(
+            warn_on_duplicate_tools=self.settings.warn_on_duplicate_tools,
+            tools=[*tools, *self._tool_manager.list_tools()],
+        )
 
     # Where providers' webhooks reach this server, when they can (set by the HTTP transport).
     hook_base: str | None = None
@@ -119,6 +146,8 @@ class MediamuxServer(MCPServer[Services]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        from mediamux.tools.base import error_result
+
         # Refused like an unknown tool, and before its arguments are checked: this connection has no
         # such tool, whatever it was sent.
         if self._tool_manager.get_tool(name) is not None and (why := self.hidden(name)) is not None:
@@ -139,6 +168,9 @@ class MediamuxServer(MCPServer[Services]):
             raise
 
     async def _invalid_arguments(self, name: str, exc: ValidationError) -> CallToolResult:
+        from mediamux.tools import arguments as argument_errors
+        from mediamux.tools.base import error_result
+
         schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)
         message, named = argument_errors.describe(exc, schema)
         # Argument names only: the values are the caller's data (the SDK logs the same way).
@@ -157,6 +189,8 @@ class MediamuxServer(MCPServer[Services]):
                 return await super().read_resource(uri, context)
             svc = services(context)
             if str(uri).startswith(OUTPUTS_PREFIX):
+                from mediamux.resources import read_output
+
                 data, mime = await read_output(svc, str(uri))
                 return [ReadResourceContents(content=data, mime_type=mime)]
             with serving(svc):
@@ -205,6 +239,8 @@ class MediamuxServer(MCPServer[Services]):
         try:
             return await super().get_prompt(name, arguments, context)
         except ValueError as exc:
+            from mediamux.server.prompts import prompt_argument_error
+
             problem = prompt_argument_error(exc)
             if problem is None:
                 raise
@@ -216,6 +252,8 @@ class MediamuxServer(MCPServer[Services]):
 def _unknown_tool(name: str, offered: list[str], settings: Settings | None) -> MCPError:
     """An unknown tool is a protocol error (-32602) in both eras' specifications, not a tool result;
     the message still says why a tool that exists elsewhere is not offered here."""
+    import difflib
+
     hidden = _why_not_offered(name, settings) if settings is not None else None
     if hidden is not None:
         return invalid_params(f"{name} is not offered by this server: {hidden}", tool=name)
@@ -251,18 +289,6 @@ def _why_not_offered(name: str, settings: Settings) -> str | None:
     return None
 
 
-def selected_tools(settings: Settings) -> list[Any]:
-    enabled = settings.enabled_toolsets()
-    specs = []
-    for toolset_id in enabled:
-        for spec in toolset(toolset_id).specs:
-            # Read-only wins over an explicit toolset list: nothing that spends, creates or deletes.
-            if settings.read_only and not spec.read_only:
-                continue
-            specs.append(spec)
-    return specs
-
-
 @asynccontextmanager
 async def running_services(
     settings: Settings,
@@ -273,6 +299,8 @@ async def running_services(
     notifier: Notifier | None = None,
 ) -> AsyncIterator[Services]:
     """Services for one process; with a sandbox, its emulators are served on loopback meanwhile."""
+    from mediamux.server.services import open_services, sandbox_settings
+
     async with AsyncExitStack() as stack:
         effective = settings
         if sandbox is not None:
@@ -312,36 +340,61 @@ def build_server(
     clock: Clock | None = None,
     sandbox: Any = None,
     retry: RetryConfig | None = None,
+    lazy: bool = False,
 ) -> MediamuxServer:
     """The composition root. ``sandbox`` (a ``mediamux.sandbox.Sandbox``) is served on loopback for the
     server's lifetime and every emulated provider is pointed at it; with ``settings.sandbox`` and no
-    instance given, a default one is created."""
+    instance given, a default one is created.
+
+    ``lazy`` (``mediamux serve`` over stdio): the first ``tools/list`` is answered from the catalog an
+    earlier start kept, when its key matches; the tools, resources and prompts are registered and the
+    services (the sandbox's emulators among them) opened right after that answer, or as soon as a
+    request needs them. Every request that needs them waits for them (``mediamux.server.startup``).
+    """
     # A sandbox this server made for itself is its to clean up; one passed in (tests) is the caller's.
     owned = sandbox is None and settings.sandbox
-    sandbox = sandbox or default_sandbox(settings)
+    if not lazy:
+        sandbox = sandbox or default_sandbox(settings)
     if sandbox is not None and not settings.sandbox:
         settings = settings.model_copy(update={"sandbox": True})
 
     @asynccontextmanager
-    async def lifespan(server: MCPServer[Services]) -> AsyncIterator[Services]:
-        async with running_services(
-            settings, clock=clock, sandbox=sandbox, retry=retry, notifier=notifier
-        ) as svc:
-            mcp.services = svc
-            svc.engine.hook_base = mcp.hook_base
-            try:
-                yield svc
-            finally:
-                mcp.services = None
-        if owned:
-            sandbox.close()
+    async def services_open() -> AsyncIterator[Services]:
+        # Started lazily, a server makes its own sandbox only now: the emulators import and start here.
+        box = sandbox if sandbox is not None else default_sandbox(settings)
+        try:
+            async with running_services(
+                settings, clock=clock, sandbox=box, retry=retry, notifier=notifier
+            ) as svc:
+                mcp.services = svc
+                svc.engine.hook_base = mcp.hook_base
+                try:
+                    yield svc
+                finally:
+                    mcp.services = None
+        finally:
+            if owned and box is not None:
+                box.close()
 
+    @asynccontextmanager
+    async def lifespan(server: MCPServer[Services]) -> AsyncIterator[Any]:
+        if mcp.lazy_start is None:
+            async with services_open() as svc:
+                yield svc
+        else:
+            async with mcp.lazy_start.running() as deferred:
+                yield deferred
+
+    key = startup.catalog_key(settings) if lazy else None
+    kept = startup.load(settings, key) if key is not None else None
+    if kept is not None and set(kept.descriptions) != set(settings.enabled_toolsets()):
+        kept = None  # not this configuration's, whatever its key says: registered at once, and replaced
     notifier = Notifier(subscription_bus(settings))
-    specs = selected_tools(settings)
     tasks = TasksExtension(
         # A finished task carries what jobs_wait returns for its job: the tool's job shape.
-        render=lambda view: job_result(view, title=f"{view.provider} {view.operation}"),
-        job_tools=[spec.name for spec in specs if spec.job],
+        render=_job_result,
+        # Known once the toolsets are loaded (_registration), or from the kept catalog until then.
+        job_tools=kept.job_tools if kept is not None else (),
         engine_of=lambda svc: svc.engine,
         sync_s=settings.task_sync_s,
     )
@@ -350,26 +403,100 @@ def build_server(
         subscriptions=notifier.bus,
         title="mediamux",
         version=__version__,
-        instructions=server_instructions(settings),
+        instructions=server_instructions(settings, kept.descriptions if kept is not None else None),
         website_url="https://github.com/mediamux/mediamux",
         icons=[catalog.icon()],
-        tools=catalog.build_tools(specs, extra_meta=viewer.tool_meta),
         lifespan=lifespan,
         log_level="WARNING",
         request_state_security=request_state_security(settings),
         extensions=[viewer.extension(), tasks],
     )
+    steps = _registration(mcp, settings, tasks)
+
+    async def registered() -> None:
+        """Keep what tools/list answers now that the tools are registered; if a kept catalog was served
+        and differs, replace it, say so, and tell listening clients to list again."""
+        if key is None:
+            return
+        live = startup.Catalog(
+            tools=startup.dump_tools(await MCPServer.list_tools(mcp)),
+            toolsets=dict(mcp.tool_toolsets),
+            job_tools=sorted(tasks.job_tools),
+            descriptions={t: toolset(t).description for t in settings.enabled_toolsets()},
+        )
+        if live == kept:
+            return
+        startup.save(settings, key, live)
+        if kept is not None:
+            logger.warning("the tool catalog kept by an earlier start was out of date; it is replaced")
+            await notifier.bus.publish(ToolsListChanged())
+
+    if lazy:
+        mcp.lazy_start = startup.LazyStart(
+            steps=steps if kept is not None else None,
+            kept=kept,
+            open_services=services_open,
+            registered=registered,
+            secrets=settings.secrets(),
+        )
+        # Inside the SDK's telemetry span (a request's wait is part of it), outside everything else.
+        chain = mcp.middleware
+        at = next((i for i, m in enumerate(chain) if isinstance(m, RequestStateBoundary)), 0)
+        chain.insert(at, mcp.lazy_start.middleware)
     install_state_refusals(mcp)
     mcp.mediamux_settings = settings
-    mcp.tool_toolsets = {spec.name: spec.toolset for spec in specs}
+    notifier.install(mcp)
+    tasks.install(mcp, notifier.bus)
+    client_logs.install(mcp, settings.secrets())
+    if kept is None:
+        for _ in steps:
+            pass
+    else:
+        mcp.tool_toolsets = MappingProxyType(dict(kept.toolsets))
+        # Advertised from the start, as the real handler (installed with the tools) is: no request
+        # reaches this stand-in, since completion/complete waits for the tools (LazyStart.middleware).
+        mcp._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, _not_yet)
+    return mcp
+
+
+def _job_result(view: JobResult[Any]) -> CallToolResult:
+    from mediamux.tools.base import job_result
+
+    return job_result(view, title=f"{view.provider} {view.operation}")
+
+
+async def _not_yet(ctx: Any, params: CompleteRequestParams) -> Any:
+    raise startup.startup_error("mediamux is still starting: its completions are not registered yet")
+
+
+def _registration(mcp: MediamuxServer, settings: Settings, tasks: TasksExtension) -> Iterator[None]:
+    """Register the enabled tools, resources, prompts and completions, yielding between steps (a
+    toolset's import, one tool), so a lazy start can spread the work around the requests it serves."""
+    from mediamux.resources import register_resources
+    from mediamux.server import completions
+    from mediamux.server.prompts import register_prompts
+
+    enabled = settings.enabled_toolsets()
+    specs = []
+    for toolset_id in enabled:
+        for spec in toolset(toolset_id).specs:
+            # Read-only wins over an explicit toolset list: nothing that spends, creates or deletes.
+            if settings.read_only and not spec.read_only:
+                continue
+            specs.append(spec)
+        yield
+    tools = []
+    # In name order: the same list, byte for byte, whatever order the toolsets were named in.
+    for spec in sorted(specs, key=lambda s: s.name):
+        tools.append(catalog.build_tool(spec, extra_meta=viewer.tool_meta))
+        yield
+    mcp.add_tools(tools)
+    mcp.tool_toolsets = MappingProxyType({spec.name: spec.toolset for spec in specs})
+    tasks.job_tools = frozenset(spec.name for spec in specs if spec.job)
     register_resources(mcp)
-    for toolset_id in settings.enabled_toolsets():
+    for toolset_id in enabled:
         resources = registry.get(toolset_id).resources if toolset_id != JOBS_TOOLSET else None
         if resources is not None:
             resources(mcp)
-    register_prompts(mcp, settings.enabled_toolsets())
-    notifier.install(mcp)
-    tasks.install(mcp, notifier.bus)
-    completions.install(mcp, settings.enabled_toolsets())
-    client_logs.install(mcp, settings.secrets())
-    return mcp
+    register_prompts(mcp, enabled)
+    completions.install(mcp, enabled)
