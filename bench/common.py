@@ -82,7 +82,7 @@ class Config:
     def make(cls, quick: bool, work: Path) -> Config:
         if quick:
             return cls(
-                quick, work, cold_runs=3, calls=50, warmup_calls=5, upload_bytes=64 * MIB, jobs=20,
+                quick, work, cold_runs=5, calls=50, warmup_calls=5, upload_bytes=64 * MIB, jobs=20,
                 job_seconds=10.0, submissions=200,
             )  # fmt: skip
         return cls(
