@@ -24,11 +24,13 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.shared.subscriptions import ToolsListChanged
 from mcp_types import ResourceTemplateReference
 
+from mediamux import principals
 from mediamux.clock import FakeClock
 from mediamux.config import Settings
+from mediamux.principals import READ_SCOPE
 from mediamux.registry import make_sandbox
 from mediamux.sandbox import Sandbox
-from mediamux.server import app, startup
+from mediamux.server import app, profiles, startup
 from mediamux.server.app import MediamuxServer, build_server
 from tests.conftest import DEFAULT_ERA, FAST_RETRY
 from tests.support import eventually
@@ -284,6 +286,35 @@ async def test_a_catalog_that_turns_out_stale_is_replaced_logged_and_announced(
     assert "out of date" in caplog.text
     assert any(isinstance(event, ToolsListChanged) for event in events)
     assert startup.load(settings, key) == truth
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        {"profile": profiles.Profile(("muapi", "jobs"), read_only=True)},
+        {"profile": profiles.Profile(("muzaic",))},
+        {"signed_in": ("alice", frozenset({READ_SCOPE}))},
+    ],
+    ids=["profile-read-only", "profile-one-toolset", "sign-in-without-spend"],
+)
+async def test_the_kept_catalog_is_narrowed_per_connection_as_the_registered_tools_are(
+    make_settings: Callable[..., Settings],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    who: dict[str, Any],
+) -> None:
+    settings = make_settings(MEDIAMUX_TOOLSETS="all")
+    await _keep_catalog(settings, clock)
+    eager, lazy = build_server(settings), build_server(settings, lazy=True)
+    assert lazy.lazy_start is not None and lazy.lazy_start.pending
+    everything = [t.name for t in await eager.list_tools()]
+    if "signed_in" in who:
+        monkeypatch.setattr(principals, "_signed_in", lambda: who["signed_in"])
+    with profiles.serving(who.get("profile")):
+        seen = [t.name for t in await eager.list_tools()]
+        assert [t.name for t in await lazy.list_tools()] == seen
+        assert lazy.lazy_start.pending  # still answered from the catalog
+    assert 0 < len(seen) < len(everything)
 
 
 async def test_a_catalog_kept_under_other_settings_is_not_served(
