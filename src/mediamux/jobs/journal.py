@@ -13,7 +13,7 @@ import errno
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     checked_ts REAL,
     principal TEXT NOT NULL DEFAULT 'local'
 );
-CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
+CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_durations ON jobs (provider, operation, price_key, completed_ts);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_provider_recent ON jobs (provider, submitted_ts);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id);
+CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
 CREATE TABLE IF NOT EXISTS ledger (
     entry_id TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
@@ -83,9 +86,37 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT PRIMARY KEY,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    reserved_usd REAL NOT NULL DEFAULT 0
+);
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+
+# Running sums kept beside the rows they sum, in the same transactions (table ``totals``): the budget
+# checks of every claim and the session spend of every job view would otherwise scan the whole ledger
+# and journal, which grows without end on a long-running server. One row per scope:
+ALL = "all"  # everything: charged dollars (refunds excluded) and what live jobs hold
+SESSION = "session:"  # + session id: its charged dollars
+PRINCIPAL = "principal:"  # + principal: their charged dollars and what their live jobs hold
+
+# Recomputes every running sum from the rows (a migration, and ``rebuild_totals``).
+_REBUILD_TOTALS = """
+DELETE FROM totals;
+INSERT INTO totals (scope, spent_usd, reserved_usd) SELECT 'all',
+    (SELECT COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) FROM ledger),
+    (SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs);
+INSERT INTO totals (scope, spent_usd) SELECT 'session:' || session_id,
+    COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) FROM ledger GROUP BY session_id;
+INSERT INTO totals (scope, spent_usd, reserved_usd) SELECT 'principal:' || principal, SUM(spent), SUM(held) FROM (
+    SELECT principal, COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) AS spent, 0 AS held
+        FROM ledger GROUP BY principal
+    UNION ALL
+    SELECT principal, 0, COALESCE(SUM(reserved_usd), 0) FROM jobs GROUP BY principal
+) GROUP BY principal;
+"""
 
 # Each step takes the schema from version N to N + 1, in one transaction.
 MIGRATIONS: dict[int, str] = {
@@ -130,6 +161,24 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 """,
+    # 5 -> 6: running sums of spend and reservations (all, per session, per principal), read in O(1);
+    # indexes that let the job list (by status, by provider), the provider-id lookup, the price history
+    # and the learned durations stop after their first rows however long the journal grows.
+    5: """
+DROP INDEX IF EXISTS jobs_price;
+CREATE INDEX jobs_price ON jobs (provider, operation, price_key, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_durations ON jobs (provider, operation, price_key, completed_ts);
+DROP INDEX IF EXISTS jobs_provider_id;
+CREATE INDEX jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_provider_recent ON jobs (provider, submitted_ts);
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT PRIMARY KEY,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    reserved_usd REAL NOT NULL DEFAULT 0
+);
+"""
+    + _REBUILD_TOTALS,
 }
 
 _COLUMNS = (
@@ -138,6 +187,16 @@ _COLUMNS = (
     "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts, principal"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+# What a job's later states change. The rest is fixed when it is claimed, so an update leaves the
+# indexes over those columns (duplicate key, submission time, principal, price key) untouched.
+_MUTABLE = (
+    "options_json, provider_job_id, status, provider_status, submit_state, result_json, error_json, "
+    "cost_json, updated_ts, completed_ts, polls, finalized, reserved_usd, owner, checked_ts"
+)
+_UPSERT = (
+    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON CONFLICT(job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE.split(", "))
+)
 
 
 class JournalError(MediamuxError):
@@ -237,6 +296,7 @@ class Journal:
                 else None
             )
             version = int(row[0]) if row is not None else None
+            found = version
             if version is None:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -252,9 +312,11 @@ class Journal:
                     if statement.strip():
                         db.execute(statement)
                 version += 1
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),)
-            )
+            if version != found:
+                # Only when it changed: an opening that writes nothing leaves no WAL to checkpoint.
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),)
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -296,6 +358,7 @@ class Journal:
         window_start_ts: float | None,
         budget_usd: float | None = None,
         principal_budget_usd: float | None = None,
+        audit: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job from inside the window can stand for it.
 
@@ -304,7 +367,8 @@ class Journal:
         sharing the file — create one job per identical request and can never commit more than
         ``budget_usd`` between them (nor more than ``principal_budget_usd`` for the record's
         principal). Duplicates are looked for among the principal's own jobs only. Returns the job
-        to use and whether it is new.
+        to use and whether it is new. ``audit``: the fields of ``audit()``, written with a new job in
+        the same transaction.
 
         Raises:
             OverBudget: the committed spend plus this job's reservation would pass ``budget_usd``.
@@ -327,6 +391,9 @@ class Journal:
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
+            _hold(db, record.principal, reserve)
+            if audit is not None:
+                _audit(db, **audit)
         return record, True
 
     def find_duplicate(
@@ -349,23 +416,24 @@ class Journal:
         ).fetchone()
         return _record(row) if row is not None else None
 
-    def save(self, record: JobRecord, *, charge: bool = False) -> None:
+    def save(self, record: JobRecord, *, charge: bool = False) -> JobRecord:
         """Write a job's state; a finished job is never overwritten by an older, unfinished copy
         (another process, or a waiter that read the row before it finished). ``charge``: its ledger
         entry too, in the same transaction, so the budget never sees the reservation gone and the
-        charge not yet there."""
+        charge not yet there. Returns the job as the journal now holds it: ``record``, or the
+        finished copy that won."""
         with self._write() as db:
-            row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
-                return
-            db.execute(
-                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-                _values(record),
-            )
+                return _record(row)
+            db.execute(_UPSERT, _values(record))
+            old = row["reserved_usd"] if row is not None else None
+            _hold(db, record.principal, (record.reserved_usd or 0.0) - (old or 0.0))
             if charge:
                 entry = ledger_entry(record)
                 if entry is not None:
-                    db.execute(_LEDGER_UPSERT, entry)
+                    _charge(db, entry)
+        return record
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._rlock:
@@ -459,8 +527,8 @@ class Journal:
         if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:
-            db.execute(
-                _LEDGER_UPSERT,
+            _charge(
+                db,
                 (
                     entry_id,
                     provider,
@@ -517,7 +585,15 @@ class Journal:
         return {"usd": round(usd, 6), "providers": per_provider}
 
     def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float:
-        return float(self.totals(session_id, principal=principal)["usd"])
+        """Charged dollars, refunds excluded: all time, of one session, or of one principal; O(1),
+        from the running sums (both filters at once are rare and summed from the ledger)."""
+        if session_id and principal is not None:
+            return float(self.totals(session_id, principal=principal)["usd"])
+        scope = (
+            SESSION + session_id if session_id else PRINCIPAL + principal if principal is not None else ALL
+        )
+        with self._rlock:
+            return _sums(self._reader, scope)[0]
 
     def committed_usd(self, principal: str | None = None) -> float:
         """Reported spend plus what live jobs have reserved: what a budget is checked against
@@ -527,23 +603,15 @@ class Journal:
 
     @staticmethod
     def _committed(db: sqlite3.Connection, principal: str | None = None) -> float:
-        if principal is None:
-            spent = db.execute(
-                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger"
-            ).fetchone()[0]
-            reserved = db.execute(
-                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL"
-            ).fetchone()[0]
-        else:
-            spent = db.execute(
-                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger WHERE principal = ?",
-                (principal,),
-            ).fetchone()[0]
-            reserved = db.execute(
-                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL AND principal = ?",
-                (principal,),
-            ).fetchone()[0]
-        return float(spent or 0.0) + float(reserved or 0.0)
+        spent, held = _sums(db, ALL if principal is None else PRINCIPAL + principal)
+        return spent + held
+
+    def rebuild_totals(self) -> None:
+        """Recompute the running sums from the rows (after rows were written by other means)."""
+        with self._write() as db:
+            for statement in _REBUILD_TOTALS.split(";"):
+                if statement.strip():
+                    db.execute(statement)
 
     # -- audit: who spent, cancelled or deleted what -------------------------------------------
 
@@ -560,10 +628,16 @@ class Journal:
         detail: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
+            _audit(
+                db,
+                principal=principal,
+                action=action,
+                ts=ts,
+                tool=tool,
+                job_id=job_id,
+                estimate_usd=estimate_usd,
+                cost_usd=cost_usd,
+                detail=detail,
             )
 
     def audit_trail(self, *, principal: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
@@ -583,9 +657,9 @@ class Journal:
         """The most a recent job of this kind was charged in dollars, or None when none was priced."""
         with self._rlock:
             row = self._reader.execute(
-                "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM ledger l JOIN jobs j ON j.job_id = l.entry_id "
+                "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM jobs j JOIN ledger l ON l.entry_id = j.job_id "
                 "WHERE j.provider = ? AND j.operation = ? AND j.price_key = ? AND l.usd IS NOT NULL "
-                "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY l.recorded_ts DESC LIMIT 20)",
+                "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY j.submitted_ts DESC LIMIT 20)",
                 (provider, operation, price_key),
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -635,6 +709,67 @@ class Journal:
     def forget_owner(self, owner: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+
+def _audit(
+    db: sqlite3.Connection,
+    *,
+    principal: str,
+    action: str,
+    ts: float,
+    tool: str | None = None,
+    job_id: str | None = None,
+    estimate_usd: float | None = None,
+    cost_usd: float | None = None,
+    detail: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
+    )
+
+
+def _charge(db: sqlite3.Connection, entry: tuple[Any, ...]) -> None:
+    """Upsert one ledger row (as ``ledger_entry`` lays it out) and move the running sums by what it
+    changed. The row keeps the session and principal it was first recorded under (the upsert leaves
+    them), and so do the sums."""
+    old = db.execute(
+        "SELECT session_id, principal, usd, refunded FROM ledger WHERE entry_id = ?", (entry[0],)
+    ).fetchone()
+    db.execute(_LEDGER_UPSERT, entry)
+    was = 0.0 if old is None or old["refunded"] == 1 else (old["usd"] or 0.0)
+    now = 0.0 if entry[7] == 1 else (entry[4] or 0.0)
+    if now != was:
+        session, principal = (
+            (old["session_id"], old["principal"]) if old is not None else (entry[3], entry[9])
+        )
+        for scope in (ALL, SESSION + session, PRINCIPAL + principal):
+            _move(db, scope, spent=now - was)
+
+
+def _hold(db: sqlite3.Connection, principal: str, usd: float) -> None:
+    """Move the reservations held (all, and the principal's) by ``usd``."""
+    if usd:
+        _move(db, ALL, held=usd)
+        _move(db, PRINCIPAL + principal, held=usd)
+
+
+def _move(db: sqlite3.Connection, scope: str, *, spent: float = 0.0, held: float = 0.0) -> None:
+    db.execute(
+        "INSERT INTO totals (scope, spent_usd, reserved_usd) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
+        "SET spent_usd = spent_usd + excluded.spent_usd, reserved_usd = reserved_usd + excluded.reserved_usd",
+        (scope, spent, held),
+    )
+
+
+def _sums(db: sqlite3.Connection, scope: str) -> tuple[float, float]:
+    """(charged, held) of one scope. A sum of increments can end a rounding error off where the rows
+    sum to exactly zero, so both are rounded to the ledger's precision and never below zero."""
+    row = db.execute("SELECT spent_usd, reserved_usd FROM totals WHERE scope = ?", (scope,)).fetchone()
+    if row is None:
+        return 0.0, 0.0
+    return max(0.0, round(float(row[0]), 9)), max(0.0, round(float(row[1]), 9))
 
 
 _LEDGER_UPSERT = (
