@@ -51,11 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     principal TEXT NOT NULL DEFAULT 'local'
 );
 CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key, submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_durations ON jobs (provider, operation, price_key, completed_ts);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_provider_recent ON jobs (provider, submitted_ts);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, principal, submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -72,6 +69,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE INDEX IF NOT EXISTS jobs_principal ON jobs (principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (principal, submitted_ts) WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS ledger_principal ON ledger (principal);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -162,16 +160,19 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 """,
     # 5 -> 6: running sums of spend and reservations (all, per session, per principal), read in O(1);
-    # indexes that let the job list (by status, by provider), the provider-id lookup, the price history
-    # and the learned durations stop after their first rows however long the journal grows.
+    # indexes that let the live-job list, the provider-id lookup, the price history and the learned
+    # durations stop after their first rows however long the journal grows. Every index is a page more
+    # to write per paid submission, so the live jobs have a partial one (small, whatever the history).
+    # The duplicate lookup names the principal too: with (dedup_key, submitted_ts) only, SQLite chose
+    # the principal's index and read every job of the window for each claim.
     5: """
 DROP INDEX IF EXISTS jobs_price;
 CREATE INDEX jobs_price ON jobs (provider, operation, price_key, submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_durations ON jobs (provider, operation, price_key, completed_ts);
 DROP INDEX IF EXISTS jobs_provider_id;
 CREATE INDEX jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_provider_recent ON jobs (provider, submitted_ts);
+DROP INDEX IF EXISTS jobs_dedup;
+CREATE INDEX jobs_dedup ON jobs (dedup_key, principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (principal, submitted_ts) WHERE status IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS totals (
     scope TEXT PRIMARY KEY,
     spent_usd REAL NOT NULL DEFAULT 0,
@@ -187,16 +188,15 @@ _COLUMNS = (
     "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts, principal"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+_LIVE = "status IN ('queued', 'running')"
+assert frozenset(("queued", "running")) == ACTIVE_STATUSES  # the partial index jobs_live says the same
 # What a job's later states change. The rest is fixed when it is claimed, so an update leaves the
 # indexes over those columns (duplicate key, submission time, principal, price key) untouched.
 _MUTABLE = (
     "options_json, provider_job_id, status, provider_status, submit_state, result_json, error_json, "
     "cost_json, updated_ts, completed_ts, polls, finalized, reserved_usd, owner, checked_ts"
 )
-_UPSERT = (
-    f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON CONFLICT(job_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE.split(", "))
-)
+_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _MUTABLE.split(', '))} WHERE job_id = ?"
 
 
 class JournalError(MediamuxError):
@@ -423,10 +423,18 @@ class Journal:
         charge not yet there. Returns the job as the journal now holds it: ``record``, or the
         finished copy that won."""
         with self._write() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+            row = db.execute(
+                "SELECT status, reserved_usd FROM jobs WHERE job_id = ?", (record.job_id,)
+            ).fetchone()
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
-                return _record(row)
-            db.execute(_UPSERT, _values(record))
+                held = db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
+                return _record(held)
+            if row is None:
+                db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _values(record))
+            else:
+                db.execute(_UPDATE, _changes(record))
             old = row["reserved_usd"] if row is not None else None
             _hold(db, record.principal, (record.reserved_usd or 0.0) - (old or 0.0))
             if charge:
@@ -463,8 +471,8 @@ class Journal:
             clauses.append("principal = ?")
             params.append(principal)
         if status == "active":
-            clauses.append(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})")
-            params.extend(sorted(ACTIVE_STATUSES))
+            # Spelled out, not bound: only then does SQLite see that the partial index jobs_live applies.
+            clauses.append(_LIVE)
         elif status:
             clauses.append("status = ?")
             params.append(status)
@@ -668,7 +676,7 @@ class Journal:
         self, provider: str, operation: str, price_key: str | None, *, limit: int = 30
     ) -> builtins.list[float]:
         """How long the most recent completed jobs of one kind (provider, operation and price key: the
-        MuAPI model) took, in seconds, newest first: what the engine recorded as the time from the
+        MuAPI model) took, in seconds, newest submission first: what the engine recorded as the time from the
         provider's acceptance to its finish, or for rows without that, from submission to when the
         job was seen finished. Jobs that finished without being polled (answered at submission) say
         nothing about how long jobs take and are left out.
@@ -681,7 +689,7 @@ class Journal:
                 rows = self._reader.execute(
                     "SELECT COALESCE(json_extract(options_json, '$._finished_s'), completed_ts - submitted_ts) "
                     "FROM jobs WHERE provider = ? AND operation = ? AND price_key IS ? AND status = 'completed' "
-                    "AND polls > 0 AND completed_ts IS NOT NULL ORDER BY completed_ts DESC LIMIT ?",
+                    "AND polls > 0 AND completed_ts IS NOT NULL ORDER BY submitted_ts DESC LIMIT ?",
                     (provider, operation, price_key, int(limit)),
                 ).fetchall()
         except sqlite3.Error as exc:
@@ -735,8 +743,11 @@ def _charge(db: sqlite3.Connection, entry: tuple[Any, ...]) -> None:
     changed. The row keeps the session and principal it was first recorded under (the upsert leaves
     them), and so do the sums."""
     old = db.execute(
-        "SELECT session_id, principal, usd, refunded FROM ledger WHERE entry_id = ?", (entry[0],)
+        "SELECT session_id, principal, usd, credits, tokens, refunded FROM ledger WHERE entry_id = ?",
+        (entry[0],),
     ).fetchone()
+    if old is not None and tuple(old)[2:] == entry[4:8]:
+        return  # unchanged (most polls and every save of outputs): nothing to write
     db.execute(_LEDGER_UPSERT, entry)
     was = 0.0 if old is None or old["refunded"] == 1 else (old["usd"] or 0.0)
     now = 0.0 if entry[7] == 1 else (entry[4] or 0.0)
@@ -744,22 +755,30 @@ def _charge(db: sqlite3.Connection, entry: tuple[Any, ...]) -> None:
         session, principal = (
             (old["session_id"], old["principal"]) if old is not None else (entry[3], entry[9])
         )
-        for scope in (ALL, SESSION + session, PRINCIPAL + principal):
-            _move(db, scope, spent=now - was)
+        _move(
+            db,
+            [
+                (ALL, now - was, 0.0),
+                (SESSION + session, now - was, 0.0),
+                (PRINCIPAL + principal, now - was, 0.0),
+            ],
+        )
 
 
 def _hold(db: sqlite3.Connection, principal: str, usd: float) -> None:
     """Move the reservations held (all, and the principal's) by ``usd``."""
     if usd:
-        _move(db, ALL, held=usd)
-        _move(db, PRINCIPAL + principal, held=usd)
+        _move(db, [(ALL, 0.0, usd), (PRINCIPAL + principal, 0.0, usd)])
 
 
-def _move(db: sqlite3.Connection, scope: str, *, spent: float = 0.0, held: float = 0.0) -> None:
+def _move(db: sqlite3.Connection, deltas: builtins.list[tuple[str, float, float]]) -> None:
+    """Add (charged, held) to each scope's sums, in one statement."""
     db.execute(
-        "INSERT INTO totals (scope, spent_usd, reserved_usd) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
-        "SET spent_usd = spent_usd + excluded.spent_usd, reserved_usd = reserved_usd + excluded.reserved_usd",
-        (scope, spent, held),
+        "INSERT INTO totals (scope, spent_usd, reserved_usd) VALUES "
+        + ", ".join(["(?, ?, ?)"] * len(deltas))
+        + " ON CONFLICT(scope) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, "
+        "reserved_usd = reserved_usd + excluded.reserved_usd",
+        [value for delta in deltas for value in delta],
     )
 
 
@@ -839,6 +858,28 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
         r.owner,
         r.checked_ts,
         r.principal,
+    )
+
+
+def _changes(r: JobRecord) -> tuple[Any, ...]:
+    """The values of ``_UPDATE``: the mutable columns in ``_MUTABLE``'s order, then the job id."""
+    return (
+        json.dumps(r.options, sort_keys=True),
+        r.provider_job_id,
+        r.status,
+        r.provider_status,
+        r.submit_state,
+        json.dumps(r.result) if r.result is not None else None,
+        r.error.model_dump_json(by_alias=True) if r.error else None,
+        r.cost.model_dump_json(),
+        r.updated_ts,
+        r.completed_ts,
+        r.polls,
+        int(r.finalized),
+        r.reserved_usd,
+        r.owner,
+        r.checked_ts,
+        r.job_id,
     )
 
 

@@ -104,10 +104,10 @@ def register_resources(server: MCPServer[Any]) -> None:
         mime_type="application/json",
         description="One job: status, result, error and cost",
     )
-    def job(job_id: str) -> str:
+    async def job(job_id: str) -> str:
         s = services()
         try:
-            record = s.engine.get_record(job_id)
+            record = await s.engine.get_record(job_id)
         except JobNotFound as exc:
             raise ResourceNotFoundError(exc.message) from None
         return dump(s.engine.view(record).model_dump(mode="json", by_alias=True))

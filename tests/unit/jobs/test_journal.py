@@ -551,12 +551,15 @@ def test_every_hot_query_is_answered_from_an_index(journal: Journal, job: Callab
     journal.save(new.model_copy(update={"submit_state": "accepted", "cost": Cost(usd=0.2)}), charge=True)
     journal.get(new.job_id)
     journal.find_by_provider_id("muapi", "r7")
+    # As the tools list: each caller's own jobs (all of them, the live ones, by status, by provider);
+    # and the operator's view of everybody's (the CLI).
     for filters in (
+        {"principal": "local"},
+        {"principal": "local", "status": "active"},
+        {"principal": "local", "status": "completed"},
+        {"principal": "local", "provider": "muapi"},
         {},
         {"status": "active"},
-        {"status": "completed"},
-        {"provider": "muapi"},
-        {"principal": "local"},
     ):
         journal.list(limit=20, **filters)  # type: ignore[arg-type]
     journal.spent_usd("session-a")
@@ -572,6 +575,10 @@ def test_every_hot_query_is_answered_from_an_index(journal: Journal, job: Callab
 
     queries = {s for s in statements if s.lstrip().split()[0].upper() in ("SELECT", "INSERT", "UPDATE")}
     assert len(queries) > 15
+    # The duplicate lookup goes straight to its request's rows, not through every job in the window.
+    lookup = next(s for s in queries if "WHERE dedup_key" in s)
+    plan = [row[3] for row in journal._reader.execute(f"EXPLAIN QUERY PLAN {lookup}")]
+    assert plan == ["SEARCH jobs USING INDEX jobs_dedup (dedup_key=? AND principal=? AND submitted_ts>?)"]
     for sql in queries:
         plan = [row[3] for row in journal._reader.execute(f"EXPLAIN QUERY PLAN {sql}")]
         full_scans = [p for p in plan if re.fullmatch(r"SCAN (TABLE )?(jobs|ledger|j|l)( AS \w+)?", p)]
