@@ -186,6 +186,10 @@ DROP INDEX mediamux_jobs_reserved;
 DROP INDEX mediamux_jobs_price;
 CREATE INDEX mediamux_jobs_price ON mediamux_jobs (provider, operation, price_key, submitted_ts);
 CREATE INDEX mediamux_jobs_durations ON mediamux_jobs (provider, operation, price_key, completed_ts);
+-- "price_key IS NULL" selects rows of the index above but gives no order by completed_ts (it is no
+-- equality to the planner), and every provider but MuAPI prices jobs without a key.
+CREATE INDEX mediamux_jobs_durations_unkeyed ON mediamux_jobs (provider, operation, completed_ts)
+    WHERE price_key IS NULL;
 DROP INDEX mediamux_jobs_provider_id;
 CREATE INDEX mediamux_jobs_provider_id ON mediamux_jobs (provider, provider_job_id, submitted_ts);
 CREATE INDEX mediamux_jobs_status ON mediamux_jobs (status, submitted_ts);
