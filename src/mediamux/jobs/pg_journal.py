@@ -6,8 +6,9 @@ servers on one database need:
 * **one submission per identical request**: ``claim`` takes a transaction-scoped advisory lock on
   the request's key before the duplicate-window lookup and the insert, so identical calls arriving
   at different replicas at once queue on the lock and all but the first find the first's row;
-* **a budget no race can pass**: with a budget, ``claim`` also takes the budget's advisory lock, sums
-  what is charged and reserved, and inserts the job with its reservation, all in that transaction;
+* **a budget no race can pass**: with a budget, ``claim`` also takes the budget's advisory lock, reads
+  what is charged and reserved (running sums that triggers move with every row, read in O(1)), and
+  inserts the job with its reservation, all in that transaction;
 * **leases**: the submitting replica holds a job's lease from the insert; every write of a held job
   is fenced (it lands only while this process still holds that lease, with the token it took), and
   renewals keep it while the process lives. A job whose lease expired is leased by another replica
@@ -177,7 +178,7 @@ CREATE TABLE mediamux_audit (
 CREATE INDEX mediamux_audit_principal ON mediamux_audit (principal, ts);
 """,
     # 2 -> 3: running sums of spend and reservations, kept by triggers and computed here from the rows
-    # (see ``_TOTALS``); indexes that let the job lists, the provider-id lookup, the price history,
+    # (see above ``ALL``); indexes that let the job lists, the provider-id lookup, the price history,
     # the learned durations and a principal's audit trail stop after their first rows. The old
     # partial index on reservations only served the sums that scanned the journal.
     2: """
@@ -200,49 +201,77 @@ CREATE TABLE mediamux_totals (
     spent_usd NUMERIC NOT NULL DEFAULT 0,
     reserved_usd NUMERIC NOT NULL DEFAULT 0
 );
-CREATE FUNCTION mediamux_totals_move(scopes TEXT[], spent NUMERIC[], held NUMERIC[]) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO mediamux_totals AS t (scope, spent_usd, reserved_usd)
-    SELECT scope, SUM(s), SUM(h) FROM unnest(scopes, spent, held) AS d(scope, s, h)
-    GROUP BY scope ORDER BY scope
-    ON CONFLICT (scope) DO UPDATE
-    SET spent_usd = t.spent_usd + EXCLUDED.spent_usd, reserved_usd = t.reserved_usd + EXCLUDED.reserved_usd
-$$;
+-- The sums' rows are upserted in scope order ('all' < 'principal:' < 'session:'), so writers lock
+-- them in one order. A job's principal and a charge's session and principal never change in
+-- mediamux's own writes, so every scope moves by one amount; the general case sorts explicitly.
 CREATE FUNCTION mediamux_jobs_totals() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    scopes TEXT[] := '{}';
-    held NUMERIC[] := '{}';
+    was NUMERIC := 0;
+    held NUMERIC := 0;
+    who TEXT;
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        scopes := scopes || ARRAY['all', 'principal:' || OLD.principal];
-        held := held || ARRAY[-COALESCE(OLD.reserved_usd, 0)::numeric, -COALESCE(OLD.reserved_usd, 0)::numeric];
+        was := COALESCE(OLD.reserved_usd, 0);
+        who := OLD.principal;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        scopes := scopes || ARRAY['all', 'principal:' || NEW.principal];
-        held := held || ARRAY[COALESCE(NEW.reserved_usd, 0)::numeric, COALESCE(NEW.reserved_usd, 0)::numeric];
+        held := COALESCE(NEW.reserved_usd, 0);
+        IF TG_OP = 'UPDATE' AND NEW.principal IS DISTINCT FROM who THEN
+            INSERT INTO mediamux_totals AS t (scope, reserved_usd)
+            SELECT scope, SUM(d) FROM (VALUES ('all', held - was), ('principal:' || who, -was),
+                ('principal:' || NEW.principal, held)) moved (scope, d) GROUP BY scope ORDER BY scope
+            ON CONFLICT (scope) DO UPDATE SET reserved_usd = t.reserved_usd + EXCLUDED.reserved_usd;
+            RETURN NULL;
+        END IF;
+        who := NEW.principal;
     END IF;
-    PERFORM mediamux_totals_move(scopes, array_fill(0::numeric, ARRAY[cardinality(scopes)]), held);
+    IF held <> was THEN
+        INSERT INTO mediamux_totals AS t (scope, reserved_usd)
+        VALUES ('all', held - was), ('principal:' || who, held - was)
+        ON CONFLICT (scope) DO UPDATE SET reserved_usd = t.reserved_usd + EXCLUDED.reserved_usd;
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION mediamux_ledger_totals() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    scopes TEXT[] := '{}';
-    spent NUMERIC[] := '{}';
-    charged NUMERIC;
+    was NUMERIC := 0;
+    spent NUMERIC := 0;
+    session TEXT;
+    who TEXT;
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        charged := CASE WHEN OLD.refunded THEN 0 ELSE -COALESCE(OLD.usd, 0)::numeric END;
-        scopes := scopes || ARRAY['all', 'session:' || OLD.session_id, 'principal:' || OLD.principal];
-        spent := spent || ARRAY[charged, charged, charged];
+        was := CASE WHEN OLD.refunded THEN 0 ELSE COALESCE(OLD.usd, 0) END;
+        session := OLD.session_id;
+        who := OLD.principal;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        charged := CASE WHEN NEW.refunded THEN 0 ELSE COALESCE(NEW.usd, 0)::numeric END;
-        scopes := scopes || ARRAY['all', 'session:' || NEW.session_id, 'principal:' || NEW.principal];
-        spent := spent || ARRAY[charged, charged, charged];
+        spent := CASE WHEN NEW.refunded THEN 0 ELSE COALESCE(NEW.usd, 0) END;
+        IF TG_OP = 'UPDATE' AND (NEW.session_id IS DISTINCT FROM session OR NEW.principal IS DISTINCT FROM who) THEN
+            INSERT INTO mediamux_totals AS t (scope, spent_usd)
+            SELECT scope, SUM(d) FROM (VALUES ('all', spent - was), ('principal:' || who, -was),
+                ('session:' || session, -was), ('principal:' || NEW.principal, spent),
+                ('session:' || NEW.session_id, spent)) moved (scope, d) GROUP BY scope ORDER BY scope
+            ON CONFLICT (scope) DO UPDATE SET spent_usd = t.spent_usd + EXCLUDED.spent_usd;
+            RETURN NULL;
+        END IF;
+        session := NEW.session_id;
+        who := NEW.principal;
     END IF;
-    PERFORM mediamux_totals_move(scopes, spent, array_fill(0::numeric, ARRAY[cardinality(scopes)]));
+    IF spent <> was THEN
+        INSERT INTO mediamux_totals AS t (scope, spent_usd)
+        VALUES ('all', spent - was), ('principal:' || who, spent - was), ('session:' || session, spent - was)
+        ON CONFLICT (scope) DO UPDATE SET spent_usd = t.spent_usd + EXCLUDED.spent_usd;
+    END IF;
     RETURN NULL;
+END
+$$;
+-- Whoever writes (an operator's session, with its own search_path), the sums are those beside the
+-- tables: the schema they were created in.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION mediamux_jobs_totals() SET search_path = %I', current_schema());
+    EXECUTE format('ALTER FUNCTION mediamux_ledger_totals() SET search_path = %I', current_schema());
 END
 $$;
 CREATE CONSTRAINT TRIGGER mediamux_jobs_held_insert AFTER INSERT ON mediamux_jobs
