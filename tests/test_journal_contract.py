@@ -728,6 +728,18 @@ def test_a_postgresql_journal_of_schema_2_gets_its_sums_from_its_rows_and_older_
         assert version == ("3",)
         assert (journal.spent_usd(), journal.spent_usd("s2")) == (3.375, 2.125)
         assert journal.committed_usd("ann") == 1.25 and journal.committed_usd() == 3.375 + 0.5
+
+        # An operator's SQL, in a session of its own search path, moving a job to another principal
+        # and a charge to another session.
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA elsewhere")
+            conn.execute("SET search_path = elsewhere")
+            conn.execute("UPDATE public.mediamux_jobs SET principal = 'ann' WHERE job_id = 'j2'")
+            conn.execute(
+                "UPDATE public.mediamux_ledger SET session_id = 's3', usd = 0.25 WHERE entry_id = 'jz'"
+            )
+        assert (journal.committed_usd("ann"), journal.committed_usd("local")) == (1.75, 2.25)
+        assert (journal.spent_usd(), journal.spent_usd("s2"), journal.spent_usd("s3")) == (3.5, 2.0, 0.25)
     finally:
         journal.close()
 
