@@ -71,9 +71,9 @@ SCHEMA_VERSION = 3
 # Every charged save and every reservation moves the ``all`` row, so commits that move money are
 # serialised on it across replicas. That adds no new queue: each of those transactions also sends a
 # NOTIFY, and PostgreSQL already serialises every committing transaction that notified, cluster-wide,
-# on one lock held until its commit ends (``PreCommit_Notify`` in src/backend/commands/async.c). The
-# trigger runs just before that lock is taken, for a few microseconds. Splitting ``all`` into slots
-# would save nothing while that lock stays; it would make each budget check read several rows.
+# on one lock held until its commit ends (``PreCommit_Notify`` in src/backend/commands/async.c); the
+# deferred triggers run just before it is taken, one cached upsert each. Splitting ``all`` into slots
+# would save nothing while that lock stays, and would make each budget check read several rows.
 ALL = "all"
 SESSION = "session:"
 PRINCIPAL = "principal:"
