@@ -55,9 +55,9 @@ class JournalBackend(Protocol):
         audit: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job of the same principal inside the window stands
-        for it; atomically with the budget checks (the server's, and the record's principal's) and
-        the record's reservation; ``audit`` (the fields of ``audit()``) is written with a new job, in
-        the same transaction. Raises OverBudget."""
+        for it; atomically with the budget checks (the server's, and the record's principal's), the
+        record's reservation and, for a new job only, ``audit`` (the fields of ``audit()``). Raises
+        OverBudget."""
         ...
 
     def find_duplicate(
@@ -67,7 +67,8 @@ class JournalBackend(Protocol):
     def save(self, record: JobRecord, *, charge: bool = False) -> JobRecord:
         """Write a job's state; a finished job is never overwritten by an unfinished copy. ``charge``:
         also write the job's ledger entry (its cost; every job the provider may bill, priced or not),
-        in the same transaction. Returns the job as the journal now holds it."""
+        in the same transaction. Returns the job as the journal now holds it: ``record``, or the
+        finished copy that won."""
         ...
 
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -112,7 +113,14 @@ class JournalBackend(Protocol):
 
     def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float: ...
 
-    def committed_usd(self, principal: str | None = None) -> float: ...
+    def committed_usd(self, principal: str | None = None) -> float:
+        """Charged plus reserved dollars, what budgets are checked against. This and ``spent_usd``
+        read running sums kept with the rows, in O(1)."""
+        ...
+
+    def rebuild_totals(self) -> None:
+        """Recompute the running sums from the rows."""
+        ...
 
     def audit(
         self,
