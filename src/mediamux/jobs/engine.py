@@ -498,8 +498,9 @@ class JobEngine:
         # Accepted jobs the journal could not take yet: never lost, answered from here meanwhile.
         self._unsaved: dict[str, JobRecord] = {}
         # The session's spend as the journal said at this engine's last call (every store and read
-        # brings it along, in the same worker-thread call), so a job view needs no journal read.
-        self._spent: float | None = None
+        # brings it along, in the same worker-thread call), so a job view needs no journal read. A
+        # session this engine names itself has spent nothing yet; a resumed one is read once.
+        self._spent: float | None = None if session_id else 0.0
         self.recovery_path = recovery_path or default_recovery_path(journal.location)
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
