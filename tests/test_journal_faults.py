@@ -108,7 +108,7 @@ async def test_an_accepted_job_the_journal_cannot_take_is_reported_with_its_prov
             # Meanwhile it is known, from memory: not "still queued" for ever.
             job_id = raised.value.job_id
             assert job_id is not None and f"job_id {job_id}" in message
-            held = engine.get_record(job_id)
+            held = await engine.get_record(job_id)
             assert held.provider_job_id == "req-abc1" and held.submit_state == "accepted"
             assert "req-abc1" in (tmp_path / "recovery" / "jobs.jsonl").read_text()
             # The lock goes away; the retry writes it; an identical call returns it instead of paying again.

@@ -28,6 +28,7 @@ from mediamux.jobs.engine import DriverBase, JobEngine, Outcome
 from mediamux.jobs.models import JobRecord
 from mediamux.jobs.pg_journal import PostgresJournal
 from mediamux.jobs.states import Change, Event, advance
+from mediamux.providers.cost import Cost
 from mediamux.providers.errors import ServerError
 from tests.support import FAKE_TICK_S, eventually
 
@@ -173,6 +174,35 @@ async def test_a_holder_never_overwrites_a_job_another_replica_cancelled(pg_url:
         final = other.get("job_one")
         assert final is not None and final.status == "cancelled"
         assert not holder.holds("job_one")
+    finally:
+        holder.close()
+        other.close()
+
+
+async def test_a_write_fenced_out_by_a_lost_lease_moves_no_sum_and_the_new_holders_charge_does(
+    pg_url: str,
+) -> None:
+    holder = PostgresJournal(pg_url, lease_s=0.5, pool_size=2)
+    other = PostgresJournal(pg_url, lease_s=0.5, pool_size=2)
+    try:
+        job, _ = holder.claim(record(reserved_usd=0.5, principal="ann"), window_start_ts=None, budget_usd=1.0)
+        running = advance(job, Event.ACCEPTED, Change(status="running", provider_job_id="r1"), now=T0 + 1)
+        holder.save(running)
+        taken: list[JobRecord] = []
+        await eventually(
+            lambda: bool(
+                taken.extend(other.lease_due(pollable=["muapi/generate"], finishable=[], limit=10)) or taken
+            )
+        )
+
+        stale = advance(running, Event.POLLED, Change(status="completed", cost=Cost(usd=0.3)), now=T0 + 2)
+        with pytest.raises(LeaseLost):
+            holder.save(stale, charge=True)
+        assert (other.spent_usd(), other.committed_usd("ann"), other.totals()["usd"]) == (0.0, 0.5, 0.0)
+
+        done = advance(taken[0], Event.POLLED, Change(status="completed", cost=Cost(usd=0.4)), now=T0 + 3)
+        assert other.save(done, charge=True) == done
+        assert (holder.spent_usd(principal="ann"), holder.committed_usd()) == (0.4, 0.4)
     finally:
         holder.close()
         other.close()

@@ -369,8 +369,7 @@ NOT_BEFORE_THE_FIRST_ANSWER = (
     "mediamux.providers.muzaic",
     "mediamux.providers.mixpeek",
     "mediamux.providers.transport",
-    "mediamux.jobs.engine",
-    "mediamux.jobs.models",  # the journal is opened (to check it) without its row models
+    "mediamux.jobs.engine",  # (the journal is opened to check it, which loads the job models)
     "mediamux.tasks.board",
     "mediamux.resources",
     "mediamux.server.services",

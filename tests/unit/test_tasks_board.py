@@ -98,7 +98,7 @@ async def start(engine: JobEngine, seconds: float, ending: str = "completed") ->
 
 async def test_a_running_job_is_a_working_task_with_the_engines_poll_interval(engine: JobEngine) -> None:
     task_id = await start(engine, 100)
-    state = TaskBoard(render).get(engine, task_id)
+    state = await TaskBoard(render).get(engine, task_id)
 
     assert state.status == "working" and not state.terminal
     assert state.poll_ms == 1000  # young jobs are polled every second
@@ -112,7 +112,7 @@ async def test_a_running_job_is_a_working_task_with_the_engines_poll_interval(en
 
 async def test_an_unknown_id_is_no_task(engine: JobEngine) -> None:
     with pytest.raises(TaskNotFound):
-        TaskBoard(render).get(engine, "job_nobody")
+        await TaskBoard(render).get(engine, "job_nobody")
 
 
 async def test_a_failed_job_is_completed_in_2026_and_failed_in_2025(
@@ -120,7 +120,7 @@ async def test_a_failed_job_is_completed_in_2026_and_failed_in_2025(
 ) -> None:
     task_id = await start(engine, 1, ending="failed")
     await engine.wait(task_id, wait_s=30)
-    state = TaskBoard(render).get(engine, task_id)
+    state = await TaskBoard(render).get(engine, task_id)
 
     assert state.status == "completed" and state.result is not None and state.result.is_error
     assert state.modern()["result"]["isError"] is True
@@ -142,7 +142,7 @@ async def test_a_follower_drives_the_job_to_its_end_and_announces_each_change_on
     board.follow(engine, task_id)  # once per process
     await eventually(lambda: bool(seen) and seen[-1].terminal, clock=clock)
 
-    done = board.get(engine, task_id)
+    done = await board.get(engine, task_id)
     assert (
         done.status == "completed" and done.modern()["result"]["structuredContent"]["status"] == "completed"
     )
@@ -164,9 +164,9 @@ async def test_a_follower_that_crashes_fails_the_task_with_an_internal_error_and
     task_id = await start(engine, 1, ending="crash")
 
     board.follow(engine, task_id)
-    await eventually(lambda: board.get(engine, task_id).terminal, clock=clock)
+    with anyio.fail_after(10):
+        state = await board.settled(engine, task_id)
 
-    state = board.get(engine, task_id)
     assert state.status == "failed" and state.result is None
     assert state.modern()["error"]["code"] == -32603
     assert "RuntimeError" in state.modern()["error"]["message"]  # the class, never the text of the bug

@@ -19,18 +19,18 @@ here imports psycopg.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
 
-# Annotations only: `mediamux serve` opens the journal to check it before its first answer, without
-# the job models.
+from mediamux.clock import Clock
+from mediamux.jobs.models import JobRecord
+from mediamux.providers.cost import Cost
+
 if TYPE_CHECKING:
-    from mediamux.clock import Clock
     from mediamux.config import Settings
-    from mediamux.jobs.models import JobRecord
-    from mediamux.providers.cost import Cost
 
 
 @runtime_checkable
@@ -52,20 +52,23 @@ class JournalBackend(Protocol):
         window_start_ts: float | None,
         budget_usd: float | None = None,
         principal_budget_usd: float | None = None,
+        audit: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job of the same principal inside the window stands
-        for it; atomically with the budget checks (the server's, and the record's principal's) and
-        the record's reservation. Raises OverBudget."""
+        for it; atomically with the budget checks (the server's, and the record's principal's), the
+        record's reservation and, for a new job only, ``audit`` (the fields of ``audit()``). Raises
+        OverBudget."""
         ...
 
     def find_duplicate(
         self, dedup_key: str, window_start_ts: float, principal: str = "local"
     ) -> JobRecord | None: ...
 
-    def save(self, record: JobRecord, *, charge: bool = False) -> None:
+    def save(self, record: JobRecord, *, charge: bool = False) -> JobRecord:
         """Write a job's state; a finished job is never overwritten by an unfinished copy. ``charge``:
         also write the job's ledger entry (its cost; every job the provider may bill, priced or not),
-        in the same transaction."""
+        in the same transaction. Returns the job as the journal now holds it: ``record``, or the
+        finished copy that won."""
         ...
 
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -110,7 +113,14 @@ class JournalBackend(Protocol):
 
     def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float: ...
 
-    def committed_usd(self, principal: str | None = None) -> float: ...
+    def committed_usd(self, principal: str | None = None) -> float:
+        """Charged plus reserved dollars, what budgets are checked against. This and ``spent_usd``
+        read running sums kept with the rows, in O(1)."""
+        ...
+
+    def rebuild_totals(self) -> None:
+        """Recompute the running sums from the rows."""
+        ...
 
     def audit(
         self,

@@ -20,6 +20,7 @@ same way for every provider:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -50,6 +51,7 @@ from mediamux.jobs.backend import JournalBackend, SharedJournal
 from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget
 from mediamux.jobs.leases import LeaseKeeper
 from mediamux.jobs.models import JobError, JobRecord, JobResult
+from mediamux.jobs.offload import in_thread
 from mediamux.jobs.schedule import BACKOFF, FIRST_POLL_S, HISTORY, MAX_POLL_S, Expectation, Plan
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.principals import current_principal
@@ -66,6 +68,10 @@ from mediamux.providers.errors import (
 from mediamux.providers.status import IN_PROGRESS_WORDS
 
 logger = logging.getLogger("mediamux.jobs")
+
+# Parametrized once: pydantic keeps a generic's parametrized class only while something refers to it,
+# so ``JobResult[Any](...)`` inline rebuilt the class (and its validator) again and again.
+_JobView = JobResult[Any]
 
 HEARTBEAT_S = 10.0
 # A job is reported as not finished only on a look at the provider at most this old: a status read
@@ -367,6 +373,11 @@ class Progress:
     async def step(self, message: str) -> None:
         await self(self._n + 1, None, message)
 
+    @property
+    def silent(self) -> bool:
+        """Nobody listens (the caller asked for no progress): there is nothing to keep alive."""
+        return self._fn is _no_progress
+
     @classmethod
     def of(cls, progress: ProgressFn | None) -> Progress:
         return progress if isinstance(progress, Progress) else cls(progress or _no_progress)
@@ -385,6 +396,27 @@ class _Slot:
     # Set by a webhook (wake); the poll that takes it replaces it. woken_ts: when it came (wall clock).
     wake: anyio.Event = field(default_factory=anyio.Event)
     woken_ts: float | None = None
+    # The job as this process last wrote or read it, and when (clock.monotonic): within FRESH_S it
+    # stands for a journal read on the paths that follow our own writes (see _fetch).
+    latest: JobRecord | None = None
+    latest_at: float = float("-inf")
+
+
+@dataclass
+class _Beating:
+    """One call's heartbeat task, started late in the server's task group (see _heartbeating)."""
+
+    stopped: bool = False
+    scope: anyio.CancelScope | None = None
+    done: anyio.Event | None = None
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self.scope is not None:
+            self.scope.cancel()
+        if self.done is not None:
+            with anyio.CancelScope(shield=True):
+                await self.done.wait()
 
 
 @dataclass
@@ -465,6 +497,10 @@ class JobEngine:
         self.owner = f"{self.host}:{os.getpid()}:{self.session_id}"
         # Accepted jobs the journal could not take yet: never lost, answered from here meanwhile.
         self._unsaved: dict[str, JobRecord] = {}
+        # The session's spend as the journal said at this engine's last call (every store and read
+        # brings it along, in the same worker-thread call), so a job view needs no journal read. A
+        # session this engine names itself has spent nothing yet; a resumed one is read once.
+        self._spent: float | None = None if session_id else 0.0
         self.recovery_path = recovery_path or default_recovery_path(journal.location)
         # Set by the server: where synchronous provider requests run, outliving any one tool call.
         self.task_group: TaskGroup | None = None
@@ -595,25 +631,63 @@ class JobEngine:
                 self._slots.pop(job_id, None)
 
     async def _transition(self, record: JobRecord, event: Event, change: Change | None = None) -> JobRecord:
-        """The only writer of a job's state: apply ``event`` (checked against jobs.states) and record it."""
+        """The only writer of a job's state: apply ``event`` (checked against jobs.states) and record it.
+        Returns the job as the journal holds it (a finished copy written elsewhere wins)."""
         new = advance(record, event, change, now=self._wall())
-        await self._store(new)
-        return new
+        return await self._store(new)
 
-    async def _store(self, record: JobRecord) -> None:
-        # In a worker thread: a journal another program holds locked stalls this job, not the server.
-        # Shielded: a state change that has happened upstream is recorded even if the caller leaves.
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._store_now, record)
+    async def _store(self, record: JobRecord) -> JobRecord:
+        # In a worker thread (which the caller waits for even when cancelled): a journal another
+        # program holds locked stalls this job, not the server, and a state change that has happened
+        # upstream is recorded even if the caller leaves.
+        held = await in_thread(self._store_now, record)
         self._unsaved.pop(record.job_id, None)
+        self._seen(held)
+        return held
 
-    def _store_now(self, record: JobRecord) -> None:
+    def _store_now(self, record: JobRecord) -> JobRecord:
         # The job and its ledger entry in one transaction: between two, a released reservation and a
         # charge not yet recorded would let a concurrent claim see neither and pass the budget.
-        self.journal.save(record, charge=True)
+        held = self.journal.save(record, charge=True)
+        self._spent = self.journal.spent_usd(self.session_id)
+        return held
 
-    def _read(self, job_id: str) -> JobRecord | None:
-        return self._unsaved.get(job_id) or self.journal.get(job_id)
+    def _get_now(self, job_id: str) -> JobRecord | None:
+        record = self.journal.get(job_id)
+        self._spent = self.journal.spent_usd(self.session_id)
+        return record
+
+    def _seen(self, record: JobRecord) -> None:
+        slot = self._slots.get(record.job_id)
+        if slot is not None:
+            slot.latest, slot.latest_at = record, self.clock.monotonic()
+
+    async def _fetch(self, job_id: str, *, recent_ok: bool = False) -> JobRecord | None:
+        """The job as the journal holds it, read in a worker thread. ``recent_ok``: on the paths that
+        follow this process's own writes (a wait, saving outputs), a copy this process wrote or read
+        less than FRESH_S ago stands for the read, unless other servers share the journal (their
+        writes are announced, and must be seen)."""
+        unsaved = self._unsaved.get(job_id)
+        if unsaved is not None:
+            return unsaved
+        slot = self._slots.get(job_id)
+        if (
+            recent_ok
+            and slot is not None
+            and slot.latest is not None
+            and not self.journal.shared
+            and self.clock.monotonic() - slot.latest_at < FRESH_S
+        ):
+            return slot.latest
+        record = await in_thread(self._get_now, job_id)
+        if record is not None:
+            self._seen(record)
+        return record
+
+    def _session_spent(self) -> float:
+        if self._spent is None:
+            self._spent = self.journal.spent_usd(self.session_id)  # once, before any other journal call
+        return round(self._spent, 6)
 
     async def _accepted(self, record: JobRecord, driver: JobDriver, outcome: Outcome) -> JobRecord:
         """Record the provider's answer to a submission; if the journal cannot take it, the answer is
@@ -687,7 +761,7 @@ class JobEngine:
                 saved = JobRecord.model_validate_json(line)
             except ValueError:
                 continue
-            current = self.journal.get(saved.job_id)
+            current = await in_thread(self.journal.get, saved.job_id)
             if current is not None and current.submit_state != "pending":
                 continue  # recorded since (by the retry loop, or another process)
             try:
@@ -718,14 +792,14 @@ class JobEngine:
             with anyio.CancelScope(shield=True), suppress(JournalWriteError):
                 await anyio.to_thread.run_sync(self.journal.forget_owner, self.owner)
 
-    def _owner_gone(self, record: JobRecord) -> bool:
+    async def _owner_gone(self, record: JobRecord) -> bool:
         """Whether the process that submitted this job can no longer record its answer."""
         age = self._wall() - record.submitted_ts
         if record.owner is None:
             return age > ORPHAN_SUBMIT_S  # written by an older release: no heartbeat to go by
         if record.owner == self.owner:
             return True  # ours, yet nothing of ours is submitting it: the attempt ended without a word
-        found = self.journal.owner(record.owner)
+        found = await in_thread(self.journal.owner, record.owner)
         if found is None:
             return age > ORPHAN_SUBMIT_S
         host, pid, seen_ts = found
@@ -776,12 +850,20 @@ class JobEngine:
         principal = current_principal()
         key = dedup_key(provider, operation, payload)
         window = None if new_job or self.dedup_window_s <= 0 else now - self.dedup_window_s
-        # An identical recent job is returned before the budget is consulted: returning it costs
-        # nothing, and a client re-sending a request whose stream broke must not be refused. Only the
-        # caller's own jobs count: another person's identical prompt is not theirs to receive.
-        existing = self.journal.find_duplicate(key, window, principal) if window is not None else None
-        if existing is not None:
-            return await self._reuse(existing, driver, options or {}, wait_s, report)
+        # An identical recent job is returned before the budget is consulted or the user asked: returning
+        # it costs nothing, and a client re-sending a request whose stream broke must not be refused.
+        # Only the caller's own jobs count: another person's identical prompt is not theirs to receive.
+        # Without a budget, a question or a drain in the way, the claim's own check (in its transaction)
+        # is enough, and this journal call is saved.
+        if window is not None and (
+            self.budget_usd is not None
+            or self.confirm_usd is not None
+            or self._draining
+            or self.principal_budget(principal) is not None
+        ):
+            existing = await in_thread(self.journal.find_duplicate, key, window, principal)
+            if existing is not None:
+                return await self._reuse(existing, driver, options or {}, wait_s, report)
         work = self._admit(driver)
         try:
             return await self._new_job(
@@ -818,7 +900,7 @@ class JobEngine:
             # The estimate is made once per job, not once per round: a retry carries the one shown.
             quote = gate.recall(key) or await self._quote(driver, args, key, limited=limited)
             if self._needs_consent(quote, limited=limited):
-                quote = self._with_budget_left(driver, quote, principal, principal_budget)
+                quote = await self._with_budget_left(driver, quote, principal, principal_budget)
                 if not await gate.confirm(quote):
                     return self._declined(driver, quote)
             reserve = self._reserve(driver, quote.estimate_usd, limited=limited)
@@ -852,6 +934,15 @@ class JobEngine:
             window_start_ts=window,
             budget_usd=self.budget_usd,
             principal_budget_usd=principal_budget,
+            # The audit entry of a paid submission is written with the job, in its transaction.
+            audit={
+                "principal": principal,
+                "action": "submit",
+                "ts": now,
+                "tool": f"{provider}.{operation}",
+                "job_id": record.job_id,
+                "estimate_usd": reserve,
+            },
         )
         if self._closed:
             # Admitted before a drain whose time has run out meanwhile: too late to start anything now.
@@ -868,7 +959,7 @@ class JobEngine:
             slot.submitted = anyio.Event()
             created = False
             try:
-                claimed, created = await anyio.to_thread.run_sync(claim)
+                claimed, created = await in_thread(claim)
             except OverBudget as exc:
                 raise self._over_budget(driver, exc, principal_budget) from None
             except JournalWriteError as exc:
@@ -882,7 +973,7 @@ class JobEngine:
             if not created:
                 self._done(work)
                 return await self._reuse(claimed, driver, caller_options, wait_s, report)
-            await self._audit(record, "submit", estimate_usd=reserve)
+            self._seen(record)
             if token is not None:
                 self._hook_tokens[record.job_id] = token
                 self._remember_hook(record.job_id, options[HOOK_OPTION])
@@ -1016,7 +1107,7 @@ class JobEngine:
     async def wait(
         self, job_id: str, *, wait_s: float = 45.0, progress: ProgressFn | None = None
     ) -> JobResult[Any]:
-        record = self.get_record(job_id)
+        record = await self.get_record(job_id)
         report = Progress.of(progress)
         wait_s = within_sync_window(wait_s)
         finished = record.terminal and (record.status != "completed" or record.finalized)
@@ -1024,9 +1115,9 @@ class JobEngine:
             return self._view(record)
         return await self._wait(record, self.driver_for(record), wait_s, report, deduplicated=False)
 
-    def get_record(self, job_id: str) -> JobRecord:
+    async def get_record(self, job_id: str) -> JobRecord:
         """The caller's job: another principal's is "not found", exactly like one that never existed."""
-        record = self._read(job_id.strip())
+        record = await self._fetch(job_id.strip())
         if record is None or record.principal != current_principal():
             raise JobNotFound(f"no job {job_id!r} in the journal; jobs_list shows the known jobs")
         return record
@@ -1036,7 +1127,7 @@ class JobEngine:
 
     async def read(self, job_id: str) -> JobResult[Any]:
         """A job as it is now: asked of the provider first when the record is stale."""
-        return self._view(await self.refresh(self.get_record(job_id)))
+        return self._view(await self.refresh(await self.get_record(job_id)))
 
     # -- internals -------------------------------------------------------------------------
 
@@ -1059,7 +1150,7 @@ class JobEngine:
         estimate = await driver.estimate_usd(args)
         key = driver.price_key(args)
         if estimate is None and key is not None:
-            estimate = self.journal.price_history(driver.provider, driver.operation, key)
+            estimate = await in_thread(self.journal.price_history, driver.provider, driver.operation, key)
         return estimate
 
     async def _quote(
@@ -1083,7 +1174,7 @@ class JobEngine:
             return self.budget_usd is not None or limited
         return self.confirm_usd is not None and quote.estimate_usd > self.confirm_usd + 1e-9
 
-    def _with_budget_left(
+    async def _with_budget_left(
         self,
         driver: JobDriver,
         quote: SpendQuote,
@@ -1095,9 +1186,11 @@ class JobEngine:
         answer)."""
         limits: list[tuple[float, float, str | None]] = []
         if self.budget_usd is not None:
-            limits.append((self.budget_usd, self.journal.committed_usd(), None))
+            limits.append((self.budget_usd, await in_thread(self.journal.committed_usd), None))
         if principal_budget is not None:
-            limits.append((principal_budget, self.journal.committed_usd(principal), principal))
+            limits.append(
+                (principal_budget, await in_thread(self.journal.committed_usd, principal), principal)
+            )
         if not limits:
             return quote
         reserve = self._reserve(driver, quote.estimate_usd, limited=True)
@@ -1109,13 +1202,13 @@ class JobEngine:
 
     def _declined(self, driver: JobDriver, quote: SpendQuote) -> JobResult[Any]:
         """The answer to a "no": a normal result, with no job, no reservation and no charge."""
-        return JobResult[Any](
+        return _JobView(
             job_id="",
             provider=driver.provider,
             operation=driver.operation,
             status="declined",
             cost=Cost(usd=0.0, note="not submitted, so not charged"),
-            session_spent_usd=round(self.journal.spent_usd(self.session_id), 6),
+            session_spent_usd=self._session_spent(),
             submitted_at="",
             note=f"not run: the user declined {driver.title} {quote.subject}"
             + (f" at an estimated {format_usd(quote.estimate_usd)}" if quote.estimate_usd is not None else "")
@@ -1164,7 +1257,7 @@ class JobEngine:
     async def _audit(self, record: JobRecord, action: str, **fields: Any) -> None:
         """The audit trail: never a reason to lose or refuse a job, so a failed write is logged only."""
         try:
-            await anyio.to_thread.run_sync(
+            await in_thread(
                 functools.partial(
                     self.journal.audit,
                     principal=record.principal,
@@ -1238,7 +1331,7 @@ class JobEngine:
     async def _settle(self, record: JobRecord, event: Event, change: Change) -> None:
         """End a submission that failed in a way we did not foresee, unless its answer was already
         recorded (the failure came after): a crash here would take the server's task group down."""
-        fresh = self._read(record.job_id) or record
+        fresh = (await self._fetch(record.job_id)) or record
         if fresh.submit_state == "pending":
             await self._transition(fresh, event, change)
 
@@ -1283,7 +1376,7 @@ class JobEngine:
                     # another client) take turns and each starts from the journal's latest state, so
                     # none overwrites another's progress or saves the outputs twice.
                     async with slot.lock:
-                        record = self._read(record.job_id) or record
+                        record = (await self._fetch(record.job_id, recent_ok=True)) or record
                     if record.terminal:
                         self._hook_digests.pop(record.job_id, None)
                         if record.status == "completed" and not record.finalized:
@@ -1332,7 +1425,7 @@ class JobEngine:
                         if nap_only and not woken:
                             continue
                     async with slot.lock:
-                        record = self._read(record.job_id) or record
+                        record = (await self._fetch(record.job_id, recent_ok=True)) or record
                         if record.terminal:
                             continue
                         if woken and not slot.wake.is_set():
@@ -1449,7 +1542,7 @@ class JobEngine:
             if known is None or self.clock.monotonic() - known.loaded >= HISTORY_TTL_S:
                 read = functools.partial(self.journal.recent_durations, *kind, limit=HISTORY)
                 try:
-                    durations = await anyio.to_thread.run_sync(read)
+                    durations = await in_thread(read)
                 except JournalError:
                     logger.debug("could not read past durations of %s", kind, exc_info=True)
                     durations = known.durations if known is not None else []
@@ -1503,7 +1596,7 @@ class JobEngine:
             # Submitted by another process, or before a restart: the journal has what the token hashes to.
             record = self._unsaved.get(job_id)
             if record is None:
-                record = await anyio.to_thread.run_sync(self.journal.get, job_id)
+                record = await in_thread(self.journal.get, job_id)
             found = record.options.get(HOOK_OPTION) if record is not None else None
             expected = found if isinstance(found, str) else None
         if not hmac.compare_digest(hook_digest(token), expected or _NO_HOOK) or expected is None:
@@ -1536,7 +1629,7 @@ class JobEngine:
     async def _follow(self, job_id: str, woken_ts: float) -> None:
         try:
             async with self._slot(job_id) as slot:
-                record = self._unsaved.get(job_id) or await anyio.to_thread.run_sync(self.journal.get, job_id)
+                record = await self._fetch(job_id)
                 if record is None or (record.terminal and (record.status != "completed" or record.finalized)):
                     self._hook_digests.pop(job_id, None)
                     return
@@ -1580,9 +1673,9 @@ class JobEngine:
         driver = self._drivers[(record.provider, record.operation)]
         async with self._slot(record.job_id) as slot:
             if slot.lock.locked():
-                return self._read(record.job_id) or record
+                return (await self._fetch(record.job_id, recent_ok=True)) or record
             async with slot.lock:
-                fresh = self._read(record.job_id) or record
+                fresh = (await self._fetch(record.job_id, recent_ok=True)) or record
                 if not self._due(fresh):
                     return fresh
                 fresh, _, _ = await self._poll_once(fresh, driver, self.clock.monotonic() + within_s)
@@ -1603,12 +1696,12 @@ class JobEngine:
             async with anyio.create_task_group() as tg:
                 for i in due:
                     tg.start_soon(one, i)
-        return [self._read(r.job_id) or r for r in out]
+        return [(await self._fetch(r.job_id)) or r for r in out]
 
     async def cancel(self, job_id: str) -> JobResult[Any]:
         """Stop a job: polling stops at once; the provider is told where it can be (the driver says),
         otherwise the job is no longer followed and whatever it costs stands."""
-        record = self.get_record(job_id)
+        record = await self.get_record(job_id)
         if record.terminal:
             return self._view(record, note=f"already {record.status}; nothing was cancelled")
         driver = self.driver_for(record)
@@ -1620,7 +1713,7 @@ class JobEngine:
                 done = slot.submitted
                 if done is not None:
                     await self.clock.wait_for(done, within_s=REFRESH_S)
-                return self._view(self._read(job_id) or record)
+                return self._view((await self._fetch(job_id)) or record)
             raise JobsError(
                 f"job {job_id} is being submitted right now; cancel it once the provider has answered "
                 "(jobs_get shows when), so its charge, if any, is known"
@@ -1634,7 +1727,7 @@ class JobEngine:
             except ProviderError as exc:
                 problem = exc.message
         async with slot.lock if slot is not None else anyio.Lock():
-            fresh = self._read(job_id) or record
+            fresh = (await self._fetch(job_id)) or record
             if fresh.terminal:
                 return self._view(fresh, note=f"it {fresh.status} before the cancel arrived")
             await self._audit(fresh, "cancel", detail="upstream" if upstream else "here only")
@@ -1657,12 +1750,12 @@ class JobEngine:
         ours = slot.submitted
         if ours is not None:
             await self.clock.wait_for(ours, within_s=deadline - self.clock.monotonic())
-            return self._read(record.job_id) or record
+            return (await self._fetch(record.job_id, recent_ok=True)) or record
         while True:
-            fresh = self._read(record.job_id) or record
+            fresh = (await self._fetch(record.job_id)) or record
             if fresh.submit_state != "pending":
                 return fresh
-            if self._owner_gone(fresh):
+            if await self._owner_gone(fresh):
                 error = JobError(
                     error_class="provider_error",
                     message="this job's submission never recorded an outcome (the server that sent it stopped "
@@ -1694,7 +1787,7 @@ class JobEngine:
                 # makes it the only save of this job in this process).
                 async with self._slot(job_id) as own:
                     try:
-                        fresh = self._read(job_id) or record
+                        fresh = (await self._fetch(job_id, recent_ok=True)) or record
                         if fresh.status == "completed" and not fresh.finalized:
                             await self._finalize(fresh, driver, Progress(_no_progress))
                     finally:
@@ -1709,7 +1802,7 @@ class JobEngine:
         finalizing = slot.finalizing
         if finalizing is not None:
             await self.clock.wait_for(finalizing, within_s=deadline - self.clock.monotonic())
-        return self._read(job_id) or record
+        return (await self._fetch(job_id, recent_ok=True)) or record
 
     async def _finalize(self, record: JobRecord, driver: JobDriver, report: Progress) -> JobRecord:
         outcome = Outcome(status="completed", result=record.result, cost=Cost())
@@ -1725,13 +1818,40 @@ class JobEngine:
             return await self._transition(record, Event.FINALIZED, outcome.change())
         except IllegalTransition:
             # Another process saved it first; outputs are named by content, so nothing is doubled.
-            return self._read(record.job_id) or record
+            return (await self._fetch(record.job_id)) or record
 
     @asynccontextmanager
     async def _heartbeating(
         self, report: Progress, driver: JobDriver, record: JobRecord, start: float
     ) -> AsyncIterator[None]:
-        """Heartbeats alongside the body; a failure of the body surfaces as itself, not as a group."""
+        """Heartbeats alongside the body; a failure of the body surfaces as itself, not as a group.
+
+        Most calls end before a beat is due, and a task (with its group and cancel scope) costs more
+        than the rest of a quick job's bookkeeping: so on asyncio with a server task group, a timer
+        starts the beating task there only once the first beat is due, and it is stopped (and waited
+        for) before the call returns, so no beat follows the result."""
+        if report.silent:
+            yield
+            return
+        host = self.task_group
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if host is not None and loop is not None:
+            beating = _Beating()
+
+            def due(last: int) -> None:
+                if not beating.stopped:
+                    host.start_soon(self._beat_until_stopped, beating, report, driver, record, start, last)
+
+            timer = loop.call_later(self.heartbeat_s, due, report.sent)
+            try:
+                yield
+            finally:
+                timer.cancel()
+                await beating.stop()
+            return
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, report, driver, record, start)
@@ -1743,6 +1863,26 @@ class JobEngine:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+
+    async def _beat_until_stopped(
+        self,
+        beating: _Beating,
+        report: Progress,
+        driver: JobDriver,
+        record: JobRecord,
+        start: float,
+        last: int,
+    ) -> None:
+        if beating.stopped:
+            return
+        beating.done = anyio.Event()
+        try:
+            with anyio.CancelScope() as beating.scope:
+                if report.sent == last:
+                    await report.step(self._progress_line(driver, record, start))
+                await self._heartbeat(report, driver, record, start)
+        finally:
+            beating.done.set()
 
     async def _heartbeat(self, report: Progress, driver: JobDriver, record: JobRecord, start: float) -> None:
         # Real time, not the injected clock: this promise is to the person watching the client, and a
@@ -1796,7 +1936,7 @@ class JobEngine:
         note: str | None = None,
     ) -> JobResult[Any]:
         end = record.completed_ts if record.completed_ts is not None else self._wall()
-        return JobResult[Any](
+        return _JobView(
             job_id=record.job_id,
             provider=record.provider,
             operation=record.operation,
@@ -1809,7 +1949,7 @@ class JobEngine:
             result=record.result,
             error=record.error,
             cost=self._cost_of(record),
-            session_spent_usd=round(self.journal.spent_usd(self.session_id), 6),
+            session_spent_usd=self._session_spent(),
             elapsed_s=round(max(0.0, end - record.submitted_ts), 3),
             submitted_at=iso(record.submitted_ts) or "",
             completed_at=iso(record.completed_ts),

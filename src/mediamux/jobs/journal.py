@@ -13,19 +13,15 @@ import errno
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mediamux.errors import MediamuxError
+from mediamux.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobError, JobRecord
 from mediamux.principals import LOCAL
-
-# The job models load with the first row read or written, not with the journal: `mediamux serve`
-# opens the journal to check it before its first answer, and loads nothing else of the engine then.
-if TYPE_CHECKING:
-    from mediamux.jobs.models import JobRecord
-    from mediamux.providers.cost import Cost
+from mediamux.providers.cost import Cost
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,11 +50,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     checked_ts REAL,
     principal TEXT NOT NULL DEFAULT 'local'
 );
-CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key);
+CREATE INDEX IF NOT EXISTS jobs_price ON jobs (provider, operation, price_key, submitted_ts);
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, seen_ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (dedup_key, principal, submitted_ts);
 CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (submitted_ts);
-CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id);
+CREATE INDEX IF NOT EXISTS jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
 CREATE TABLE IF NOT EXISTS ledger (
     entry_id TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
@@ -73,6 +69,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_session ON ledger (session_id);
 CREATE INDEX IF NOT EXISTS jobs_principal ON jobs (principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (principal, submitted_ts) WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS ledger_principal ON ledger (principal);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,9 +84,37 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT PRIMARY KEY,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    reserved_usd REAL NOT NULL DEFAULT 0
+);
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+
+# Running sums kept beside the rows they sum, in the same transactions (table ``totals``): the budget
+# checks of every claim and the session spend of every job view would otherwise scan the whole ledger
+# and journal, which grows without end on a long-running server. One row per scope:
+ALL = "all"  # everything: charged dollars (refunds excluded) and what live jobs hold
+SESSION = "session:"  # + session id: its charged dollars
+PRINCIPAL = "principal:"  # + principal: their charged dollars and what their live jobs hold
+
+# Recomputes every running sum from the rows (a migration, and ``rebuild_totals``).
+_REBUILD_TOTALS = """
+DELETE FROM totals;
+INSERT INTO totals (scope, spent_usd, reserved_usd) SELECT 'all',
+    (SELECT COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) FROM ledger),
+    (SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs);
+INSERT INTO totals (scope, spent_usd) SELECT 'session:' || session_id,
+    COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) FROM ledger GROUP BY session_id;
+INSERT INTO totals (scope, spent_usd, reserved_usd) SELECT 'principal:' || principal, SUM(spent), SUM(held) FROM (
+    SELECT principal, COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0) AS spent, 0 AS held
+        FROM ledger GROUP BY principal
+    UNION ALL
+    SELECT principal, 0, COALESCE(SUM(reserved_usd), 0) FROM jobs GROUP BY principal
+) GROUP BY principal;
+"""
 
 # Each step takes the schema from version N to N + 1, in one transaction.
 MIGRATIONS: dict[int, str] = {
@@ -134,6 +159,27 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, ts);
 """,
+    # 5 -> 6: running sums of spend and reservations (all, per session, per principal), read in O(1);
+    # indexes that let the live-job list, the provider-id lookup, the price history and the learned
+    # durations stop after their first rows however long the journal grows. Every index is a page more
+    # to write per paid submission, so the live jobs have a partial one (small, whatever the history).
+    # The duplicate lookup names the principal too: with (dedup_key, submitted_ts) only, SQLite chose
+    # the principal's index and read every job of the window for each claim.
+    5: """
+DROP INDEX IF EXISTS jobs_price;
+CREATE INDEX jobs_price ON jobs (provider, operation, price_key, submitted_ts);
+DROP INDEX IF EXISTS jobs_provider_id;
+CREATE INDEX jobs_provider_id ON jobs (provider, provider_job_id, submitted_ts);
+DROP INDEX IF EXISTS jobs_dedup;
+CREATE INDEX jobs_dedup ON jobs (dedup_key, principal, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs (principal, submitted_ts) WHERE status IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT PRIMARY KEY,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    reserved_usd REAL NOT NULL DEFAULT 0
+);
+"""
+    + _REBUILD_TOTALS,
 }
 
 _COLUMNS = (
@@ -142,6 +188,15 @@ _COLUMNS = (
     "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts, principal"
 )
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+_LIVE = "status IN ('queued', 'running')"
+assert frozenset(("queued", "running")) == ACTIVE_STATUSES  # the partial index jobs_live says the same
+# What a job's later states change. The rest is fixed when it is claimed, so an update leaves the
+# indexes over those columns (duplicate key, submission time, principal, price key) untouched.
+_MUTABLE = (
+    "options_json, provider_job_id, status, provider_status, submit_state, result_json, error_json, "
+    "cost_json, updated_ts, completed_ts, polls, finalized, reserved_usd, owner, checked_ts"
+)
+_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _MUTABLE.split(', '))} WHERE job_id = ?"
 
 
 class JournalError(MediamuxError):
@@ -241,6 +296,7 @@ class Journal:
                 else None
             )
             version = int(row[0]) if row is not None else None
+            found = version
             if version is None:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -256,9 +312,11 @@ class Journal:
                     if statement.strip():
                         db.execute(statement)
                 version += 1
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),)
-            )
+            if version != found:
+                # Only when it changed: an opening that writes nothing leaves no WAL to checkpoint.
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),)
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -300,6 +358,7 @@ class Journal:
         window_start_ts: float | None,
         budget_usd: float | None = None,
         principal_budget_usd: float | None = None,
+        audit: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job from inside the window can stand for it.
 
@@ -308,7 +367,8 @@ class Journal:
         sharing the file — create one job per identical request and can never commit more than
         ``budget_usd`` between them (nor more than ``principal_budget_usd`` for the record's
         principal). Duplicates are looked for among the principal's own jobs only. Returns the job
-        to use and whether it is new.
+        to use and whether it is new. ``audit``: the fields of ``audit()``, written with a new job in
+        the same transaction.
 
         Raises:
             OverBudget: the committed spend plus this job's reservation would pass ``budget_usd``.
@@ -331,6 +391,9 @@ class Journal:
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _values(record),
             )
+            _hold(db, record.principal, reserve)
+            if audit is not None:
+                _audit(db, **audit)
         return record, True
 
     def find_duplicate(
@@ -353,25 +416,32 @@ class Journal:
         ).fetchone()
         return _record(row) if row is not None else None
 
-    def save(self, record: JobRecord, *, charge: bool = False) -> None:
+    def save(self, record: JobRecord, *, charge: bool = False) -> JobRecord:
         """Write a job's state; a finished job is never overwritten by an older, unfinished copy
         (another process, or a waiter that read the row before it finished). ``charge``: its ledger
         entry too, in the same transaction, so the budget never sees the reservation gone and the
-        charge not yet there."""
-        from mediamux.jobs.models import TERMINAL_STATUSES
-
+        charge not yet there. Returns the job as the journal now holds it: ``record``, or the
+        finished copy that won."""
         with self._write() as db:
-            row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (record.job_id,)).fetchone()
+            row = db.execute(
+                "SELECT status, reserved_usd FROM jobs WHERE job_id = ?", (record.job_id,)
+            ).fetchone()
             if row is not None and row["status"] in TERMINAL_STATUSES and not record.terminal:
-                return
-            db.execute(
-                f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-                _values(record),
-            )
+                held = db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (record.job_id,)
+                ).fetchone()
+                return _record(held)
+            if row is None:
+                db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _values(record))
+            else:
+                db.execute(_UPDATE, _changes(record))
+            old = row["reserved_usd"] if row is not None else None
+            _hold(db, record.principal, (record.reserved_usd or 0.0) - (old or 0.0))
             if charge:
                 entry = ledger_entry(record)
                 if entry is not None:
-                    db.execute(_LEDGER_UPSERT, entry)
+                    _charge(db, entry)
+        return record
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._rlock:
@@ -396,15 +466,13 @@ class Journal:
         principal: str | None = None,
     ) -> list[JobRecord]:
         """Newest first; ``principal`` None lists everybody's (the operator's view)."""
-        from mediamux.jobs.models import ACTIVE_STATUSES
-
         clauses, params = [], []
         if principal is not None:
             clauses.append("principal = ?")
             params.append(principal)
         if status == "active":
-            clauses.append(f"status IN ({', '.join('?' * len(ACTIVE_STATUSES))})")
-            params.extend(sorted(ACTIVE_STATUSES))
+            # Spelled out, not bound: only then does SQLite see that the partial index jobs_live applies.
+            clauses.append(_LIVE)
         elif status:
             clauses.append("status = ?")
             params.append(status)
@@ -467,8 +535,8 @@ class Journal:
         if not always and cost.usd is None and cost.credits is None and cost.tokens is None:
             return
         with self._write() as db:
-            db.execute(
-                _LEDGER_UPSERT,
+            _charge(
+                db,
                 (
                     entry_id,
                     provider,
@@ -525,7 +593,15 @@ class Journal:
         return {"usd": round(usd, 6), "providers": per_provider}
 
     def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float:
-        return float(self.totals(session_id, principal=principal)["usd"])
+        """Charged dollars, refunds excluded: all time, of one session, or of one principal; O(1),
+        from the running sums (both filters at once are rare and summed from the ledger)."""
+        if session_id and principal is not None:
+            return float(self.totals(session_id, principal=principal)["usd"])
+        scope = (
+            SESSION + session_id if session_id else PRINCIPAL + principal if principal is not None else ALL
+        )
+        with self._rlock:
+            return _sums(self._reader, scope)[0]
 
     def committed_usd(self, principal: str | None = None) -> float:
         """Reported spend plus what live jobs have reserved: what a budget is checked against
@@ -535,23 +611,15 @@ class Journal:
 
     @staticmethod
     def _committed(db: sqlite3.Connection, principal: str | None = None) -> float:
-        if principal is None:
-            spent = db.execute(
-                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger"
-            ).fetchone()[0]
-            reserved = db.execute(
-                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL"
-            ).fetchone()[0]
-        else:
-            spent = db.execute(
-                "SELECT SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END) FROM ledger WHERE principal = ?",
-                (principal,),
-            ).fetchone()[0]
-            reserved = db.execute(
-                "SELECT SUM(reserved_usd) FROM jobs WHERE reserved_usd IS NOT NULL AND principal = ?",
-                (principal,),
-            ).fetchone()[0]
-        return float(spent or 0.0) + float(reserved or 0.0)
+        spent, held = _sums(db, ALL if principal is None else PRINCIPAL + principal)
+        return spent + held
+
+    def rebuild_totals(self) -> None:
+        """Recompute the running sums from the rows (after rows were written by other means)."""
+        with self._write() as db:
+            for statement in _REBUILD_TOTALS.split(";"):
+                if statement.strip():
+                    db.execute(statement)
 
     # -- audit: who spent, cancelled or deleted what -------------------------------------------
 
@@ -568,10 +636,16 @@ class Journal:
         detail: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
+            _audit(
+                db,
+                principal=principal,
+                action=action,
+                ts=ts,
+                tool=tool,
+                job_id=job_id,
+                estimate_usd=estimate_usd,
+                cost_usd=cost_usd,
+                detail=detail,
             )
 
     def audit_trail(self, *, principal: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
@@ -591,9 +665,9 @@ class Journal:
         """The most a recent job of this kind was charged in dollars, or None when none was priced."""
         with self._rlock:
             row = self._reader.execute(
-                "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM ledger l JOIN jobs j ON j.job_id = l.entry_id "
+                "SELECT MAX(usd) FROM (SELECT l.usd AS usd FROM jobs j JOIN ledger l ON l.entry_id = j.job_id "
                 "WHERE j.provider = ? AND j.operation = ? AND j.price_key = ? AND l.usd IS NOT NULL "
-                "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY l.recorded_ts DESC LIMIT 20)",
+                "AND (l.refunded IS NULL OR l.refunded = 0) ORDER BY j.submitted_ts DESC LIMIT 20)",
                 (provider, operation, price_key),
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -602,7 +676,7 @@ class Journal:
         self, provider: str, operation: str, price_key: str | None, *, limit: int = 30
     ) -> builtins.list[float]:
         """How long the most recent completed jobs of one kind (provider, operation and price key: the
-        MuAPI model) took, in seconds, newest first: what the engine recorded as the time from the
+        MuAPI model) took, in seconds, newest submission first: what the engine recorded as the time from the
         provider's acceptance to its finish, or for rows without that, from submission to when the
         job was seen finished. Jobs that finished without being polled (answered at submission) say
         nothing about how long jobs take and are left out.
@@ -615,7 +689,7 @@ class Journal:
                 rows = self._reader.execute(
                     "SELECT COALESCE(json_extract(options_json, '$._finished_s'), completed_ts - submitted_ts) "
                     "FROM jobs WHERE provider = ? AND operation = ? AND price_key IS ? AND status = 'completed' "
-                    "AND polls > 0 AND completed_ts IS NOT NULL ORDER BY completed_ts DESC LIMIT ?",
+                    "AND polls > 0 AND completed_ts IS NOT NULL ORDER BY submitted_ts DESC LIMIT ?",
                     (provider, operation, price_key, int(limit)),
                 ).fetchall()
         except sqlite3.Error as exc:
@@ -643,6 +717,78 @@ class Journal:
     def forget_owner(self, owner: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+
+def _audit(
+    db: sqlite3.Connection,
+    *,
+    principal: str,
+    action: str,
+    ts: float,
+    tool: str | None = None,
+    job_id: str | None = None,
+    estimate_usd: float | None = None,
+    cost_usd: float | None = None,
+    detail: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
+    )
+
+
+def _charge(db: sqlite3.Connection, entry: tuple[Any, ...]) -> None:
+    """Upsert one ledger row (as ``ledger_entry`` lays it out) and move the running sums by what it
+    changed. The row keeps the session and principal it was first recorded under (the upsert leaves
+    them), and so do the sums."""
+    old = db.execute(
+        "SELECT session_id, principal, usd, credits, tokens, refunded FROM ledger WHERE entry_id = ?",
+        (entry[0],),
+    ).fetchone()
+    if old is not None and tuple(old)[2:] == entry[4:8]:
+        return  # unchanged (most polls and every save of outputs): nothing to write
+    db.execute(_LEDGER_UPSERT, entry)
+    was = 0.0 if old is None or old["refunded"] == 1 else (old["usd"] or 0.0)
+    now = 0.0 if entry[7] == 1 else (entry[4] or 0.0)
+    if now != was:
+        session, principal = (
+            (old["session_id"], old["principal"]) if old is not None else (entry[3], entry[9])
+        )
+        _move(
+            db,
+            [
+                (ALL, now - was, 0.0),
+                (SESSION + session, now - was, 0.0),
+                (PRINCIPAL + principal, now - was, 0.0),
+            ],
+        )
+
+
+def _hold(db: sqlite3.Connection, principal: str, usd: float) -> None:
+    """Move the reservations held (all, and the principal's) by ``usd``."""
+    if usd:
+        _move(db, [(ALL, 0.0, usd), (PRINCIPAL + principal, 0.0, usd)])
+
+
+def _move(db: sqlite3.Connection, deltas: builtins.list[tuple[str, float, float]]) -> None:
+    """Add (charged, held) to each scope's sums, in one statement."""
+    db.execute(
+        "INSERT INTO totals (scope, spent_usd, reserved_usd) VALUES "
+        + ", ".join(["(?, ?, ?)"] * len(deltas))
+        + " ON CONFLICT(scope) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, "
+        "reserved_usd = reserved_usd + excluded.reserved_usd",
+        [value for delta in deltas for value in delta],
+    )
+
+
+def _sums(db: sqlite3.Connection, scope: str) -> tuple[float, float]:
+    """(charged, held) of one scope. A sum of increments can end a rounding error off where the rows
+    sum to exactly zero, so both are rounded to the ledger's precision and never below zero."""
+    row = db.execute("SELECT spent_usd, reserved_usd FROM totals WHERE scope = ?", (scope,)).fetchone()
+    if row is None:
+        return 0.0, 0.0
+    return max(0.0, round(float(row[0]), 9)), max(0.0, round(float(row[1]), 9))
 
 
 _LEDGER_UPSERT = (
@@ -715,10 +861,29 @@ def _values(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
-    from mediamux.jobs.models import JobError, JobRecord
-    from mediamux.providers.cost import Cost
+def _changes(r: JobRecord) -> tuple[Any, ...]:
+    """The values of ``_UPDATE``: the mutable columns in ``_MUTABLE``'s order, then the job id."""
+    return (
+        json.dumps(r.options, sort_keys=True),
+        r.provider_job_id,
+        r.status,
+        r.provider_status,
+        r.submit_state,
+        json.dumps(r.result) if r.result is not None else None,
+        r.error.model_dump_json(by_alias=True) if r.error else None,
+        r.cost.model_dump_json(),
+        r.updated_ts,
+        r.completed_ts,
+        r.polls,
+        int(r.finalized),
+        r.reserved_usd,
+        r.owner,
+        r.checked_ts,
+        r.job_id,
+    )
 
+
+def _record(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         job_id=row["job_id"],
         provider=row["provider"],

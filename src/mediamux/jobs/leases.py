@@ -120,7 +120,7 @@ class LeaseKeeper:
                 try:
                     if await self._step(job_id, orphan):
                         continue
-                    keep = self._submitting(job_id)
+                    keep = await self._submitting(job_id)
                     return
                 except LeaseLost:
                     return
@@ -139,14 +139,14 @@ class LeaseKeeper:
                 with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                     await anyio.to_thread.run_sync(self.journal.release, job_id)
 
-    def _submitting(self, job_id: str) -> bool:
-        record = self.engine._read(job_id)
+    async def _submitting(self, job_id: str) -> bool:
+        record = await self.engine._fetch(job_id)
         return record is not None and record.submit_state == "pending"
 
     async def _step(self, job_id: str, orphan: bool) -> bool:
         """One step of following a job; False when there is nothing more for this replica to do."""
         engine = self.engine
-        record = engine._read(job_id)
+        record = await engine._fetch(job_id)
         if record is None or not self.journal.holds(job_id) or engine.draining:
             return False
         if record.submit_state == "pending":
@@ -172,7 +172,7 @@ class LeaseKeeper:
         if wait > 0:
             # Jittered, so jobs started together do not poll the provider in lockstep.
             await engine.clock.sleep(wait * (0.85 + 0.3 * self._rng.random()))
-            fresh = engine._read(job_id)
+            fresh = await engine._fetch(job_id)
             if fresh is None or fresh.terminal or fresh.checked_ts != record.checked_ts:
                 return True  # cancelled, finished or polled meanwhile: look again
             record = fresh
@@ -209,7 +209,7 @@ class LeaseKeeper:
         start = engine.clock.monotonic()
         async with self.journal.watch(record.job_id) as changes:
             while True:
-                fresh = engine._read(record.job_id) or record
+                fresh = await engine._fetch(record.job_id) or record
                 if (fresh.status, fresh.provider_status) != (record.status, record.provider_status):
                     await report.step(engine._progress_line(driver, fresh, start))
                 record = fresh

@@ -6,8 +6,9 @@ servers on one database need:
 * **one submission per identical request**: ``claim`` takes a transaction-scoped advisory lock on
   the request's key before the duplicate-window lookup and the insert, so identical calls arriving
   at different replicas at once queue on the lock and all but the first find the first's row;
-* **a budget no race can pass**: with a budget, ``claim`` also takes the budget's advisory lock, sums
-  what is charged and reserved, and inserts the job with its reservation, all in that transaction;
+* **a budget no race can pass**: with a budget, ``claim`` also takes the budget's advisory lock, reads
+  what is charged and reserved (running sums that triggers move with every row, read in O(1)), and
+  inserts the job with its reservation, all in that transaction;
 * **leases**: the submitting replica holds a job's lease from the insert; every write of a held job
   is fenced (it lands only while this process still holds that lease, with the token it took), and
   renewals keep it while the process lives. A job whose lease expired is leased by another replica
@@ -29,7 +30,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -50,7 +51,49 @@ from mediamux.providers.cost import Cost
 
 logger = logging.getLogger("mediamux.jobs.postgres")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# Running sums of what the budgets are checked against, one row per scope in ``mediamux_totals``:
+# ``all`` (charged dollars, refunds excluded, and what live jobs hold), ``session:<id>`` (charged) and
+# ``principal:<p>`` (charged, and held), read in O(1) where the ledger and the journal would be summed.
+#
+# They are kept by triggers on the rows they sum, not by the code that writes those rows:
+# * a write moves the sums exactly when it lands: a fenced update that matched no row (a lease lost),
+#   a rolled-back transaction and an upsert that changed nothing move nothing, and every writer —
+#   a replica of an older release during a rolling upgrade, an operator's SQL — keeps them right;
+# * the triggers are deferred to the commit, so a transaction takes the sums' row locks last, after
+#   the locks on its job and ledger rows, in scope order with ``all`` first (every change moves
+#   ``all``): two writers can queue on a sum but never deadlock on one, and a row lock on ``all`` is
+#   held only while its transaction commits;
+# * the sums are NUMERIC: each dollar figure enters as the same decimal it leaves with, so a
+#   reservation taken and released returns the sum to exactly where it was, however long it runs.
+#
+# Every charged save and every reservation moves the ``all`` row, so commits that move money are
+# serialised on it across replicas. That adds no new queue: each of those transactions also sends a
+# NOTIFY, and PostgreSQL already serialises every committing transaction that notified, cluster-wide,
+# on one lock held until its commit ends (``PreCommit_Notify`` in src/backend/commands/async.c); the
+# deferred triggers run just before it is taken, one cached upsert each. Splitting ``all`` into slots
+# would save nothing while that lock stays, and would make each budget check read several rows.
+ALL = "all"
+SESSION = "session:"
+PRINCIPAL = "principal:"
+
+_CHARGED = "CASE WHEN refunded THEN 0 ELSE COALESCE(usd, 0)::numeric END"
+# Recomputes every running sum from the rows (the 2 -> 3 step, and ``rebuild_totals``), with both
+# tables locked against writers so no write lands between the rows read and the sums written.
+_REBUILD_TOTALS = f"""
+LOCK TABLE mediamux_jobs, mediamux_ledger IN SHARE ROW EXCLUSIVE MODE;
+DELETE FROM mediamux_totals;
+INSERT INTO mediamux_totals (scope, spent_usd, reserved_usd)
+SELECT scope, SUM(spent), SUM(held) FROM (
+    SELECT 'all' AS scope, {_CHARGED} AS spent, 0::numeric AS held FROM mediamux_ledger
+    UNION ALL SELECT 'session:' || session_id, {_CHARGED}, 0 FROM mediamux_ledger
+    UNION ALL SELECT 'principal:' || principal, {_CHARGED}, 0 FROM mediamux_ledger
+    UNION ALL SELECT 'all', 0, reserved_usd::numeric FROM mediamux_jobs WHERE reserved_usd IS NOT NULL
+    UNION ALL SELECT 'principal:' || principal, 0, reserved_usd::numeric FROM mediamux_jobs
+        WHERE reserved_usd IS NOT NULL
+) moved GROUP BY scope;
+"""
 
 # Each step takes the schema from version N to N + 1, in one transaction, under a session advisory
 # lock so replicas starting together migrate once. Add steps; never edit a released one.
@@ -134,6 +177,126 @@ CREATE TABLE mediamux_audit (
 );
 CREATE INDEX mediamux_audit_principal ON mediamux_audit (principal, ts);
 """,
+    # 2 -> 3: running sums of spend and reservations, kept by triggers and computed here from the rows
+    # (see above ``ALL``); indexes that let the job lists, the provider-id lookup, the price history,
+    # the learned durations and a principal's audit trail stop after their first rows. The old
+    # partial index on reservations only served the sums that scanned the journal.
+    2: """
+LOCK TABLE mediamux_jobs, mediamux_ledger IN SHARE ROW EXCLUSIVE MODE;
+DROP INDEX mediamux_jobs_reserved;
+DROP INDEX mediamux_jobs_price;
+CREATE INDEX mediamux_jobs_price ON mediamux_jobs (provider, operation, price_key, submitted_ts);
+CREATE INDEX mediamux_jobs_durations ON mediamux_jobs (provider, operation, price_key, completed_ts);
+-- "price_key IS NULL" selects rows of the index above but gives no order by completed_ts (it is no
+-- equality to the planner), and every provider but MuAPI prices jobs without a key.
+CREATE INDEX mediamux_jobs_durations_unkeyed ON mediamux_jobs (provider, operation, completed_ts)
+    WHERE price_key IS NULL;
+DROP INDEX mediamux_jobs_provider_id;
+CREATE INDEX mediamux_jobs_provider_id ON mediamux_jobs (provider, provider_job_id, submitted_ts);
+CREATE INDEX mediamux_jobs_status ON mediamux_jobs (status, submitted_ts);
+CREATE INDEX mediamux_jobs_provider_recent ON mediamux_jobs (provider, submitted_ts);
+CREATE INDEX mediamux_audit_principal_seq ON mediamux_audit (principal, seq);
+CREATE TABLE mediamux_totals (
+    scope TEXT PRIMARY KEY,
+    spent_usd NUMERIC NOT NULL DEFAULT 0,
+    reserved_usd NUMERIC NOT NULL DEFAULT 0
+);
+-- The sums' rows are upserted in scope order ('all' < 'principal:' < 'session:'), so writers lock
+-- them in one order. A job's principal and a charge's session and principal never change in
+-- mediamux's own writes, so every scope moves by one amount; the general case sorts explicitly.
+CREATE FUNCTION mediamux_jobs_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    was NUMERIC := 0;
+    held NUMERIC := 0;
+    who TEXT;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        was := COALESCE(OLD.reserved_usd, 0);
+        who := OLD.principal;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        held := COALESCE(NEW.reserved_usd, 0);
+        IF TG_OP = 'UPDATE' AND NEW.principal IS DISTINCT FROM who THEN
+            INSERT INTO mediamux_totals AS t (scope, reserved_usd)
+            SELECT scope, SUM(d) FROM (VALUES ('all', held - was), ('principal:' || who, -was),
+                ('principal:' || NEW.principal, held)) moved (scope, d) GROUP BY scope ORDER BY scope
+            ON CONFLICT (scope) DO UPDATE SET reserved_usd = t.reserved_usd + EXCLUDED.reserved_usd;
+            RETURN NULL;
+        END IF;
+        who := NEW.principal;
+    END IF;
+    IF held <> was THEN
+        INSERT INTO mediamux_totals AS t (scope, reserved_usd)
+        VALUES ('all', held - was), ('principal:' || who, held - was)
+        ON CONFLICT (scope) DO UPDATE SET reserved_usd = t.reserved_usd + EXCLUDED.reserved_usd;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION mediamux_ledger_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    was NUMERIC := 0;
+    spent NUMERIC := 0;
+    session TEXT;
+    who TEXT;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        was := CASE WHEN OLD.refunded THEN 0 ELSE COALESCE(OLD.usd, 0) END;
+        session := OLD.session_id;
+        who := OLD.principal;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        spent := CASE WHEN NEW.refunded THEN 0 ELSE COALESCE(NEW.usd, 0) END;
+        IF TG_OP = 'UPDATE' AND (NEW.session_id IS DISTINCT FROM session OR NEW.principal IS DISTINCT FROM who) THEN
+            INSERT INTO mediamux_totals AS t (scope, spent_usd)
+            SELECT scope, SUM(d) FROM (VALUES ('all', spent - was), ('principal:' || who, -was),
+                ('session:' || session, -was), ('principal:' || NEW.principal, spent),
+                ('session:' || NEW.session_id, spent)) moved (scope, d) GROUP BY scope ORDER BY scope
+            ON CONFLICT (scope) DO UPDATE SET spent_usd = t.spent_usd + EXCLUDED.spent_usd;
+            RETURN NULL;
+        END IF;
+        session := NEW.session_id;
+        who := NEW.principal;
+    END IF;
+    IF spent <> was THEN
+        INSERT INTO mediamux_totals AS t (scope, spent_usd)
+        VALUES ('all', spent - was), ('principal:' || who, spent - was), ('session:' || session, spent - was)
+        ON CONFLICT (scope) DO UPDATE SET spent_usd = t.spent_usd + EXCLUDED.spent_usd;
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Whoever writes (an operator's session, with its own search_path), the sums are those beside the
+-- tables: the schema they were created in.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION mediamux_jobs_totals() SET search_path = %I', current_schema());
+    EXECUTE format('ALTER FUNCTION mediamux_ledger_totals() SET search_path = %I', current_schema());
+END
+$$;
+CREATE CONSTRAINT TRIGGER mediamux_jobs_held_insert AFTER INSERT ON mediamux_jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.reserved_usd IS NOT NULL)
+    EXECUTE FUNCTION mediamux_jobs_totals();
+CREATE CONSTRAINT TRIGGER mediamux_jobs_held_update AFTER UPDATE ON mediamux_jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.reserved_usd IS DISTINCT FROM NEW.reserved_usd OR OLD.principal IS DISTINCT FROM NEW.principal)
+    EXECUTE FUNCTION mediamux_jobs_totals();
+CREATE CONSTRAINT TRIGGER mediamux_jobs_held_delete AFTER DELETE ON mediamux_jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.reserved_usd IS NOT NULL)
+    EXECUTE FUNCTION mediamux_jobs_totals();
+CREATE CONSTRAINT TRIGGER mediamux_ledger_spent_insert AFTER INSERT ON mediamux_ledger
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.usd IS NOT NULL AND NEW.refunded IS NOT TRUE)
+    EXECUTE FUNCTION mediamux_ledger_totals();
+CREATE CONSTRAINT TRIGGER mediamux_ledger_spent_update AFTER UPDATE ON mediamux_ledger
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN ((CASE WHEN OLD.refunded THEN NULL ELSE OLD.usd END) IS DISTINCT FROM (CASE WHEN NEW.refunded THEN NULL ELSE NEW.usd END)
+        OR OLD.session_id IS DISTINCT FROM NEW.session_id OR OLD.principal IS DISTINCT FROM NEW.principal)
+    EXECUTE FUNCTION mediamux_ledger_totals();
+CREATE CONSTRAINT TRIGGER mediamux_ledger_spent_delete AFTER DELETE ON mediamux_ledger
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.usd IS NOT NULL AND OLD.refunded IS NOT TRUE)
+    EXECUTE FUNCTION mediamux_ledger_totals();
+"""
+    + _REBUILD_TOTALS,
 }
 
 # Advisory lock classes (the first key of the two-key form), so ours never collide with an
@@ -384,13 +547,16 @@ class PostgresJournal:
         window_start_ts: float | None,
         budget_usd: float | None = None,
         principal_budget_usd: float | None = None,
+        audit: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert ``record`` unless an identical job from inside the window can stand for it.
 
         Identical requests serialise on an advisory lock on their key, held to the end of this
         transaction, so whichever replica commits first is the one every other finds; budgeted claims
-        serialise on the budget's lock, so the sum they check is the sum they leave. The new job is
-        leased to this process, which submits it.
+        serialise on the budget's lock, so the sum they check is the sum they leave (the running sums
+        move at the commit, before the lock is let go). The new job is leased to this process, which
+        submits it. ``audit``: the fields of ``audit()``, written with a new job, in the statement that
+        inserts it.
 
         Raises:
             OverBudget: the committed spend plus this job's reservation would pass ``budget_usd``, or
@@ -407,6 +573,8 @@ class PostgresJournal:
                     return existing, False
             reserve = record.reserved_usd or 0.0
             # Locks in one order (the server's budget, then the principal's), so claims never deadlock.
+            # Each sum is read after its lock is held: in READ COMMITTED a statement sees what committed
+            # before it began, so the read sees every claim that held the lock before this one.
             if budget_usd is not None:
                 db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_BUDGET, "all"))
                 committed = self._committed(db)
@@ -420,13 +588,18 @@ class PostgresJournal:
                 committed = self._committed(db, record.principal)
                 if committed + reserve > principal_budget_usd + 1e-9:
                     raise OverBudget(committed, record.reserved_usd, principal=record.principal)
+            params: dict[str, Any] = {**_values(record), "me": self.replica, "lease_s": self.lease_s}
+            entry = ""
+            if audit is not None:
+                # In the insert's own statement: one round trip fewer while the budget locks are held.
+                entry = f", entry AS ({_AUDIT_INSERT})"
+                params.update(_audit_params(**audit))
             row = db.execute(
-                f"INSERT INTO mediamux_jobs ({_SELECT}, lease_owner, lease_expires, lease_token) "
+                f"WITH job AS (INSERT INTO mediamux_jobs ({_SELECT}, lease_owner, lease_expires, lease_token) "
                 f"VALUES ({_INSERT_VALUES}, %(me)s, now() + make_interval(secs => %(lease_s)s), 1) "
-                "RETURNING lease_token",
-                {**_values(record), "me": self.replica, "lease_s": self.lease_s},
+                f"RETURNING lease_token){entry} SELECT lease_token, pg_notify('{JOB_CHANNEL}', %(job_id)s) FROM job",
+                params,
             ).fetchone()
-            db.execute("SELECT pg_notify(%s, %s)", (JOB_CHANNEL, record.job_id))
         assert row is not None
         with self._held_lock:
             self._held[record.job_id] = int(row["lease_token"])
@@ -450,18 +623,20 @@ class PostgresJournal:
         ).fetchone()
         return _record(row) if row is not None else None
 
-    def save(self, record: JobRecord, *, charge: bool = False) -> None:
-        """Write a job's state.
+    def save(self, record: JobRecord, *, charge: bool = False) -> JobRecord:
+        """Write a job's state; returns the job as the journal now holds it: ``record`` (with the
+        options another replica added meanwhile), or the finished copy that won.
 
         A job this process holds the lease of is written fenced: only while the lease is still ours
         and the row not finished by someone else (a cancel from another replica). ``charge``: the
-        job's ledger entry too, in the same transaction. Losing the lease
+        job's ledger entry too, in the same transaction, only when the write landed. Losing the lease
         raises LeaseLost — except for a provider's answer to our own submission, which is recorded
         even over a row another replica declared uncertain meanwhile: the job exists upstream, and its
         id must not be lost. A job finished for good drops its lease in the same write.
 
         No write turns a finished job back into a running one, and whether the provider has a job
-        (``submit_state``) is decided once, by the submission's answer.
+        (``submit_state``) is decided once, by the submission's answer. A write that does not land
+        leaves the ledger as it is: the row's own cost is the truth, not the copy's.
         """
         with self._held_lock:
             token = self._held.get(record.job_id)
@@ -476,29 +651,31 @@ class PostgresJournal:
         work = False
         with self._tx() as db:
             if token is not None:
-                applied = db.execute(
+                row = db.execute(
                     f"UPDATE mediamux_jobs SET {_SET_STATE}, "
                     "lease_owner = CASE WHEN %(done)s THEN NULL ELSE lease_owner END, "
                     "lease_expires = CASE WHEN %(done)s THEN NULL ELSE now() + make_interval(secs => %(lease_s)s) END "
                     "WHERE job_id = %(job_id)s AND lease_owner = %(me)s AND lease_token = %(token)s "
                     # Whether the provider has the job is decided once, by the submission's answer.
                     "AND (submit_state = 'pending' OR submit_state = %(submit_state)s) "
-                    f"AND (status NOT IN {_TERMINAL_SQL} OR (status = 'completed' AND %(status)s = 'completed'))",
+                    f"AND (status NOT IN {_TERMINAL_SQL} OR (status = 'completed' AND %(status)s = 'completed')) "
+                    "RETURNING options_json",
                     values,
-                ).rowcount
-                if applied:
+                ).fetchone()
+                if row is not None:
                     if done:
                         self._drop(record.job_id, token)
                 else:
                     self._drop(record.job_id, token)
-                    late = db.execute(
+                    row = db.execute(
                         f"UPDATE mediamux_jobs SET {_SET_STATE}, lease_owner = NULL, lease_expires = NULL "
                         "WHERE job_id = %(job_id)s AND submit_state IN ('pending', 'uncertain') "
                         "AND provider_job_id IS NULL AND %(submit_state)s = 'accepted' "
-                        "AND (%(provider_job_id)s::text IS NOT NULL OR %(status)s = 'completed')",
+                        "AND (%(provider_job_id)s::text IS NOT NULL OR %(status)s = 'completed') "
+                        "RETURNING options_json",
                         values,
-                    ).rowcount
-                    if late:
+                    ).fetchone()
+                    if row is not None:
                         logger.warning(
                             "job %s: the provider's answer arrived after another server declared the submission "
                             "lost; recorded it (provider id %s)",
@@ -507,25 +684,37 @@ class PostgresJournal:
                         )
                         work = True
                     else:
-                        row = db.execute(
-                            "SELECT status FROM mediamux_jobs WHERE job_id = %s", (record.job_id,)
+                        held = db.execute(
+                            f"SELECT {_SELECT} FROM mediamux_jobs WHERE job_id = %s", (record.job_id,)
                         ).fetchone()
-                        if row is not None and row["status"] not in TERMINAL_STATUSES:
+                        if held is not None and held["status"] not in TERMINAL_STATUSES:
                             raise LeaseLost(record.job_id)
-                        return  # finished by someone else: the row is the truth
+                        # Finished by someone else: the row is the truth.
+                        return _record(held) if held is not None else record
             else:
-                applied = db.execute(
+                row = db.execute(
                     f"INSERT INTO mediamux_jobs ({_SELECT}) VALUES ({_INSERT_VALUES}) "
                     f"ON CONFLICT (job_id) DO UPDATE SET {_SET_EXCLUDED} "
                     f"WHERE NOT (mediamux_jobs.status IN {_TERMINAL_SQL} AND EXCLUDED.status NOT IN {_TERMINAL_SQL}) "
-                    "AND (mediamux_jobs.submit_state = 'pending' OR mediamux_jobs.submit_state = EXCLUDED.submit_state)",
+                    "AND (mediamux_jobs.submit_state = 'pending' OR mediamux_jobs.submit_state = EXCLUDED.submit_state) "
+                    "RETURNING options_json",
                     values,
-                ).rowcount
-                if not applied and record.options:
-                    db.execute(
-                        "UPDATE mediamux_jobs SET options_json = options_json || %s WHERE job_id = %s",
-                        (Jsonb(record.options), record.job_id),
-                    )
+                ).fetchone()
+                if row is None:
+                    # Not written: a finished row, or a submission another write already decided. The
+                    # copy's options are still merged in (save_outputs asked on another replica).
+                    if record.options:
+                        held = db.execute(
+                            "UPDATE mediamux_jobs SET options_json = options_json || %s WHERE job_id = %s "
+                            f"RETURNING {_SELECT}",
+                            (Jsonb(record.options), record.job_id),
+                        ).fetchone()
+                        db.execute("SELECT pg_notify(%s, %s)", (JOB_CHANNEL, record.job_id))
+                    else:
+                        held = db.execute(
+                            f"SELECT {_SELECT} FROM mediamux_jobs WHERE job_id = %s", (record.job_id,)
+                        ).fetchone()
+                    return _record(held) if held is not None else record
                 work = (record.status in ACTIVE_STATUSES and record.submit_state == "accepted") or (
                     record.status == "completed" and not record.finalized
                 )
@@ -536,6 +725,8 @@ class PostgresJournal:
             db.execute("SELECT pg_notify(%s, %s)", (JOB_CHANNEL, record.job_id))
             if work:
                 db.execute("SELECT pg_notify(%s, '')", (WORK_CHANNEL,))
+        options = row["options_json"] or {}
+        return record if options == record.options else record.model_copy(update={"options": options})
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._read() as db:
@@ -655,27 +846,31 @@ class PostgresJournal:
         return {"usd": round(usd, 6), "providers": per_provider}
 
     def spent_usd(self, session_id: str | None = None, *, principal: str | None = None) -> float:
-        return float(self.totals(session_id, principal=principal)["usd"])
+        """Charged dollars, refunds excluded: all time, of one session, or of one principal; O(1),
+        from the running sums (both filters at once are rare and summed from the ledger)."""
+        if session_id and principal is not None:
+            return float(self.totals(session_id, principal=principal)["usd"])
+        scope = (
+            SESSION + session_id if session_id else PRINCIPAL + principal if principal is not None else ALL
+        )
+        with self._read() as db:
+            return _sums(db, scope)[0]
 
     def committed_usd(self, principal: str | None = None) -> float:
+        """Reported spend plus what live jobs have reserved (of everybody, or of one principal)."""
         with self._read() as db:
             return self._committed(db, principal)
 
     @staticmethod
     def _committed(db: psycopg.Connection[Any], principal: str | None = None) -> float:
-        if principal is None:
-            row = db.execute(
-                "SELECT (SELECT COALESCE(SUM(CASE WHEN refunded THEN 0 ELSE usd END), 0) FROM mediamux_ledger) "
-                "+ (SELECT COALESCE(SUM(reserved_usd), 0) FROM mediamux_jobs WHERE reserved_usd IS NOT NULL) AS total"
-            ).fetchone()
-        else:
-            row = db.execute(
-                "SELECT (SELECT COALESCE(SUM(CASE WHEN refunded THEN 0 ELSE usd END), 0) FROM mediamux_ledger "
-                "WHERE principal = %(p)s) + (SELECT COALESCE(SUM(reserved_usd), 0) FROM mediamux_jobs "
-                "WHERE reserved_usd IS NOT NULL AND principal = %(p)s) AS total",
-                {"p": principal},
-            ).fetchone()
-        return float(row["total"] or 0.0) if row is not None else 0.0
+        spent, held = _sums(db, ALL if principal is None else PRINCIPAL + principal)
+        return spent + held
+
+    def rebuild_totals(self) -> None:
+        """Recompute the running sums from the rows. The triggers keep them through every write, so
+        this is for what bypasses row triggers (TRUNCATE, a restore of one table); writers wait for it."""
+        with self._tx() as db:
+            db.execute(_REBUILD_TOTALS.encode())
 
     def output_owners(self, uri: str) -> set[str]:
         with self._read() as db:
@@ -713,12 +908,18 @@ class PostgresJournal:
         cost_usd: float | None = None,
         detail: str | None = None,
     ) -> None:
+        params = _audit_params(
+            principal=principal,
+            action=action,
+            ts=ts,
+            tool=tool,
+            job_id=job_id,
+            estimate_usd=estimate_usd,
+            cost_usd=cost_usd,
+            detail=detail,
+        )
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO mediamux_audit (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (ts, principal, action, tool, job_id, estimate_usd, cost_usd, detail),
-            )
+            db.execute(_AUDIT_INSERT, params)
 
     def audit_trail(self, *, principal: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
         where, params = ("WHERE a.principal = %s", (principal,)) if principal is not None else ("", ())
@@ -735,10 +936,10 @@ class PostgresJournal:
     def price_history(self, provider: str, operation: str, price_key: str) -> float | None:
         with self._read() as db:
             row = db.execute(
-                "SELECT MAX(usd) AS usd FROM (SELECT l.usd AS usd FROM mediamux_ledger l "
-                "JOIN mediamux_jobs j ON j.job_id = l.entry_id WHERE j.provider = %s AND j.operation = %s "
+                "SELECT MAX(usd) AS usd FROM (SELECT l.usd AS usd FROM mediamux_jobs j "
+                "JOIN mediamux_ledger l ON l.entry_id = j.job_id WHERE j.provider = %s AND j.operation = %s "
                 "AND j.price_key = %s AND l.usd IS NOT NULL AND l.refunded IS NOT TRUE "
-                "ORDER BY l.recorded_ts DESC LIMIT 20) recent",
+                "ORDER BY j.submitted_ts DESC LIMIT 20) recent",
                 (provider, operation, price_key),
             ).fetchone()
         return None if row is None or row["usd"] is None else float(row["usd"])
@@ -748,13 +949,15 @@ class PostgresJournal:
     ) -> builtins.list[float]:
         """Seconds the most recent completed (and polled) jobs of one kind took, newest first: the
         engine's recorded finish time, else submission to when it was seen finished."""
+        # "= %s" or "IS NULL", not IS NOT DISTINCT FROM, which no index answers.
+        key = "price_key IS NULL" if price_key is None else "price_key = %s"
         with self._read() as db:
             rows = db.execute(
                 "SELECT COALESCE((options_json->>'_finished_s')::double precision, completed_ts - submitted_ts) "
-                "AS seconds FROM mediamux_jobs WHERE provider = %s AND operation = %s "
-                "AND price_key IS NOT DISTINCT FROM %s AND status = 'completed' AND polls > 0 "
+                f"AS seconds FROM mediamux_jobs WHERE provider = %s AND operation = %s AND {key} "
+                "AND status = 'completed' AND polls > 0 "
                 "AND completed_ts IS NOT NULL ORDER BY completed_ts DESC LIMIT %s",
-                (provider, operation, price_key, int(limit)),
+                (provider, operation, *(() if price_key is None else (price_key,)), int(limit)),
             ).fetchall()
         return [float(r["seconds"]) for r in rows if r["seconds"] is not None]
 
@@ -950,6 +1153,50 @@ _LEDGER_UPSERT = (
     "UPDATE SET usd = EXCLUDED.usd, credits = EXCLUDED.credits, tokens = EXCLUDED.tokens, "
     "refunded = EXCLUDED.refunded"
 )
+
+
+_AUDIT_FIELDS = ("ts", "principal", "action", "tool", "job_id", "estimate_usd", "cost_usd", "detail")
+_AUDIT_INSERT = (
+    f"INSERT INTO mediamux_audit ({', '.join(_AUDIT_FIELDS)}) "
+    f"VALUES ({', '.join(f'%(audit_{f})s' for f in _AUDIT_FIELDS)})"
+)
+
+
+def _audit_params(
+    *,
+    principal: str,
+    action: str,
+    ts: float,
+    tool: str | None = None,
+    job_id: str | None = None,
+    estimate_usd: float | None = None,
+    cost_usd: float | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    """The parameters of ``_AUDIT_INSERT``; the signature of ``audit()``, so a claim's ``audit`` is
+    checked the same way."""
+    given = {
+        "ts": ts,
+        "principal": principal,
+        "action": action,
+        "tool": tool,
+        "job_id": job_id,
+        "estimate_usd": estimate_usd,
+        "cost_usd": cost_usd,
+        "detail": detail,
+    }
+    return {f"audit_{k}": v for k, v in given.items()}
+
+
+def _sums(db: psycopg.Connection[Any], scope: str) -> tuple[float, float]:
+    """(charged, held) of one scope, rounded as the SQLite journal rounds its own (where a sum of
+    floating-point increments can land a hair off the rows' sum) so both backends answer alike."""
+    row = db.execute(
+        "SELECT spent_usd, reserved_usd FROM mediamux_totals WHERE scope = %s", (scope,)
+    ).fetchone()
+    if row is None:
+        return 0.0, 0.0
+    return max(0.0, round(float(row["spent_usd"]), 9)), max(0.0, round(float(row["reserved_usd"]), 9))
 
 
 def _pg_ledger_row(entry: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -151,51 +151,53 @@ def advance(record: JobRecord, event: Event, change: Change | None = None, *, no
     target = _target(current, event, change)
     if target not in TRANSITIONS[current].get(event, frozenset()):
         raise IllegalTransition(f"job {record.job_id}: {event} cannot move {current} to {target}")
-    new = record.model_copy(deep=True)
+    # The new record shares the old one's argument, option and result values: they are replaced
+    # here and everywhere else, never changed in place, so the old record stays what it was.
+    new: dict[str, Any] = {"updated_ts": now}
     submit_state = SUBMIT_STATE.get(event)
     if submit_state is not None:
-        new.submit_state = submit_state  # type: ignore[assignment]
+        new["submit_state"] = submit_state
     if event is Event.POLLED:
-        new.polls += 1
+        new["polls"] = record.polls + 1
     if event in (Event.ACCEPTED, Event.POLLED):
-        new.checked_ts = now
-    new.status = "completed" if target in (State.SAVING, State.COMPLETED) else target.value
-    if target is State.SUBMITTING:
-        new.status = "queued"
-    new.finalized = target is State.COMPLETED
+        new["checked_ts"] = now
+    status = "completed" if target in (State.SAVING, State.COMPLETED) else target.value
+    new["status"] = "queued" if target is State.SUBMITTING else status
+    new["finalized"] = target is State.COMPLETED
     if change.provider_job_id:
-        new.provider_job_id = change.provider_job_id
+        new["provider_job_id"] = change.provider_job_id
     if event in UNANSWERED:
-        new.provider_status = change.provider_status
+        new["provider_status"] = change.provider_status
     else:
-        new.provider_status = change.provider_status or new.provider_status
+        new["provider_status"] = change.provider_status or record.provider_status
     if change.result is not None:
-        new.result = change.result
+        new["result"] = change.result
     if change.error is not None:
-        new.error = change.error
-    if not change.cost.is_empty:
-        new.cost = new.cost.merged_with(change.cost)
+        new["error"] = change.error
+    cost = record.cost if change.cost.is_empty else record.cost.merged_with(change.cost)
+    new["cost"] = cost
     if change.options is not None:
-        new.options = change.options
-    if new.reserved_usd is not None and _releases_reservation(new, target, event):
-        new.reserved_usd = None
-    if new.status in TERMINAL_STATUSES and new.completed_ts is None:
-        new.completed_ts = now
-    new.updated_ts = now
-    return new
+        new["options"] = change.options
+    if record.reserved_usd is not None and _releases_reservation(
+        cost, target, event, submit_state or record.submit_state
+    ):
+        new["reserved_usd"] = None
+    if new["status"] in TERMINAL_STATUSES and record.completed_ts is None:
+        new["completed_ts"] = now
+    return record.model_copy(update=new)
 
 
-def _releases_reservation(record: JobRecord, target: State, event: Event) -> bool:
+def _releases_reservation(cost: Cost, target: State, event: Event, submit_state: str) -> bool:
     """A reservation holds budget for a charge not yet reported. It ends when the provider reports
     a dollar charge (the ledger counts that instead) or a refund, and when the job failed or was
     cancelled without any chance of a charge. It stands for a job whose outcome is uncertain and
     for a finished job whose provider never prices work in dollars: such a job counts at its
     reservation, never as free."""
-    if record.cost.usd is not None or record.cost.refunded:
+    if cost.usd is not None or cost.refunded:
         return True
     if event is Event.ABANDONED:
         return False  # the provider goes on with it, and may charge for it
-    return target in (State.FAILED, State.CANCELLED) and record.submit_state != "uncertain"
+    return target in (State.FAILED, State.CANCELLED) and submit_state != "uncertain"
 
 
 def mermaid() -> str:

@@ -19,6 +19,7 @@ from mediamux.files import OUTPUTS_PREFIX, FileAccessError, OutputNotFound, Outp
 from mediamux.files.outputs import MAX_INLINE_OUTPUT_BYTES
 from mediamux.jobs.costs import caller_costs
 from mediamux.jobs.engine import JobNotFound
+from mediamux.jobs.offload import in_thread
 from mediamux.principals import LOCAL, current_principal
 from mediamux.providers.errors import ProviderError
 from mediamux.tools.jobs import job_cursor, jobs_window
@@ -57,11 +58,11 @@ def dump(data: Any) -> str:
 def register_resources(server: MCPServer[Any]) -> None:
     """The provider-neutral resources; each provider registers its own (see mediamux.registry)."""
 
-    def jobs_page(cursor: str | None) -> str:
+    async def jobs_page(cursor: str | None) -> str:
         s = services()
         principal = current_principal()
-        window, start = cursor_guard(
-            lambda: jobs_window(s.journal.list, cursor, JOBS_PAGE, principal=principal)
+        window, start = await in_thread(
+            cursor_guard, lambda: jobs_window(s.journal.list, cursor, JOBS_PAGE, principal=principal)
         )
         more = len(window) > JOBS_PAGE
         items = [
@@ -82,8 +83,8 @@ def register_resources(server: MCPServer[Any]) -> None:
         mime_type="application/json",
         description="Recent jobs from the journal, newest first, a page at a time (next: the URI of the next page)",
     )
-    def jobs() -> str:
-        return jobs_page(None)
+    async def jobs() -> str:
+        return await jobs_page(None)
 
     @server.resource(
         "mediamux://jobs{?cursor}",
@@ -92,8 +93,8 @@ def register_resources(server: MCPServer[Any]) -> None:
         mime_type="application/json",
         description="The page of mediamux://jobs a next URI points at",
     )
-    def jobs_after(cursor: str = "") -> str:
-        return jobs_page(cursor or None)
+    async def jobs_after(cursor: str = "") -> str:
+        return await jobs_page(cursor or None)
 
     @server.resource(
         "mediamux://jobs/{job_id}",
@@ -102,10 +103,10 @@ def register_resources(server: MCPServer[Any]) -> None:
         mime_type="application/json",
         description="One job: status, result, error and cost",
     )
-    def job(job_id: str) -> str:
+    async def job(job_id: str) -> str:
         s = services()
         try:
-            record = s.engine.get_record(job_id)
+            record = await s.engine.get_record(job_id)
         except JobNotFound as exc:
             raise ResourceNotFoundError(exc.message) from None
         return dump(s.engine.view(record).model_dump(mode="json", by_alias=True))
@@ -117,9 +118,9 @@ def register_resources(server: MCPServer[Any]) -> None:
         mime_type="application/json",
         description="Spend recorded this session, today and all time, per provider, against the budget",
     )
-    def costs() -> str:
+    async def costs() -> str:
         s = services()
-        report = caller_costs(s)
+        report = await in_thread(caller_costs, s)
         return dump(
             {
                 "session_id": s.engine.session_id,
@@ -178,7 +179,7 @@ async def read_output(s: Services, uri: str) -> tuple[bytes, str]:
 
     A saved output belongs to whoever's jobs saved it; to anyone else it does not exist. Files no job
     names (saved before sign-in existed, or by a tool that is not a job) are the local user's."""
-    owners = s.journal.output_owners(uri)
+    owners = await in_thread(s.journal.output_owners, uri)
     principal = current_principal()
     if principal not in owners and (owners or principal != LOCAL):
         raise ResourceNotFoundError(f"no saved output {uri}; the job results you can see list yours")

@@ -133,10 +133,10 @@ class TaskBoard:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def get(self, engine: JobEngine, task_id: str) -> TaskState:
+    async def get(self, engine: JobEngine, task_id: str) -> TaskState:
         """The task as the journal has it now; TaskNotFound for an id no job has."""
         try:
-            record = engine.get_record(task_id)
+            record = await engine.get_record(task_id)
         except JobNotFound:
             raise TaskNotFound(task_id) from None
         return self.state_of(engine, record)
@@ -192,7 +192,7 @@ class TaskBoard:
                     view = await engine.wait(task_id, wait_s=min(FOLLOW_TURN_S, left), progress=report)
                     if view.status in TERMINAL_STATUSES:
                         break
-                    self._announce(engine, task_id)
+                    await self._announce(engine, task_id)
                     if clock.monotonic() - began < FIRST_POLL_S:
                         await clock.sleep(FIRST_POLL_S)  # the engine had nothing to wait for yet
         except MediamuxError as exc:
@@ -207,20 +207,20 @@ class TaskBoard:
             )
         finally:
             self._followers.pop(task_id, None)
-        self._announce(engine, task_id)
+        await self._announce(engine, task_id)
 
     async def _progress(
         self, engine: JobEngine, task_id: str, progress: float, total: float | None, message: str
     ) -> None:
         if message:
             self._messages[task_id] = message
-        self._announce(engine, task_id)
+        await self._announce(engine, task_id)
 
     # -- cancelling --------------------------------------------------------------------------
 
     async def cancel(self, engine: JobEngine, task_id: str) -> TaskState:
         """Stop following and cancel the job (upstream where its provider can stop it)."""
-        state = self.get(engine, task_id)
+        state = await self.get(engine, task_id)
         if state.terminal:
             return state
         scope = self._followers.get(task_id)
@@ -234,8 +234,8 @@ class TaskBoard:
             self._cancel_notes[task_id] = view.note
             if len(self._cancel_notes) > REMEMBERED:
                 del self._cancel_notes[next(iter(self._cancel_notes))]
-        self._announce(engine, task_id)
-        return self.get(engine, task_id)
+        await self._announce(engine, task_id)
+        return await self.get(engine, task_id)
 
     def cancel_soon(self, engine: JobEngine, task_id: str) -> None:
         """Cancel once the job's submission has answered (a cancel cannot land before)."""
@@ -260,7 +260,7 @@ class TaskBoard:
     async def settled(self, engine: JobEngine, task_id: str) -> TaskState:
         """The task once it has ended (following it meanwhile)."""
         while True:
-            state = self.get(engine, task_id)
+            state = await self.get(engine, task_id)
             if state.terminal:
                 return state
             self.follow(engine, task_id)
@@ -277,9 +277,9 @@ class TaskBoard:
 
         return unwatch
 
-    def _announce(self, engine: JobEngine, task_id: str) -> None:
+    async def _announce(self, engine: JobEngine, task_id: str) -> None:
         try:
-            state = self.get(engine, task_id)
+            state = await self.get(engine, task_id)
         except TaskNotFound:
             return
         key = (state.status, state.message)

@@ -206,7 +206,7 @@ class TasksExtension(Extension):
             return result
         engine = self.engine(ctx)
         # Read back before answering: the task must resolve for tasks/get once the client has its id.
-        state = self.board.get(engine, job_id)
+        state = await self.board.get(engine, job_id)
         if state.terminal:
             return result
         self.board.follow(engine, job_id)
@@ -223,7 +223,7 @@ class TasksExtension(Extension):
 
     # -- tasks/* (both eras where they exist) ---------------------------------------------------
 
-    def _task(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskState:
+    async def _task(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskState:
         """The task, checked for the era's rules, and followed while it runs."""
         from mediamux.tasks.board import TaskNotFound
 
@@ -232,7 +232,7 @@ class TasksExtension(Extension):
             check_routing_header(ctx, task_id)
         engine = self.engine(ctx)
         try:
-            state = self.board.get(engine, task_id)
+            state = await self.board.get(engine, task_id)
         except TaskNotFound:
             raise not_found(task_id) from None
         if not state.terminal:
@@ -240,7 +240,7 @@ class TasksExtension(Extension):
         return state
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
-        state = self._task(ctx, params.task_id)
+        state = await self._task(ctx, params.task_id)
         if ctx.protocol_version in MODERN:
             task = state.modern()
             inline = task.get("result")
@@ -256,13 +256,13 @@ class TasksExtension(Extension):
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         # A job never waits on the client, so no input is outstanding: responses are ignored, as
         # SEP-2663 asks for keys that are not outstanding.
-        self._task(ctx, params.task_id)
+        await self._task(ctx, params.task_id)
         return {"resultType": "complete"}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         from mediamux.tasks.board import TaskBusy
 
-        state = self._task(ctx, params.task_id)
+        state = await self._task(ctx, params.task_id)
         engine = self.engine(ctx)
         modern = ctx.protocol_version in MODERN
         if state.terminal:
@@ -280,7 +280,7 @@ class TasksExtension(Extension):
         return {"resultType": "complete"} if modern else state.legacy()
 
     async def _result(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
-        self._task(ctx, params.task_id)
+        await self._task(ctx, params.task_id)
         state = await self.board.settled(self.engine(ctx), params.task_id)
         if state.error is not None:
             raise MCPError(code=state.error["code"], message=state.error["message"])
@@ -349,7 +349,7 @@ class TasksExtension(Extension):
         if job_id is None:
             return wire  # refused before any job existed: the answer says why
         engine = self.engine(ctx)
-        state = self.board.get(engine, job_id)
+        state = await self.board.get(engine, job_id)
         if not state.terminal:
             if engine.task_group is not None:
                 self._legacy.setdefault(job_id, []).append((ctx.session, engine.task_group))
@@ -445,7 +445,7 @@ class TaskListen:
             if len(states) >= MAX_LISTED_TASK_IDS:
                 break
             try:
-                states[task_id] = board.get(engine, task_id)
+                states[task_id] = await board.get(engine, task_id)
             except TaskNotFound:
                 continue  # not honored: the acknowledgement lists only what will be sent
         wanted = params.notifications

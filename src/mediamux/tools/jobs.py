@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from mediamux.jobs.costs import Costs, caller_costs
 from mediamux.jobs.models import JobRecord, JobResult, ProviderId
+from mediamux.jobs.offload import in_thread
 from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost
 from mediamux.tools.base import Toolset, WaitS, job_result, model_result, money, progress_of, services
@@ -134,13 +136,16 @@ async def jobs_list(
     """Lists recent jobs, newest first, with status and cost. Free; active jobs whose
     state is stale are checked with their provider first (up to 20 per call, a few seconds at most)."""
     engine = services(ctx).engine
-    window, start = jobs_window(
-        services(ctx).journal.list,
-        cursor,
-        limit,
-        status=status,
-        provider=provider,
-        principal=current_principal(),
+    window, start = await in_thread(
+        functools.partial(
+            jobs_window,
+            services(ctx).journal.list,
+            cursor,
+            limit,
+            status=status,
+            provider=provider,
+            principal=current_principal(),
+        )
     )
     records = await engine.refresh_all(window[:limit])
     jobs = []
@@ -179,7 +184,7 @@ async def jobs_list(
 async def jobs_costs(ctx: Context) -> Annotated[CallToolResult, Costs]:
     """Shows what was spent per provider this session, today and in all, in each provider's units
     (dollars, credits, tokens), against the budget, with recent paid submissions. Free; instant."""
-    view = caller_costs(services(ctx))
+    view = await in_thread(caller_costs, services(ctx))
     return model_result(
         view,
         f"spent ${view.session.usd:.4f} this session, ${view.today.usd:.4f} today, ${view.all_time.usd:.4f} "

@@ -11,6 +11,10 @@
 
 from __future__ import annotations
 
+import random
+import re
+import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -261,8 +265,24 @@ def test_the_journal_outlives_the_process_that_wrote_it(db: Path, job: Callable[
 # -- the ledger --------------------------------------------------------------------------------------
 
 
-def charge(journal: Journal, entry: str, cost: Cost, *, provider: str = "muapi", session: str = "s1") -> None:
-    journal.record_cost(entry, provider=provider, operation="generate", session_id=session, cost=cost, ts=T0)
+def charge(
+    journal: Journal,
+    entry: str,
+    cost: Cost,
+    *,
+    provider: str = "muapi",
+    session: str = "s1",
+    principal: str = "local",
+) -> None:
+    journal.record_cost(
+        entry,
+        provider=provider,
+        operation="generate",
+        session_id=session,
+        cost=cost,
+        ts=T0,
+        principal=principal,
+    )
 
 
 def test_a_re_polled_job_replaces_its_charge_instead_of_adding_it(journal: Journal) -> None:
@@ -364,3 +384,224 @@ def test_recent_durations_read_a_journal_another_process_wrote(
         assert again.recent_durations("muapi", "generate", "m") == [7.5]
     finally:
         again.close()
+
+
+# -- running sums, and the plans of the hot queries -----------------------------------------------------
+
+
+def _summed(db: Path) -> dict[str, float]:
+    """Spend and reservations recomputed from the rows themselves."""
+    raw = sqlite3.connect(db)
+    try:
+        charged = "COALESCE(SUM(CASE WHEN refunded = 1 THEN 0 ELSE usd END), 0)"
+        sums = {"spent": raw.execute(f"SELECT {charged} FROM ledger").fetchone()[0]}
+        sums["committed"] = (
+            sums["spent"] + raw.execute("SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs").fetchone()[0]
+        )
+        for session, usd in raw.execute(f"SELECT session_id, {charged} FROM ledger GROUP BY session_id"):
+            sums[session] = usd
+        for who, usd in raw.execute(f"SELECT principal, {charged} FROM ledger GROUP BY principal"):
+            sums[f"spent by {who}"] = usd
+            sums[f"committed by {who}"] = usd
+        for who, usd in raw.execute(
+            "SELECT principal, COALESCE(SUM(reserved_usd), 0) FROM jobs GROUP BY principal"
+        ):
+            sums[f"committed by {who}"] = sums.get(f"committed by {who}", 0.0) + usd
+        return sums
+    finally:
+        raw.close()
+
+
+def _kept(journal: Journal, sessions: list[str], principals: list[str]) -> dict[str, float]:
+    kept = {"spent": journal.spent_usd(), "committed": journal.committed_usd()}
+    kept.update({s: journal.spent_usd(s) for s in sessions})
+    for who in principals:
+        kept[f"spent by {who}"] = journal.spent_usd(principal=who)
+        kept[f"committed by {who}"] = journal.committed_usd(who)
+    return kept
+
+
+def test_running_sums_agree_with_the_rows_after_any_sequence_of_writes(
+    db: Path, journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    rng = random.Random(7)
+    sessions, principals = ["s1", "s2", "s3"], ["local", "ann", "bob"]
+    jobs: list[JobRecord] = []
+    for _ in range(500):
+        move = rng.random()
+        if move < 0.3 or not jobs:
+            record, _ = journal.claim(
+                job(
+                    dedup_key=f"k{len(jobs)}",
+                    session_id=rng.choice(sessions),
+                    principal=rng.choice(principals),
+                    reserved_usd=rng.choice([None, 0.25, 1.5]),
+                ),
+                window_start_ts=None,
+                audit={"principal": "ann", "action": "submit", "ts": T0} if rng.random() < 0.5 else None,
+            )
+            jobs.append(record)
+            continue
+        i = rng.randrange(len(jobs))
+        if move < 0.6:  # a poll: maybe finished, maybe charged, maybe refunded; the reservation may end
+            cost = rng.choice([Cost(), Cost(usd=0.003), Cost(usd=1.4), Cost(usd=1.4, refunded=True)])
+            update = {
+                "status": rng.choice(["running", "completed", "failed"]),
+                "submit_state": rng.choice(["accepted", "rejected"]),
+                "cost": cost,
+                "reserved_usd": rng.choice([jobs[i].reserved_usd, None]),
+            }
+            jobs[i] = journal.save(jobs[i].model_copy(update=update), charge=True)
+        elif move < 0.8:
+            journal.save(jobs[i].model_copy(update={"reserved_usd": rng.choice([None, 0.5])}))
+            jobs[i] = journal.get(jobs[i].job_id) or jobs[i]
+        else:  # a charge recorded alone, for a job or for a request that is no job
+            entry = jobs[i].job_id if rng.random() < 0.5 else f"req_{rng.randrange(20)}"
+            charge(journal, entry, Cost(usd=rng.choice([0.01, 2.0]), refunded=rng.random() < 0.2),
+                   session=rng.choice(sessions), principal=rng.choice(principals))  # fmt: skip
+
+    kept, summed = _kept(journal, sessions, principals), _summed(db)
+    assert summed["spent"] > 1 and summed["committed"] > summed["spent"]  # the sequence did move money
+    assert kept == {k: pytest.approx(summed.get(k, 0.0), abs=1e-9) for k in kept}
+
+
+def test_a_journal_of_the_previous_schema_gets_its_sums_from_its_rows(
+    db: Path, journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    journal.claim(job(dedup_key="a", reserved_usd=0.75, principal="ann"), window_start_ts=None)
+    charge(journal, "job_x", Cost(usd=1.25), session="s1", principal="ann")
+    charge(journal, "job_y", Cost(usd=0.5, refunded=True), session="s1")
+    charge(journal, "job_z", Cost(usd=0.125), session="s2")
+    journal.close()
+    raw = sqlite3.connect(db)
+    raw.executescript("DROP TABLE totals; UPDATE meta SET value = '5' WHERE key = 'schema_version';")
+    raw.close()
+
+    again = Journal(db)
+    try:
+        assert (again.spent_usd(), again.spent_usd("s1"), again.spent_usd("s2")) == (1.375, 1.25, 0.125)
+        assert again.committed_usd() == pytest.approx(1.375 + 0.75)
+        assert again.committed_usd("ann") == pytest.approx(1.25 + 0.75)
+        assert again.spent_usd(principal="local") == 0.125
+    finally:
+        again.close()
+
+
+def test_rebuilding_the_sums_puts_back_what_rows_written_around_the_journal_say(
+    db: Path, journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    charge(journal, "job_x", Cost(usd=1.0))
+    raw = sqlite3.connect(db)
+    raw.execute(
+        "INSERT INTO ledger (entry_id, provider, operation, session_id, usd, recorded_ts, principal) "
+        "VALUES ('job_bulk', 'muapi', 'generate', 's1', 2.5, 0, 'local')"
+    )
+    raw.commit()
+    raw.close()
+    assert journal.spent_usd() == 1.0  # the sums know only what went through the journal
+
+    journal.rebuild_totals()
+
+    assert journal.spent_usd() == 3.5 and journal.spent_usd("s1") == 3.5
+
+
+def test_save_with_its_charge_returns_what_the_journal_holds(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    record, _ = journal.claim(job(status="running", submit_state="accepted"), window_start_ts=None)
+    done = record.model_copy(update={"status": "completed", "cost": Cost(usd=0.5), "polls": 4})
+    assert journal.save(done, charge=True) == done
+    assert journal.get(record.job_id) == done and journal.spent_usd("session-a") == 0.5
+
+    stale = record.model_copy(update={"polls": 9, "cost": Cost(usd=0.75)})  # read before it finished
+    assert journal.save(stale, charge=True) == done  # what the journal holds, not what was asked
+    assert journal.get(record.job_id) == done and journal.spent_usd("session-a") == 0.5
+
+
+def test_a_claim_writes_its_audit_entry_only_for_a_new_job(
+    journal: Journal, job: Callable[..., JobRecord]
+) -> None:
+    entry = {
+        "principal": "local",
+        "action": "submit",
+        "ts": T0,
+        "tool": "muapi.generate",
+        "estimate_usd": 0.1,
+    }
+    first, _ = journal.claim(job(), window_start_ts=T0 - 600, audit={**entry, "job_id": "job_0001"})
+    journal.claim(job(), window_start_ts=T0 - 600, audit={**entry, "job_id": "job_0002"})
+
+    trail = journal.audit_trail()
+    assert [(e["action"], e["job_id"]) for e in trail] == [("submit", first.job_id)]
+
+
+def test_every_hot_query_is_answered_from_an_index(journal: Journal, job: Callable[..., JobRecord]) -> None:
+    """No full scan of jobs or ledger, and no sort whose size grows with history (the active-job list
+    sorts the live jobs only); checked on the statements the journal really runs."""
+    for n in range(300):
+        record = job(dedup_key=f"k{n}", status="completed", submit_state="accepted", provider_job_id=f"r{n}",
+                     price_key="flux", cost=Cost(usd=0.01), polls=2, completed_ts=T0 + n + 5)  # fmt: skip
+        journal.save(record, charge=True)
+    statements: list[str] = []
+    for connection in (journal._db, journal._reader):
+        connection.set_trace_callback(statements.append)
+    new = job(dedup_key="new", reserved_usd=0.2, price_key="flux")
+    journal.claim(new, window_start_ts=T0 - 600, budget_usd=100.0, principal_budget_usd=50.0)
+    journal.find_duplicate("new", T0 - 600)
+    journal.save(new.model_copy(update={"submit_state": "accepted", "cost": Cost(usd=0.2)}), charge=True)
+    journal.get(new.job_id)
+    journal.find_by_provider_id("muapi", "r7")
+    # As the tools list: each caller's own jobs (all of them, the live ones, by status, by provider);
+    # and the operator's view of everybody's (the CLI).
+    for filters in (
+        {"principal": "local"},
+        {"principal": "local", "status": "active"},
+        {"principal": "local", "status": "completed"},
+        {"principal": "local", "provider": "muapi"},
+        {},
+        {"status": "active"},
+    ):
+        journal.list(limit=20, **filters)  # type: ignore[arg-type]
+    journal.spent_usd("session-a")
+    journal.spent_usd(principal="local")
+    journal.committed_usd()
+    journal.committed_usd("local")
+    journal.price_history("muapi", "generate", "flux")
+    journal.recent_durations("muapi", "generate", "flux")
+    journal.beat("me", host="h", pid=1, ts=T0)
+    journal.owner("me")
+    for connection in (journal._db, journal._reader):
+        connection.set_trace_callback(None)
+
+    queries = {s for s in statements if s.lstrip().split()[0].upper() in ("SELECT", "INSERT", "UPDATE")}
+    assert len(queries) > 15
+    # The duplicate lookup goes straight to its request's rows, not through every job in the window.
+    lookup = next(s for s in queries if "WHERE dedup_key" in s)
+    plan = [row[3] for row in journal._reader.execute(f"EXPLAIN QUERY PLAN {lookup}")]
+    assert plan == ["SEARCH jobs USING INDEX jobs_dedup (dedup_key=? AND principal=? AND submitted_ts>?)"]
+    for sql in queries:
+        plan = [row[3] for row in journal._reader.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        full_scans = [p for p in plan if re.fullmatch(r"SCAN (TABLE )?(jobs|ledger|j|l)( AS \w+)?", p)]
+        assert not full_scans, (sql, plan)
+        # Sorting ties of one submission time by job id ("RIGHT PART") stops at the limit, as the index does.
+        sorts = [p for p in plan if "TEMP B-TREE" in p and "RIGHT PART" not in p]
+        if "status IN" not in sql:
+            assert not sorts, (sql, plan)
+
+
+def test_a_migrated_journal_has_the_indexes_and_tables_of_a_new_one(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
+    shutil.copy(Path(__file__).parents[2] / "fixtures" / "journal-v1.sqlite3", old)
+    Journal(old).close()
+    Journal(new).close()
+
+    def schema(path: Path) -> set[tuple[str, str, str]]:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+            # ALTER TABLE leaves its own spacing in the stored statement; the columns are what count.
+            return {(kind, name, re.sub(r"\s+", "", sql or "")) for kind, name, sql in rows}
+        finally:
+            db.close()
+
+    assert schema(old) == schema(new)
