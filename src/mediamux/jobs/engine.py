@@ -52,7 +52,15 @@ from mediamux.jobs.journal import JournalError, JournalWriteError, OverBudget
 from mediamux.jobs.leases import LeaseKeeper
 from mediamux.jobs.models import JobError, JobRecord, JobResult
 from mediamux.jobs.offload import in_thread
-from mediamux.jobs.schedule import BACKOFF, FIRST_POLL_S, HISTORY, MAX_POLL_S, Expectation, Plan
+from mediamux.jobs.schedule import (
+    BACKOFF,
+    FIRST_POLL_S,
+    HISTORY,
+    MAX_POLL_S,
+    Expectation,
+    Plan,
+    finish_estimate,
+)
 from mediamux.jobs.states import Change, Event, IllegalTransition, advance
 from mediamux.principals import current_principal
 from mediamux.providers.cost import Cost, format_usd
@@ -1518,12 +1526,14 @@ class JobEngine:
 
     def _finish_estimate(self, record: JobRecord, woken_ts: float | None) -> float:
         """How long after acceptance a job just seen finished did finish: when its webhook came, else
-        halfway between the look that found it unfinished and this one."""
+        between the look that found it unfinished and this one (jobs.schedule.finish_estimate)."""
         anchor = self._anchor(record)
         if woken_ts is not None:
             return round(max(0.0, woken_ts - anchor), 3)
-        before = record.checked_ts or anchor
-        return round(max(0.0, (before + self._wall()) / 2 - anchor), 3)
+        before = max(0.0, (record.checked_ts or anchor) - anchor)
+        known = self._history.get(self._kind(record))
+        estimate = finish_estimate(before, self._wall() - anchor, known.expectation if known else None)
+        return round(max(0.0, estimate), 3)
 
     @staticmethod
     def _kind(record: JobRecord) -> tuple[str, str, str | None]:

@@ -134,6 +134,29 @@ async def test_later_jobs_of_a_kind_are_seen_finished_within_a_dense_step_with_n
         assert polls <= baseline_polls(JOB_S)
 
 
+async def test_a_job_first_seen_finished_long_after_it_finished_is_learned_as_its_kind_takes(
+    tmp_path: Path,
+) -> None:
+    """Looked at once, 30 s after it was accepted, a 10 s job is known only to have taken at most 30 s:
+    it is learned as what its kind takes, not as the 15 s halfway there, which would spread every later
+    plan's dense polls (under load, jobs accepted late and seen at their first poll did just that)."""
+    clock = FakeClock()
+    driver = Timed(clock)
+    async with engine_on(tmp_path / "j.sqlite3", clock, driver) as engine:
+        for n in range(6):
+            await one_job(engine, driver, n)
+        expectation = Expectation.learn(engine.journal.recent_durations("muapi", "generate", "model-x"))
+        with anyio.fail_after(30):
+            started = await engine.run("muapi", "generate", Args(n=9), wait_s=0)
+            clock.advance(30)
+            done = await engine.wait(started.job_id, wait_s=60)
+        record = engine.journal.get(started.job_id)
+
+    assert done.status == "completed" and len(driver.polls["r9"]) == 1
+    assert expectation is not None and record is not None
+    assert expectation.early_s <= record.options[FINISHED_OPTION] <= expectation.late_s
+
+
 async def test_a_new_process_plans_from_the_history_in_the_journal(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "j.sqlite3"
