@@ -182,20 +182,17 @@ CREATE TABLE IF NOT EXISTS totals (
     + _REBUILD_TOTALS,
 }
 
-_COLUMNS = (
-    "job_id, provider, operation, dedup_key, args_json, options_json, provider_job_id, status, "
-    "provider_status, submit_state, result_json, error_json, cost_json, session_id, submitted_ts, "
-    "updated_ts, completed_ts, polls, finalized, reserved_usd, price_key, owner, checked_ts, principal"
-)
-_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
-_LIVE = "status IN ('queued', 'running')"
-assert frozenset(("queued", "running")) == ACTIVE_STATUSES  # the partial index jobs_live says the same
-# What a job's later states change. The rest is fixed when it is claimed, so an update leaves the
-# indexes over those columns (duplicate key, submission time, principal, price key) untouched.
+# Fixed when a job is claimed; the rest (_MUTABLE) is what its later states change, so an update
+# leaves the indexes over the fixed columns (duplicate key, submission time, principal, price key) alone.
+_FIXED = "job_id, provider, operation, dedup_key, args_json, session_id, submitted_ts, price_key, principal"
 _MUTABLE = (
     "options_json, provider_job_id, status, provider_status, submit_state, result_json, error_json, "
     "cost_json, updated_ts, completed_ts, polls, finalized, reserved_usd, owner, checked_ts"
 )
+_COLUMNS = f"{_FIXED}, {_MUTABLE}"
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
+_LIVE = "status IN ('queued', 'running')"
+assert frozenset(("queued", "running")) == ACTIVE_STATUSES  # the partial index jobs_live says the same
 _UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _MUTABLE.split(', '))} WHERE job_id = ?"
 
 
@@ -833,32 +830,19 @@ def ledger_entry(record: JobRecord) -> tuple[Any, ...] | None:
 
 
 def _values(r: JobRecord) -> tuple[Any, ...]:
-    return (
+    """The values of every column, in ``_COLUMNS``' order."""
+    fixed = (
         r.job_id,
         r.provider,
         r.operation,
         r.dedup_key,
         json.dumps(r.args, sort_keys=True),
-        json.dumps(r.options, sort_keys=True),
-        r.provider_job_id,
-        r.status,
-        r.provider_status,
-        r.submit_state,
-        json.dumps(r.result) if r.result is not None else None,
-        r.error.model_dump_json(by_alias=True) if r.error else None,
-        r.cost.model_dump_json(),
         r.session_id,
         r.submitted_ts,
-        r.updated_ts,
-        r.completed_ts,
-        r.polls,
-        int(r.finalized),
-        r.reserved_usd,
         r.price_key,
-        r.owner,
-        r.checked_ts,
         r.principal,
     )
+    return fixed + _changes(r)[:-1]
 
 
 def _changes(r: JobRecord) -> tuple[Any, ...]:
