@@ -209,3 +209,18 @@ async def test_a_burst_of_connections_queued_while_the_server_was_busy_does_not_
 
     assert health.status_code == 200
     assert "Too many open files" not in server.stderr()
+
+
+def test_the_server_keeps_idle_connections_longer_than_http_clients_keep_theirs() -> None:
+    """A client reuses an idle connection only before its own expiry; if the server closed it at the
+    same moment, the request on it would fail unretried. So the server outlasts the clients."""
+    import httpx2
+
+    from mediamux.server.http import uvicorn_limits
+
+    common_client_expiries_s = (
+        httpx2.Limits().keepalive_expiry or 0.0,
+        4.0,
+        15.0,
+    )  # httpx (SDK), undici, aiohttp
+    assert uvicorn_limits()["timeout_keep_alive"] > max(common_client_expiries_s)

@@ -287,8 +287,11 @@ def build_http_app(
 # the rest follows ``ulimit -n``, which the operator already controls.
 
 HEAD_TIMEOUT_S: Final = 10.0
-# uvicorn's default, written down: an idle keep-alive connection is closed after this long.
-KEEP_ALIVE_S: Final = 5
+# How long an idle keep-alive connection is kept. Longer than clients keep theirs (httpx and so the
+# Python SDK: 5 s; Node's undici: 4 s; aiohttp: 15 s): at uvicorn's 5 s a client reusing a connection
+# idle for just under 5 s raced the server closing it, and that POST failed with a read error the SDK
+# does not retry (2,000 jobs over one server hit it every run). Idle connections count against the cap.
+KEEP_ALIVE_S: Final = 30
 
 
 def descriptor_limit() -> int:
