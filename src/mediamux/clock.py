@@ -16,6 +16,8 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
+from mediamux.jobs import offload
+
 
 class Clock(Protocol):
     """Provider time: poll intervals, wait budgets, retry delays, heartbeats' bookkeeping.
@@ -89,7 +91,7 @@ async def wait_all_tasks_blocked() -> None:
     looks = 0
     while True:
         await anyio.lowlevel.checkpoint()
-        if all(_blocked(task) for task in asyncio.all_tasks() if task is not me):
+        if offload.pending() == 0 and all(_blocked(task) for task in asyncio.all_tasks() if task is not me):
             return
         looks += 1
         if looks >= _PATIENT_LOOKS:
@@ -106,6 +108,8 @@ class FakeClock:
     and a watcher) wake in deadline order, and fake time never runs ahead of a task that can still
     make progress. When the driver's own deadline has come it hands the role to the next sleeper.
 
+    A journal call in a worker thread holds the clock until its answer is taken (it is in-process work
+    of microseconds; counting its caller as waiting let time jump past several polls while one ran).
     A task blocked on real I/O counts as waiting, as in trio: time may jump while a request is on
     the wire. It never jumps past the earliest sleeper's deadline, and the emulators only read the
     clock, so such a request sees a later ``now()``, as it would over a slow network. (Loopback

@@ -69,7 +69,18 @@ class _Threads:
                 loop.call_soon_threadsafe(_answer, future, outcome)
 
 
+_pending = 0  # calls handed to a thread whose answer the event loop has not taken yet
+
+
+def pending() -> int:
+    """Journal calls in flight. A test clock does not jump while one is (see clock.FakeClock): it is
+    in-process work that lands in microseconds, not a wait on the network."""
+    return _pending
+
+
 def _answer(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    global _pending
+    _pending -= 1
     if future.done():
         return
     ok, value = outcome
@@ -89,6 +100,8 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     except RuntimeError:  # not on asyncio (trio): anyio's own hand-off
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(fn, *args)
+    global _pending
+    _pending += 1
     future = _THREADS.submit(loop, fn, args)
     with anyio.CancelScope(shield=True):
         # A shielded scope keeps anyio's cancellation away; asyncio's own (a bare task.cancel()) is

@@ -130,3 +130,31 @@ async def test_a_journal_call_sees_the_callers_context_and_raises_its_own_errors
         assert await in_thread(current_principal) == current_principal()
         with pytest.raises(ZeroDivisionError):
             await in_thread(lambda: 1 / 0)
+
+
+async def test_fake_time_waits_for_a_journal_call_in_flight() -> None:
+    """A journal call is in-process work: a test's fake clock must not jump past polls while one runs
+    (it did, and a webhook test then saw its job at the 22 s fallback poll instead of the 2 s one)."""
+    clock = FakeClock()
+    release, woke = threading.Event(), threading.Event()
+    start = clock.monotonic()
+    woke_at: list[float] = []
+    done: list[str] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(5.0)
+        woke_at.append(clock.monotonic() - start)
+        woke.set()
+
+    async def journal_call() -> None:
+        done.append(await in_thread(lambda: release.wait(10) and "written"))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper)
+            tg.start_soon(journal_call)
+            # Every task now waits on something; only the journal call in its thread can still move.
+            jumped = await anyio.to_thread.run_sync(woke.wait, 0.3)
+            assert not jumped and woke_at == []
+            release.set()
+    assert done == ["written"] and woke_at == [5.0]
